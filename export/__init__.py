@@ -1,0 +1,1 @@
+"""Handheld's export side: model families, quantization, lowering to phone backends, parity."""

@@ -1,0 +1,104 @@
+"""Handheld's one config path: frozen dataclasses with Enums, validated on construction.
+
+Defaults live here and only here; the CLI builds these objects and named presets map
+one-to-one onto them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from export.errors import HandheldError
+
+
+class Backend(str, Enum):
+    EXECUTORCH = "executorch"
+    ONNX = "onnx"
+    COREML = "coreml"
+
+
+class Rotation(str, Enum):
+    NONE = "none"
+    QUAROT = "quarot"  # random Hadamard R1/R2
+    SPINQUANT = "spinquant"  # learned R1/R2 (Cayley SGD)
+
+
+def parse_enum(enum: type[Enum], value: Any, what: str) -> Enum:
+    if isinstance(value, enum):
+        return value
+    try:
+        return enum(value)
+    except ValueError:
+        known = ", ".join(e.value for e in enum)
+        raise HandheldError(f"unknown {what} {value!r}", f"use one of: {known}") from None
+
+
+@dataclass(frozen=True)
+class LLMQuantConfig:
+    """8da4w by default: 4-bit group-wise weights, int8 dynamic per-token activations."""
+
+    weight_bits: int = 4
+    group_size: int = 32
+    dynamic_activations: bool = True  # int8 per-token activations into every linear
+    embedding_bits: int = 8  # 0 keeps the embedding table fp32
+    output_bits: int = 8  # lm_head: int8 per-channel weights (0 = fp32)
+    kv_cache_bits: int = 0  # 0 = fp32 cache, 8 = int8 cache
+
+    def __post_init__(self):
+        if self.weight_bits not in (4, 8, 16):
+            raise HandheldError(f"weight_bits={self.weight_bits} is not supported", "use 4, 8 or 16 (16 = unquantized)")
+        if self.group_size <= 0 or self.group_size % 16:
+            raise HandheldError(f"group_size={self.group_size} is not supported", "use a multiple of 16, e.g. 32")
+        if self.embedding_bits not in (0, 8):
+            raise HandheldError(f"embedding_bits={self.embedding_bits}", "use 8 or 0 (fp32)")
+        if self.output_bits not in (0, 8):
+            raise HandheldError(f"output_bits={self.output_bits}", "use 8 or 0 (fp32)")
+        if self.kv_cache_bits not in (0, 8):
+            raise HandheldError(f"kv_cache_bits={self.kv_cache_bits}", "use 8 or 0 (fp32)")
+
+    @property
+    def name(self) -> str:
+        if self.weight_bits == 16:
+            return "fp32"
+        act = "8da" if self.dynamic_activations else "w"
+        return f"{act}{self.weight_bits}w-g{self.group_size}"
+
+
+@dataclass(frozen=True)
+class LLMExportConfig:
+    checkpoint: str | None = None  # HF folder or .gguf file; None = the offline SmolLM2 demo weights
+    backend: Backend = Backend.EXECUTORCH
+    max_seq_len: int = 512  # static KV cache length (prompt + generated tokens)
+    quant: LLMQuantConfig = field(default_factory=LLMQuantConfig)
+    rotation: Rotation = Rotation.NONE
+    rotation_file: str | None = None  # learned rotations to fold (spinquant)
+
+    def __post_init__(self):
+        object.__setattr__(self, "backend", parse_enum(Backend, self.backend, "backend"))
+        object.__setattr__(self, "rotation", parse_enum(Rotation, self.rotation, "rotation"))
+        if not 16 <= self.max_seq_len <= 32768:
+            raise HandheldError(f"max_seq_len={self.max_seq_len} is out of range", "use 16..32768")
+
+    def to_dict(self) -> dict:
+        return to_jsonable(self)
+
+
+def to_jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+LLM_PRESETS: dict[str, LLMExportConfig] = {
+    "smollm2-8da4w": LLMExportConfig(),
+    "smollm2-fp32": LLMExportConfig(quant=LLMQuantConfig(weight_bits=16, dynamic_activations=False, embedding_bits=0, output_bits=0)),
+}

@@ -1,0 +1,1 @@
+"""The Llama-family LLM path: model, checkpoints, quantization, export wrapper."""

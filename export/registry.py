@@ -1,0 +1,38 @@
+"""Name -> object registries for model families, backends and runners."""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+from export.errors import HandheldError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def add(obj: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._entries[name] = obj
+            return obj
+
+        return add
+
+    def get(self, name: str) -> T:
+        if name not in self._entries:
+            raise HandheldError(
+                f"unknown {self.kind} {name!r}",
+                f"use one of: {', '.join(sorted(self._entries)) or '(none registered)'}",
+            )
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
