@@ -158,10 +158,13 @@ class Llama(nn.Module):
 
     def hidden(self, tokens: torch.Tensor, start_pos=0) -> torch.Tensor:
         """tokens: [B, S] -> final-normed hidden states [B, S, dim]."""
-        s = tokens.shape[1]
+        return self.hidden_from_embeds(self.embed_tokens(tokens), start_pos)
+
+    def hidden_from_embeds(self, x: torch.Tensor, start_pos=0) -> torch.Tensor:
+        """x: [B, S, dim] input embeddings (text or projected visual tokens) -> [B, S, dim]."""
+        s = x.shape[1]
         cos = self.rope_cos.narrow(0, start_pos, s).unsqueeze(1)  # [S, 1, head_dim]
         sin = self.rope_sin.narrow(0, start_pos, s).unsqueeze(1)
-        x = self.embed_tokens(tokens)
         for layer in self.layers:
             x = layer(x, cos, sin, start_pos)
         return self.norm(x)
