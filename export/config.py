@@ -98,6 +98,12 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def llm_config_from_dict(d: dict) -> LLMExportConfig:
+    """Rebuild an export config from a manifest's `config` field."""
+    fields = {k: v for k, v in d.items() if k != "quant"}
+    return LLMExportConfig(**fields, quant=LLMQuantConfig(**d.get("quant", {})))
+
+
 LLM_PRESETS: dict[str, LLMExportConfig] = {
     "smollm2-8da4w": LLMExportConfig(),
     "smollm2-fp32": LLMExportConfig(quant=LLMQuantConfig(weight_bits=16, dynamic_activations=False, embedding_bits=0, output_bits=0)),

@@ -1,0 +1,1 @@
+"""Lowering to phone backends. One module per backend; each exposes its lowering functions."""

@@ -1,0 +1,66 @@
+"""CLI for the LLM family: `export llm`, `generate`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from export.config import LLMExportConfig, LLMQuantConfig
+
+
+def add_export_parser(export_sub) -> None:
+    p = export_sub.add_parser("llm", help="export a Llama-family LLM (default: offline SmolLM2-135M)")
+    p.add_argument("--checkpoint", help="HF folder or .gguf file (default: the offline SmolLM2 demo weights)")
+    p.add_argument("--backend", default="executorch", help="executorch")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--max-seq-len", type=int, default=LLMExportConfig.max_seq_len)
+    p.add_argument("--weight-bits", type=int, default=LLMQuantConfig.weight_bits, help="4 (8da4w), 8, or 16 (fp32)")
+    p.add_argument("--group-size", type=int, default=LLMQuantConfig.group_size)
+    p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
+    p.set_defaults(func=cmd_export)
+
+
+def add_commands(sub) -> None:
+    g = sub.add_parser("generate", help="generate text from an LLM artifact alone")
+    g.add_argument("artifact", type=Path)
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--raw", action="store_true", help="do not apply the checkpoint's chat template")
+    g.add_argument("--threads", type=int, default=2)
+    g.set_defaults(func=cmd_generate)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.llm.pipeline import export_llm
+
+    quant = (
+        LLMQuantConfig(weight_bits=16, dynamic_activations=False, embedding_bits=0, output_bits=0)
+        if args.weight_bits == 16
+        else LLMQuantConfig(weight_bits=args.weight_bits, group_size=args.group_size)
+    )
+    cfg = LLMExportConfig(checkpoint=args.checkpoint, backend=args.backend, max_seq_len=args.max_seq_len, quant=quant)
+    manifest = export_llm(cfg, args.out, check_parity=not args.no_parity)
+    print(f"wrote {args.out} ({manifest['model_file']})")
+    parity = manifest.get("parity")
+    return 0 if parity is None or parity["passed"] else 1
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import sys
+
+    from runtime.generate import SamplingConfig
+    from runtime.llm import LLMSession
+
+    session = LLMSession(args.artifact, threads=args.threads)
+    cfg = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    result = session.ask(args.prompt, cfg, chat=not args.raw, stream=lambda s: print(s, end="", flush=True))
+    print()
+    print(
+        f"[{result.prompt_tokens} prompt tokens, {len(result.tokens)} generated, stopped by {result.stopped_by}; "
+        f"time to first token {result.prefill_s * 1000:.0f} ms, decode {result.decode_tok_s:.1f} tok/s]",
+        file=sys.stderr,
+    )
+    return 0

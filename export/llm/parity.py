@@ -1,0 +1,153 @@
+"""LLM artifact parity: the lowered program against the eager model with the same
+quantization simulated (the unlowered export wrapper), on real held-out Wikipedia text.
+
+Measured:
+- teacher-forced logits over text windows (one prefill call, then one decode call per
+  token, so the KV cache path is exercised): cosine, max-abs, SQNR, top-1 agreement;
+- perplexity of the artifact, of the eager quantized model and of eager fp32 on the same
+  predicted tokens;
+- free-running greedy generation of GREEDY_TOKENS tokens from fixed prompts: position-wise
+  token agreement and the length of the identical prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from export.config import llm_config_from_dict
+from export.data.text import parity_prompts, token_windows
+from export.manifest import update_manifest
+from export.metrics import cosine, max_abs, sqnr_db
+
+# Named tolerances (artifact vs eager with the same quantization simulated):
+# metric -> ("min" | "max", limit)
+TOLERANCES = {
+    "logits_cosine_min": ("min", 0.99),  # worst teacher-forced position
+    "logits_sqnr_db": ("min", 15.0),  # all positions together
+    "top1_agreement": ("min", 0.95),  # teacher-forced argmax agreement
+    "greedy_agreement": ("min", 0.75),  # mean position-wise agreement over GREEDY_TOKENS
+    "perplexity_ratio": ("max", 1.03),  # artifact ppl / eager-quantized ppl
+}
+WINDOWS, WINDOW_LEN, PREFILL_LEN = 2, 160, 32
+PROMPTS, GREEDY_TOKENS = 4, 64
+
+
+class EagerLLMRunner:
+    """The unlowered export wrapper behind the Runner protocol."""
+
+    def __init__(self, wrapper, max_seq_len: int):
+        self.wrapper = wrapper
+        self.manifest = {"max_seq_len": max_seq_len}
+
+    @torch.no_grad()
+    def run(self, inputs):
+        return {"logits": self.wrapper(inputs["tokens"], inputs["input_pos"])}
+
+
+def _teacher_forced(step, window: torch.Tensor) -> torch.Tensor:
+    """[L] tokens -> [L - PREFILL_LEN, vocab] logits predicting tokens PREFILL_LEN..L-1."""
+    rows = [step(window[:PREFILL_LEN], 0)]
+    for pos in range(PREFILL_LEN, len(window) - 1):
+        rows.append(step(window[pos : pos + 1], pos))
+    return torch.stack(rows)
+
+
+def _perplexity(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    return math.exp(float(torch.nn.functional.cross_entropy(logits.double(), targets)))
+
+
+def _greedy(step, prompt_ids: list[int], n: int) -> list[int]:
+    from runtime.generate import SamplingConfig, generate
+
+    return generate(step, prompt_ids, SamplingConfig(max_new_tokens=n)).tokens
+
+
+def measure(artifact_step, eager_step, fp_model, tokenizer) -> dict:
+    windows = token_windows(tokenizer, "parity", WINDOW_LEN, WINDOWS)
+    art, ref, fp, targets = [], [], [], []
+    for w in tqdm(windows, desc="parity: teacher-forced windows"):
+        art.append(_teacher_forced(artifact_step, w))
+        ref.append(_teacher_forced(eager_step, w))
+        with torch.no_grad():
+            fp.append(fp_model(w[None])[0, PREFILL_LEN - 1 : -1])
+        targets.append(w[PREFILL_LEN:])
+    art, ref, fp, targets = (torch.cat(x) for x in (art, ref, fp, targets))
+    per_pos_cos = torch.nn.functional.cosine_similarity(art.double(), ref.double(), dim=-1)
+
+    prompts = [tokenizer(p, add_special_tokens=False).input_ids for p in parity_prompts(PROMPTS)]
+    agreement, prefix = [], []
+    for ids in tqdm(prompts, desc="parity: greedy generation"):
+        a, r = _greedy(artifact_step, ids, GREEDY_TOKENS), _greedy(eager_step, ids, GREEDY_TOKENS)
+        same = [x == y for x, y in zip(a, r)]
+        agreement.append(sum(same) / max(len(r), 1))
+        prefix.append(same.index(False) if False in same else len(same))
+    ppl_art, ppl_ref = _perplexity(art, targets), _perplexity(ref, targets)
+    return {
+        "logits_cosine_min": float(per_pos_cos.min()),
+        "logits_cosine_mean": float(per_pos_cos.mean()),
+        "logits_max_abs": max_abs(art, ref),
+        "logits_sqnr_db": sqnr_db(ref, art),
+        "top1_agreement": float((art.argmax(-1) == ref.argmax(-1)).double().mean()),
+        "greedy_agreement": sum(agreement) / len(agreement),
+        "greedy_identical_prefix": prefix,
+        "perplexity_artifact": ppl_art,
+        "perplexity_eager_quantized": ppl_ref,
+        "perplexity_eager_fp32": _perplexity(fp, targets),
+        "perplexity_ratio": ppl_art / ppl_ref,
+        "predicted_tokens": int(targets.numel()),
+    }
+
+
+def judge(metrics: dict) -> dict:
+    failures = []
+    for key, (kind, limit) in TOLERANCES.items():
+        value = metrics[key]
+        if not (value >= limit if kind == "min" else value <= limit):
+            failures.append(f"{key}={value:.4g} ({kind} {limit})")
+    return {"passed": not failures, "failures": failures, "tolerances": TOLERANCES}
+
+
+def print_report(report: dict) -> None:
+    m = report["metrics"]
+    print(
+        f"parity [{'PASS' if report['passed'] else 'FAIL'}] vs eager {report['reference']}: "
+        f"logits cosine min {m['logits_cosine_min']:.4f} mean {m['logits_cosine_mean']:.5f}, "
+        f"SQNR {m['logits_sqnr_db']:.1f} dB, max-abs {m['logits_max_abs']:.3f}, top-1 {m['top1_agreement']:.3f}, "
+        f"greedy agreement {m['greedy_agreement']:.3f} (identical prefixes {m['greedy_identical_prefix']}/{GREEDY_TOKENS}); "
+        f"perplexity artifact {m['perplexity_artifact']:.2f} / eager quantized {m['perplexity_eager_quantized']:.2f} "
+        f"/ eager fp32 {m['perplexity_eager_fp32']:.2f} over {m['predicted_tokens']} tokens"
+    )
+    for f in report["failures"]:
+        print(f"  out of tolerance: {f}")
+
+
+def check_llm_parity(folder: Path, prepared=None) -> dict:
+    """Run the artifact in `folder` against its eager reference; write the numbers into its manifest."""
+    from export.llm.pipeline import prepare_model
+    from export.manifest import load_manifest
+    from runtime.generate import LLMStepper
+    from runtime.runner import open_runner
+
+    manifest = load_manifest(folder)
+    cfg = llm_config_from_dict(manifest["config"])
+    prepared = prepared or prepare_model(cfg)
+    runner = open_runner(folder)
+    metrics = measure(
+        LLMStepper(runner),
+        LLMStepper(EagerLLMRunner(prepared.wrapper, cfg.max_seq_len)),
+        prepared.checkpoint.model,
+        prepared.checkpoint.tokenizer,
+    )
+    report = {"reference": f"{cfg.quant.name} simulated (torchao)", "metrics": metrics, **judge(metrics)}
+    update_manifest(folder, parity=report)
+    print_report(report)
+    return report
+
+
+def check_artifact(folder: Path) -> dict:
+    """`handheld parity DIR` entry point."""
+    return check_llm_parity(Path(folder))

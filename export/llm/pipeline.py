@@ -1,0 +1,110 @@
+"""`handheld export llm`: checkpoint -> transforms -> export wrapper -> backend artifact.
+
+Transform order (each `Llama -> Llama`): rotations first (they need the float weights and
+fold into them), quantization last (it consumes the rotated weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from export.config import LLMExportConfig, Rotation, to_jsonable
+from export.llm.checkpoint import Checkpoint, load_checkpoint
+from export.llm.model import Llama
+from export.llm.quantize import quantize_llm
+from export.llm.wrapper import INPUT_NAMES, CachedDecoder
+from export.manifest import atomic_artifact_dir, write_manifest
+from export.registry import Registry
+
+TOKENIZER_FILE = "tokenizer.json"
+
+# backend name -> function(wrapper, folder, ctx) -> manifest fields (model_file, ...)
+LLM_BACKENDS: Registry[Callable] = Registry("LLM backend")
+
+
+@dataclass
+class PreparedModel:
+    checkpoint: Checkpoint
+    model: Llama  # rotated + quantized (eager, simulated quantization)
+    wrapper: CachedDecoder
+    quant_report: dict
+
+
+def prepare_model(cfg: LLMExportConfig, checkpoint: Checkpoint | None = None) -> PreparedModel:
+    """Load and transform the model exactly as the export does (also the parity reference)."""
+    import copy
+
+    ck = checkpoint or load_checkpoint(cfg.checkpoint)
+    model = copy.deepcopy(ck.model)
+    if cfg.rotation is not Rotation.NONE:
+        from export.rotation import apply_rotation
+
+        model = apply_rotation(model, cfg.rotation, cfg.rotation_file, quantized_kv=cfg.quant.kv_cache_bits > 0)
+    report = quantize_llm(model, cfg.quant)
+    return PreparedModel(ck, model, CachedDecoder(model, cfg.max_seq_len).eval(), report)
+
+
+@LLM_BACKENDS.register("executorch")
+def _lower_executorch(prepared: PreparedModel, folder: Path) -> dict:
+    from export.backends.executorch import lower_to_executorch
+
+    w = prepared.wrapper
+    meta = w.runtime_metadata(prepared.checkpoint.bos_id, prepared.checkpoint.eos_ids)
+    summary = lower_to_executorch(w, w.example_inputs(), folder / "model.pte", w.dynamic_shapes(), meta, desc="llm")
+    return {"model_file": "model.pte", "delegation": summary}
+
+
+def _save_tokenizer(ck: Checkpoint, folder: Path) -> dict:
+    tok = ck.tokenizer
+    tok.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
+    return {
+        "file": TOKENIZER_FILE,
+        "bos_id": ck.bos_id,
+        "eos_ids": list(ck.eos_ids),
+        "bos_token": tok.bos_token or "",
+        "eos_token": tok.eos_token or "",
+        "chat_template": ck.chat_template,
+    }
+
+
+def io_specs(wrapper: CachedDecoder) -> tuple[list, list]:
+    vocab = wrapper.model.args.vocab_size
+    inputs = [
+        {"name": INPUT_NAMES[0], "dtype": "int64", "shape": [1, "seq"], "dynamic": {"seq": [1, wrapper.max_seq_len - 1]}},
+        {"name": INPUT_NAMES[1], "dtype": "int64", "shape": [1]},
+    ]
+    outputs = [{"name": "logits", "dtype": "float32", "shape": [1, vocab]}]
+    return inputs, outputs
+
+
+def export_llm(cfg: LLMExportConfig, out: Path, check_parity: bool = True) -> dict:
+    """Export, check parity inside the temp folder, then publish `out` atomically."""
+    from export.llm.parity import check_llm_parity
+
+    prepared = prepare_model(cfg)
+    lower = LLM_BACKENDS.get(cfg.backend.value)
+    inputs, outputs = io_specs(prepared.wrapper)
+    with atomic_artifact_dir(Path(out)) as folder:
+        fields = lower(prepared, folder)
+        tokenizer = _save_tokenizer(prepared.checkpoint, folder)
+        manifest = write_manifest(
+            folder,
+            "llm",
+            backend=cfg.backend.value,
+            config=to_jsonable(cfg),
+            source_checkpoint=prepared.checkpoint.source,
+            architecture={"family": prepared.checkpoint.family, **to_jsonable(prepared.model.args)},
+            max_seq_len=cfg.max_seq_len,
+            inputs=inputs,
+            outputs=outputs,
+            tokenizer=tokenizer,
+            quantization={"scheme": cfg.quant.name, **prepared.quant_report},
+            **fields,
+        )
+        if check_parity:
+            manifest["parity"] = check_llm_parity(folder, prepared)
+    return manifest

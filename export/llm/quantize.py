@@ -1,0 +1,91 @@
+"""Integer quantization of the decoder for export (8da4w by default).
+
+- transformer linears: 4-bit symmetric group-wise weights + int8 dynamic per-token
+  activations (torchao's Int8DynamicActivationIntxWeightConfig); XNNPACK runs them as
+  QD8 x QB4W GEMMs.
+- lm_head: int8 per-channel weights + int8 dynamic activations (QD8 x QC8W).
+- embedding: int8 per-row table, run by ExecuTorch's `quantized_decomposed::embedding_byte`
+  (a gather plus scale, instead of dequantizing the whole table every call).
+
+In eager mode the quantized modules compute exactly the simulated (fake-quant) math, which
+is the reference the parity harness compares the lowered artifact against.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from export.config import LLMQuantConfig
+from export.llm.model import Llama
+from export.metrics import sqnr_db
+
+import executorch.exir.passes._quant_patterns_and_replacements  # noqa: F401  (registers embedding_byte)
+
+
+class QuantizedEmbedding(nn.Module):
+    """int8 per-row symmetric embedding. weight: [V, D] int8, scales: [V] fp32."""
+
+    def __init__(self, weight_int8: torch.Tensor, scales: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weight", weight_int8)
+        self.register_buffer("scales", scales)
+
+    @classmethod
+    def from_float(cls, emb: nn.Embedding) -> "QuantizedEmbedding":
+        w = emb.weight.detach().float()
+        scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+        q = torch.clamp(torch.round(w / scales[:, None]), -128, 127).to(torch.int8)
+        return cls(q, scales)
+
+    def dequantize(self) -> torch.Tensor:
+        return self.weight.float() * self.scales[:, None]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [B, S] -> [B, S, D]
+        return torch.ops.quantized_decomposed.embedding_byte.dtype(
+            self.weight, self.scales, None, -128, 127, tokens, dtype=torch.float32
+        )
+
+
+def untie_embeddings(model: Llama) -> Llama:
+    """Give lm_head its own copy of a tied embedding, so each can be quantized on its own."""
+    if model.lm_head.weight is model.embed_tokens.weight:
+        model.lm_head.weight = nn.Parameter(model.embed_tokens.weight.detach().clone(), requires_grad=False)
+    return model
+
+
+def _dequantized(weight) -> torch.Tensor:
+    return weight.dequantize() if hasattr(weight, "dequantize") else weight
+
+
+def quantize_llm(model: Llama, cfg: LLMQuantConfig) -> dict:
+    """Quantize `model` in place; return the weight error (SQNR dB) per part, quantizers report their error."""
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerAxis, PerGroup
+
+    if cfg.weight_bits == 16 and not cfg.embedding_bits and not cfg.output_bits:
+        return {}
+    untie_embeddings(model)
+    before = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    report: dict[str, float] = {}
+    if cfg.weight_bits < 16:
+        dtype = torch.int4 if cfg.weight_bits == 4 else torch.int8
+        gran = PerGroup(cfg.group_size) if cfg.weight_bits == 4 else PerAxis(0)
+        linear_cfg = (
+            Int8DynamicActivationIntxWeightConfig(weight_dtype=dtype, weight_granularity=gran)
+            if cfg.dynamic_activations
+            else IntxWeightOnlyConfig(weight_dtype=dtype, granularity=gran)
+        )
+        quantize_(model, linear_cfg, filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn.startswith("layers."))
+        errs = [sqnr_db(before[n], _dequantized(m.weight)) for n, m in model.linears().items()]
+        report["linear_weight_sqnr_db_min"] = min(errs)
+        report["linear_weight_sqnr_db_mean"] = sum(errs) / len(errs)
+    if cfg.output_bits == 8:
+        out_cfg = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
+        quantize_(model, out_cfg, filter_fn=lambda m, fqn: fqn == "lm_head")
+        report["lm_head_weight_sqnr_db"] = sqnr_db(before["lm_head"], _dequantized(model.lm_head.weight))
+    if cfg.embedding_bits == 8:
+        float_table = model.embed_tokens.weight.detach()
+        model.embed_tokens = QuantizedEmbedding.from_float(model.embed_tokens)
+        report["embedding_sqnr_db"] = sqnr_db(float_table, model.embed_tokens.dequantize())
+    return report

@@ -1,0 +1,42 @@
+"""Run a .pte through ExecuTorch's Python runtime (XNNPACK + portable/custom/quantized kernels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from export.errors import HandheldError
+
+
+def set_threads(n: int) -> None:
+    """XNNPACK's thread pool size (torch's own OpenMP threads are pinned by OMP_NUM_THREADS=1)."""
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+    _unsafe_reset_threadpool(n)
+
+
+class ExecuTorchRunner:
+    def __init__(self, artifact: Path, manifest: dict, method: str = "forward", threads: int | None = None):
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (llama:: kernels)
+        import executorch.kernels.quantized  # noqa: F401  (quantized_decomposed:: kernels)
+        from executorch.runtime import Runtime
+
+        self.manifest = manifest
+        self.input_names = [spec["name"] for spec in manifest["inputs"]]
+        self.output_names = [spec["name"] for spec in manifest["outputs"]]
+        if threads:
+            set_threads(threads)
+        path = Path(artifact) / manifest["model_file"]
+        try:
+            self.program = Runtime.get().load_program(str(path))
+            self.method = self.program.load_method(method)
+        except Exception as err:
+            raise HandheldError(
+                f"ExecuTorch could not load {path} ({type(err).__name__}: {str(err)[:200]})",
+                "re-export the artifact with this Handheld/ExecuTorch version",
+            ) from None
+
+    def run(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        outputs = self.method.execute([inputs[name] for name in self.input_names])
+        return dict(zip(self.output_names, outputs))

@@ -1,0 +1,110 @@
+"""Text generation on an LLM artifact alone: one prefill call, then one call per token.
+
+The artifact's `forward(tokens[1, S], input_pos[1]) -> logits[1, vocab]` owns the KV cache;
+this loop only tracks the position, samples, and stops on the checkpoint's stop tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from export.errors import HandheldError
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
+            raise HandheldError(f"invalid sampling settings {self}", "use temperature >= 0, 0 < top_p <= 1, max_new_tokens >= 1")
+
+
+@dataclass
+class GenerationResult:
+    prompt_tokens: int
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    prefill_s: float = 0.0  # time to first token
+    decode_s: float = 0.0
+    stopped_by: str = "length"
+    decode_calls: int = 0
+
+    @property
+    def prefill_tok_s(self) -> float:
+        return self.prompt_tokens / self.prefill_s if self.prefill_s else 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        return self.decode_calls / self.decode_s if self.decode_calls else 0.0
+
+
+def sample(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator) -> int:
+    """logits: [vocab] -> token id (greedy, or temperature + nucleus sampling)."""
+    if cfg.temperature == 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.double() / cfg.temperature, dim=-1)
+    if cfg.top_p < 1:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(0) - sorted_p < cfg.top_p  # smallest set with mass >= top_p
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
+
+
+class LLMStepper:
+    """Calls an LLM runner at explicit positions; shared by generation, parity and benchmarks."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.max_seq_len = int(runner.manifest["max_seq_len"])
+
+    def __call__(self, tokens: list[int] | torch.Tensor, pos: int) -> torch.Tensor:
+        t = torch.as_tensor(tokens, dtype=torch.long).reshape(1, -1)
+        return self.runner.run({"tokens": t, "input_pos": torch.tensor([pos], dtype=torch.long)})["logits"].reshape(-1)
+
+
+def generate(
+    step: LLMStepper,
+    prompt_ids: list[int],
+    cfg: SamplingConfig = SamplingConfig(),
+    stop_ids: tuple[int, ...] = (),
+    on_token: Callable[[int], None] | None = None,
+) -> GenerationResult:
+    n = len(prompt_ids)
+    if n == 0:
+        raise HandheldError("the prompt is empty", "pass a non-empty --prompt")
+    if n >= step.max_seq_len:
+        raise HandheldError(
+            f"the prompt has {n} tokens but the artifact's context is {step.max_seq_len}",
+            "shorten the prompt or re-export with a larger --max-seq-len",
+        )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    budget = min(cfg.max_new_tokens, step.max_seq_len - n)
+    result = GenerationResult(prompt_tokens=n)
+    t0 = time.perf_counter()
+    logits = step(prompt_ids, 0)
+    result.prefill_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    pos = n
+    while True:
+        token = sample(logits, cfg, gen)
+        if token in stop_ids:
+            result.stopped_by = "stop token"
+            break
+        result.tokens.append(token)
+        if on_token:
+            on_token(token)
+        if len(result.tokens) >= budget:
+            break
+        logits = step([token], pos)
+        pos += 1
+        result.decode_calls += 1
+    result.decode_s = time.perf_counter() - t1
+    return result
