@@ -1,0 +1,180 @@
+"""LongVU configuration: video sampling, the two vision encoders, compression and export.
+
+Every threshold and budget of the algorithm (arXiv 2410.17434) is a field here; defaults live
+only on these dataclasses and the named presets map one-to-one onto them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from export.config import Backend, LLMQuantConfig, parse_enum, to_jsonable
+from export.errors import HandheldError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # DINOv2's preprocessing
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SIGLIP_MEAN = (0.5, 0.5, 0.5)  # SigLIP's preprocessing
+SIGLIP_STD = (0.5, 0.5, 0.5)
+
+
+class VitFamily(str, Enum):
+    DINOV2 = "dinov2"
+    SIGLIP = "siglip"
+
+
+class DedupRule(str, Enum):
+    # a frame is dropped when it is >= threshold similar to a frame already kept in its window
+    GREEDY = "greedy"
+    # the paper's wording: drop frames whose mean similarity to the window's other frames is
+    # >= threshold (the least similar frame of a window always survives)
+    WINDOW_MEAN = "window-mean"
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    fps: float = 1.0  # frames sampled per second of video
+    max_frames: int = 400  # longer videos are sampled uniformly down to this many frames
+    decode_size: int = 384  # frames are decoded to decode_size x decode_size RGB (aspect squashed, as SigLIP's processor does)
+
+    def __post_init__(self):
+        if not 0 < self.fps <= 60:
+            raise HandheldError(f"fps={self.fps} is out of range", "use a sampling rate in (0, 60] frames per second")
+        if self.max_frames < 1:
+            raise HandheldError(f"max_frames={self.max_frames}", "use at least 1 frame")
+        if self.decode_size < 14:
+            raise HandheldError(f"decode_size={self.decode_size} is too small", "use at least the encoders' patch size")
+
+
+@dataclass(frozen=True)
+class VitConfig:
+    """A ViT in HF's DINOv2 or SigLIP-vision layout; `image_size` is the size it runs at."""
+
+    family: VitFamily
+    image_size: int
+    patch_size: int
+    dim: int
+    depth: int
+    heads: int
+    mlp_dim: int
+    norm_eps: float = 1e-6
+    # DINOv2 checkpoints store position embeddings for this grid (518 px / 14 = 37) and are
+    # interpolated to image_size // patch_size at load time; SigLIP's grid is fixed.
+    pos_grid: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "family", parse_enum(VitFamily, self.family, "ViT family"))
+        if self.image_size < self.patch_size:
+            raise HandheldError(f"image_size {self.image_size} is smaller than patch {self.patch_size}", "use a larger image size")
+        if self.dim % self.heads:
+            raise HandheldError(f"dim {self.dim} is not divisible by {self.heads} heads", "fix the encoder config")
+
+    @property
+    def grid(self) -> int:  # the patch conv drops a remainder (SigLIP so400m: 384 // 14 = 27)
+        return self.image_size // self.patch_size
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return IMAGENET_MEAN if self.family is VitFamily.DINOV2 else SIGLIP_MEAN
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return IMAGENET_STD if self.family is VitFamily.DINOV2 else SIGLIP_STD
+
+
+DINO_PRESETS: dict[str, VitConfig] = {
+    # facebook/dinov2-small (ViT-S/14) run at 224 px: 16 x 16 patches
+    "dinov2-small": VitConfig(VitFamily.DINOV2, 224, 14, 384, 12, 6, 1536, pos_grid=37),
+    "dinov2-base": VitConfig(VitFamily.DINOV2, 224, 14, 768, 12, 12, 3072, pos_grid=37),
+    "tiny-test": VitConfig(VitFamily.DINOV2, 56, 14, 24, 2, 3, 40, pos_grid=5),
+}
+SIGLIP_PRESETS: dict[str, VitConfig] = {
+    # google/siglip-base-patch16-224: 14 x 14 = 196 tokens, the small on-device default
+    "siglip-base-patch16-224": VitConfig(VitFamily.SIGLIP, 224, 16, 768, 12, 12, 3072),
+    # google/siglip-so400m-patch14-384, LongVU's encoder: 27 x 27 = 729 tokens
+    "siglip-so400m-patch14-384": VitConfig(VitFamily.SIGLIP, 384, 14, 1152, 27, 16, 4304),
+    "tiny-test": VitConfig(VitFamily.SIGLIP, 64, 8, 36, 2, 3, 52),
+}
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    dedup_window: int = 16  # temporal reduction windows, in sampled frames
+    dedup_threshold: float = 0.83  # DINO frame similarity at or above which a frame is redundant
+    dedup_rule: DedupRule = DedupRule.GREEDY
+    hi_grid: int = 12  # full-resolution frames: 12 x 12 = 144 tokens
+    lo_grid: int = 8  # every other frame: 8 x 8 = 64 tokens
+    stc_chunk: int = 8  # spatial token compression chunks, in frames
+    stc_threshold: float = 0.8  # token cosine to the chunk's first frame at or above which it is dropped
+
+    def __post_init__(self):
+        object.__setattr__(self, "dedup_rule", parse_enum(DedupRule, self.dedup_rule, "dedup rule"))
+        for name in ("dedup_threshold", "stc_threshold"):
+            if not -1.0 <= getattr(self, name) <= 1.0:
+                raise HandheldError(f"{name}={getattr(self, name)} is not a cosine similarity", "use a value in [-1, 1]")
+        if self.dedup_window < 1 or self.stc_chunk < 1:
+            raise HandheldError("dedup_window and stc_chunk must be >= 1", "use positive frame counts")
+        if not 0 < self.lo_grid <= self.hi_grid:
+            raise HandheldError(f"lo_grid={self.lo_grid}, hi_grid={self.hi_grid}", "use 0 < lo_grid <= hi_grid")
+
+    @property
+    def hi_tokens(self) -> int:
+        return self.hi_grid**2
+
+    @property
+    def lo_tokens(self) -> int:
+        return self.lo_grid**2
+
+
+@dataclass(frozen=True)
+class LongVUConfig:
+    dino: VitConfig = DINO_PRESETS["dinov2-small"]
+    siglip: VitConfig = SIGLIP_PRESETS["siglip-base-patch16-224"]
+    video: VideoConfig = field(default_factory=VideoConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    context_len: int = 1024  # decoder KV cache: prompt + visual tokens + answer
+    max_new_tokens: int = 48  # reserved out of context_len for the answer
+    dino_checkpoint: str | None = None  # HF DINOv2 folder / .safetensors / LongVU checkpoint; None = seeded random
+    siglip_checkpoint: str | None = None  # HF SigLIP folder / .safetensors / LongVU checkpoint; None = seeded random
+    projector_checkpoint: str | None = None  # file holding mm_projector.* (LongVU's checkpoint); None = seeded random
+    llm_checkpoint: str | None = None  # None = the offline SmolLM2-135M-Instruct
+    seed: int = 0  # for the random vision weights
+    backend: Backend = Backend.EXECUTORCH
+    quantize_vision: bool = True  # static int8 (PT2E, XNNPACKQuantizer) for DINO, SigLIP and projector
+    llm_quant: LLMQuantConfig = field(default_factory=LLMQuantConfig)
+
+    def __post_init__(self):
+        object.__setattr__(self, "backend", parse_enum(Backend, self.backend, "backend"))
+        if self.dino.family is not VitFamily.DINOV2 or self.siglip.family is not VitFamily.SIGLIP:
+            raise HandheldError("dino must be a DINOv2 config and siglip a SigLIP config", "use DINO_PRESETS / SIGLIP_PRESETS")
+        if not 64 <= self.context_len <= 32768:
+            raise HandheldError(f"context_len={self.context_len} is out of range", "use 64..32768")
+        if not 1 <= self.max_new_tokens < self.context_len // 2:
+            raise HandheldError(f"max_new_tokens={self.max_new_tokens}", f"use 1..{self.context_len // 2 - 1}")
+
+    @property
+    def random_vision(self) -> bool:
+        """True when any vision weight is seeded-random: answers are then not meaningful."""
+        return None in (self.dino_checkpoint, self.siglip_checkpoint, self.projector_checkpoint)
+
+    def to_dict(self) -> dict:
+        return to_jsonable(self)
+
+
+def config_from_dict(d: dict) -> LongVUConfig:
+    """Inverse of `LongVUConfig.to_dict` (reads an artifact's manifest)."""
+    return LongVUConfig(
+        dino=VitConfig(**d["dino"]),
+        siglip=VitConfig(**d["siglip"]),
+        video=VideoConfig(**d["video"]),
+        compress=CompressConfig(**d["compress"]),
+        llm_quant=LLMQuantConfig(**d["llm_quant"]),
+        **{k: v for k, v in d.items() if k not in ("dino", "siglip", "video", "compress", "llm_quant")},
+    )
+
+
+PRESETS: dict[str, LongVUConfig] = {
+    "longvu-smollm2": LongVUConfig(),
+    # tiny random encoders on the real SmolLM2 decoder: the whole path in seconds
+    "longvu-tiny": LongVUConfig(dino=DINO_PRESETS["tiny-test"], siglip=SIGLIP_PRESETS["tiny-test"], video=VideoConfig(decode_size=64)),
+}
