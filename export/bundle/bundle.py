@@ -1,0 +1,185 @@
+"""`handheld bundle`: verified artifacts -> an app-ready folder and zip, published atomically.
+
+Layout of a bundle (BUNDLE is --out):
+
+    BUNDLE/bundle.json               one manifest: target, one entry per artifact, sha256 of every file
+    BUNDLE/<kind>-<backend>/...      the artifact's files, paths as its manifest names them
+    BUNDLE.zip                       the same tree under BUNDLE's name, for `adb push` / Files app
+
+An entry is the artifact's manifest without its file list, plus `dir`. Nothing is renamed, so
+the keys an app reads are the keys the exporter wrote (see contract.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Iterator
+
+from export.bundle import contract
+from export.config import parse_enum
+from export.errors import HandheldError
+from export.manifest import load_manifest
+
+
+class Target(str, Enum):
+    ANDROID = "android"
+    IOS = "ios"
+
+
+# Already-compressed payloads go into the zip stored; deflating a 100 MB .pte gains little.
+DEFLATE_SUFFIXES = (".json", ".txt", ".model", ".jinja")
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    target: Target
+    out: Path
+    artifacts: tuple[Path, ...]
+    make_zip: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "target", parse_enum(Target, self.target, "bundle target"))
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "artifacts", tuple(Path(a) for a in self.artifacts))
+        if not self.artifacts:
+            raise HandheldError("no artifacts to bundle", "pass one or more artifact folders made by `handheld export`")
+
+
+def missing_keys(kind: str, manifest: dict) -> list[str]:
+    """Contract key paths absent from an artifact manifest (IO names and pieces included)."""
+    missing = [path for path in contract.required_paths(kind) if not _has_path(manifest, path)]
+    if kind in contract.IO_NAMES and not missing:
+        want_in, want_out = contract.IO_NAMES[kind]
+        got_in = tuple(spec.get("name") for spec in manifest["inputs"])
+        got_out = tuple(spec.get("name") for spec in manifest["outputs"])
+        if got_in[: len(want_in)] != want_in:
+            missing.append(f"inputs named {list(want_in)} (found {list(got_in)})")
+        if got_out[: len(want_out)] != want_out:
+            missing.append(f"outputs named {list(want_out)} (found {list(got_out)})")
+    if kind == "longvu" and "pieces" not in missing:
+        for piece in contract.LONGVU_PIECES:
+            spec = manifest["pieces"].get(piece)
+            if spec is None:
+                missing.append(f"pieces.{piece}")
+            else:
+                missing += [f"pieces.{piece}.{key}" for key in contract.PIECE_KEYS if key not in spec]
+    return missing
+
+
+def _has_path(obj: dict, dotted: str) -> bool:
+    for key in dotted.split("."):
+        if not isinstance(obj, dict) or key not in obj:
+            return False
+        obj = obj[key]
+    return True
+
+
+def named_files(entry: dict) -> list[str]:
+    """Files (or .mlpackage folders) an entry names, relative to the entry's dir."""
+    names = [entry[key] for key in ("model_file",) if key in entry]
+    if isinstance(entry.get("tokenizer"), dict) and "file" in entry["tokenizer"]:
+        names.append(entry["tokenizer"]["file"])
+    names += sorted({piece["file"] for piece in entry.get("pieces", {}).values() if "file" in piece})
+    return names
+
+
+def _check_artifact(path: Path, target: Target) -> dict:
+    manifest = load_manifest(path, verify=True)
+    kind, backend = manifest.get("kind"), manifest.get("backend")
+    if kind not in contract.KINDS:
+        raise HandheldError(f"{path} is a {kind!r} artifact; bundles hold {', '.join(contract.KINDS)}", "pass artifact folders from `handheld export llm|sam|longvu`")
+    allowed = contract.TARGET_BACKENDS[target.value][kind]
+    if backend not in allowed:
+        raise HandheldError(
+            f"{path}: the {target.value} app runs {kind} on {' or '.join(allowed)}, this artifact is {backend}",
+            f"export it with `handheld export {kind} --backend {allowed[0]}`",
+        )
+    missing = missing_keys(kind, manifest)
+    if missing:
+        raise HandheldError(
+            f"{path}: the {kind} manifest lacks what the phone apps read: {', '.join(missing)}",
+            "re-export it with this version of Handheld (keys: export/bundle/contract.py)",
+        )
+    return manifest
+
+
+@contextlib.contextmanager
+def _atomic_dir(out: Path) -> Iterator[Path]:
+    """A temp folder beside `out`, renamed over it only when the block succeeds."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_zip(folder: Path, zip_path: Path) -> None:
+    tmp = zip_path.with_name(f".{zip_path.name}.partial")
+    with zipfile.ZipFile(tmp, "w") as zf:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            rel = path.relative_to(folder).as_posix()
+            method = zipfile.ZIP_DEFLATED if path.suffix in DEFLATE_SUFFIXES else zipfile.ZIP_STORED
+            zf.write(path, f"{folder.name}/{rel}", compress_type=method)
+    os.replace(tmp, zip_path)
+
+
+def _handheld_version() -> str:
+    try:
+        return importlib.metadata.version("handheld")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_bundle(cfg: BundleConfig) -> dict:
+    """Check every artifact against the app contract, copy it in, write bundle.json (+ zip)."""
+    manifests = [(path, _check_artifact(path, cfg.target)) for path in cfg.artifacts]
+    dirs = [f"{m['kind']}-{m['backend']}" for _, m in manifests]
+    for d in set(dirs):
+        if dirs.count(d) > 1:
+            raise HandheldError(f"two {d} artifacts given", "bundle one artifact per model kind and backend")
+    models, files = [], {}
+    with _atomic_dir(cfg.out) as tmp:
+        for (src, manifest), d in zip(manifests, dirs):
+            for rel, digest in manifest["files"].items():
+                dest = tmp / d / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src / rel, dest)
+                files[f"{d}/{rel}"] = digest
+            entry = {k: v for k, v in manifest.items() if k != "files"}
+            size = sum((src / rel).stat().st_size for rel in manifest["files"])
+            models.append({**entry, "dir": d, "size_bytes": size})
+        bundle = {
+            "bundle_format_version": contract.BUNDLE_FORMAT_VERSION,
+            "target": cfg.target.value,
+            "created_unix": int(time.time()),
+            "handheld_version": _handheld_version(),
+            "models": models,
+            "files": files,
+        }
+        (tmp / contract.BUNDLE_MANIFEST).write_text(json.dumps(bundle, indent=2) + "\n")
+        from export.bundle.verify import verify_folder
+
+        verify_folder(tmp)  # the bundle must pass its own check before it is published
+    if cfg.make_zip:
+        out = cfg.out.resolve()
+        _write_zip(out, out.with_name(out.name + ".zip"))
+    return bundle

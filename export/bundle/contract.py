@@ -1,0 +1,112 @@
+"""What the phone apps read from a bundle: the one place exporters, bundler and apps agree on.
+
+A bundle's `bundle.json` holds one entry per artifact: the artifact's own manifest (every
+field the exporter wrote, minus its file list) plus `dir`, the artifact's folder inside the
+bundle. The apps (android_demo/, ios_demo/) read only the keys below; exporters import these
+names so a rename breaks here, in the bundler, and in tests/test_app_contract.py at once.
+
+Paths inside an entry (model_file, tokenizer.file, pieces.*.file) are relative to the entry's
+`dir`, exactly as the exporter wrote them.
+"""
+
+from __future__ import annotations
+
+BUNDLE_MANIFEST = "bundle.json"
+BUNDLE_FORMAT_VERSION = 1
+BENCH_SCHEMA_VERSION = 1
+KINDS = ("llm", "sam", "longvu")
+TARGETS = ("android", "ios")
+
+# --- LLM (export/llm/pipeline.py writes these) ------------------------------------------
+# forward(tokens [1, seq] int64, input_pos [1] int64) -> logits [1, vocab] float32: the
+# signature ExecuTorch's LlmModule / TextLLMRunner feed positionally.
+LLM_INPUT_NAMES = ("tokens", "input_pos")
+LLM_OUTPUT_NAMES = ("logits",)
+LLM_KEYS = ("backend", "model_file", "inputs", "outputs", "tokenizer", "max_seq_len")
+TOKENIZER_KEYS = ("file", "bos_id", "eos_ids", "chat_template")
+
+# --- SqueezeSAM (export/sam/ must write these; names follow export/sam/config.py) --------
+# forward(image [1, 3, S, S] float32 normalized, clicks [1, 2 (+1 with prev_mask_channel), S, S]
+# float32) -> mask_logits [1, 1, S, S] float32, foreground where logits > mask_threshold.
+# Auto mode is the same network run with all-zero click maps (trained for the salient object).
+SAM_INPUT_NAMES = ("image", "clicks")
+SAM_OUTPUT_NAMES = ("mask_logits",)
+SAM_KEYS = ("backend", "model_file", "inputs", "outputs", "preprocessing", "clicks", "mask_threshold")
+# image_size: S; resize: "longest_side" (keep aspect, longest side -> S); pad: "bottom_right"
+# with zeros after normalization; pixel_mean/pixel_std: per RGB channel on the 0..1 scale.
+SAM_PREPROCESSING_KEYS = ("image_size", "resize", "pad", "pixel_mean", "pixel_std")
+# encoding "gaussian": exp(-d^2 / (2 sigma_px^2)) around each click, d in model-input pixels
+# measured from pixel centres (+0.5), positive and negative channels combined with max
+# (export/sam/clicks.py); prev_mask_channel: feed the previous mask as a third channel.
+SAM_CLICK_KEYS = ("encoding", "sigma_px", "max_clicks", "prev_mask_channel")
+
+# --- LongVU (export/longvu/ must write these) -------------------------------------------
+# Fixed-shape pieces; selection runs on the phone's CPU as on the host (runtime/).
+LONGVU_PIECES = ("dino_encoder", "siglip_encoder", "projector", "token_embedding", "text_decoder")
+LONGVU_VISION_PIECES = ("dino_encoder", "siglip_encoder", "projector")
+LONGVU_KEYS = ("backend", "pieces", "preprocessing", "selection", "tokenizer", "max_seq_len")
+# pieces.<name>: file (relative to dir), method (ExecuTorch method name; CoreML: "main"),
+# inputs, outputs (IO specs as for the LLM).
+PIECE_KEYS = ("file", "method", "inputs", "outputs")
+# preprocessing.dino / preprocessing.siglip: image_size, pixel_mean, pixel_std (0..1 scale);
+# frames are sampled at fps, capped at max_frames, decoded to decode_size squares.
+LONGVU_PREPROCESSING_KEYS = ("fps", "max_frames", "decode_size", "dino", "siglip")
+IMAGE_NORM_KEYS = ("image_size", "pixel_mean", "pixel_std")
+# names follow export/longvu/config.py's CompressConfig, plus the decoder's context budget
+LONGVU_SELECTION_KEYS = (
+    "dedup_window",  # temporal dedup window (frames)
+    "dedup_threshold",  # DINO frame cosine at or above which a frame is redundant
+    "dedup_rule",  # "greedy" | "window-mean"
+    "hi_grid",  # full-resolution frames: hi_grid^2 tokens
+    "lo_grid",  # other frames: lo_grid^2 tokens
+    "stc_chunk",  # spatial token compression chunk (frames)
+    "stc_threshold",  # token cosine vs the chunk's first frame at or above which it is dropped
+    "context_len",  # decoder context (tokens)
+    "max_new_tokens",  # reserved out of the context for the answer
+)
+
+# IO spec entries (inputs[i], outputs[i])
+IO_KEYS = ("name", "dtype", "shape")
+
+KIND_KEYS = {"llm": LLM_KEYS, "sam": SAM_KEYS, "longvu": LONGVU_KEYS}
+# nested objects an app reads: (kind, dotted path) -> keys inside it
+NESTED_KEYS = {
+    ("llm", "tokenizer"): TOKENIZER_KEYS,
+    ("sam", "preprocessing"): SAM_PREPROCESSING_KEYS,
+    ("sam", "clicks"): SAM_CLICK_KEYS,
+    ("longvu", "preprocessing"): LONGVU_PREPROCESSING_KEYS,
+    ("longvu", "preprocessing.dino"): IMAGE_NORM_KEYS,
+    ("longvu", "preprocessing.siglip"): IMAGE_NORM_KEYS,
+    ("longvu", "selection"): LONGVU_SELECTION_KEYS,
+    ("longvu", "tokenizer"): TOKENIZER_KEYS,
+}
+IO_NAMES = {
+    "llm": (LLM_INPUT_NAMES, LLM_OUTPUT_NAMES),
+    "sam": (SAM_INPUT_NAMES, SAM_OUTPUT_NAMES),
+}
+
+# Which backends each app runs per kind. Android: ExecuTorch everywhere (the AAR). iOS: CoreML
+# for the segmenter and LongVU's vision pieces, ExecuTorch's Swift package for text decoders;
+# an iOS bundle may carry a LongVU artifact of each backend (vision from CoreML, text from
+# ExecuTorch), or one of either.
+TARGET_BACKENDS = {
+    "android": {"llm": ("executorch",), "sam": ("executorch",), "longvu": ("executorch",)},
+    "ios": {"llm": ("executorch",), "sam": ("coreml",), "longvu": ("coreml", "executorch")},
+}
+
+# Where the apps look for a pushed bundle and write benchmark results (device side).
+ANDROID_PACKAGE = "org.handheld.demo"
+ANDROID_BENCH_ACTIVITY = ".BenchmarkActivity"
+ANDROID_BUNDLE_DIR = f"/sdcard/Android/data/{ANDROID_PACKAGE}/files/bundle"
+IOS_BUNDLE_ID = "org.handheld.demo"
+IOS_BUNDLE_DIR = "Documents/bundle"
+BENCH_RESULT_FILE = "bench.json"
+
+
+def required_paths(kind: str) -> list[str]:
+    """Every dotted key path an app reads from a `kind` entry (IO specs and pieces aside)."""
+    paths = list(KIND_KEYS[kind])
+    for (k, parent), keys in NESTED_KEYS.items():
+        if k == kind:
+            paths += [f"{parent}.{key}" for key in keys]
+    return paths

@@ -1,0 +1,55 @@
+"""CLI for phone bundles and reports: `handheld bundle`, `handheld verify`, `handheld report`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_export_parser(export_sub) -> None:
+    """Bundles are made from exports, they add no `handheld export` family."""
+
+
+def add_commands(sub) -> None:
+    b = sub.add_parser("bundle", help="pack artifacts into an app-ready folder + zip for the Android or iOS demo app")
+    b.add_argument("artifacts", type=Path, nargs="+", metavar="ARTIFACT", help="artifact folders from `handheld export`")
+    b.add_argument("--target", required=True, choices=["android", "ios"])
+    b.add_argument("--out", type=Path, required=True, help="bundle folder to write (DIR.zip is written beside it)")
+    b.add_argument("--no-zip", action="store_true", help="write the folder only")
+    b.set_defaults(func=cmd_bundle)
+
+    v = sub.add_parser("verify", help="check a bundle (folder or zip): schema, checksums, every named file present")
+    v.add_argument("bundle", type=Path)
+    v.set_defaults(func=cmd_verify)
+
+    r = sub.add_parser("report", help="render benchmark results (any device) as a PNG and a self-contained HTML page")
+    r.add_argument("results", type=Path, nargs="+", metavar="RESULTS", help="bench JSON files (from `handheld bench`)")
+    r.add_argument("--out", type=Path, required=True, help="folder for report.png and report.html")
+    r.set_defaults(func=cmd_report)
+
+
+def cmd_bundle(args) -> int:
+    from export.bundle.bundle import BundleConfig, build_bundle
+
+    cfg = BundleConfig(target=args.target, out=args.out, artifacts=tuple(args.artifacts), make_zip=not args.no_zip)
+    bundle = build_bundle(cfg)
+    for entry in bundle["models"]:
+        print(f"  {entry['dir']:20} {entry['size_bytes'] / 2**20:8.1f} MiB")
+    print(f"wrote {args.out}" + ("" if args.no_zip else f" and {args.out}.zip") + f" ({cfg.target.value}, {len(bundle['files'])} files)")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from export.bundle.verify import verify_bundle
+
+    print(json.dumps(verify_bundle(args.bundle), indent=2))
+    print("bundle OK")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from export.report import render_report
+
+    paths = render_report(list(args.results), args.out)
+    print("\n".join(f"wrote {p}" for p in paths))
+    return 0

@@ -1,0 +1,101 @@
+"""Tiny fake artifacts for bundle/device/report tests: real manifests (write_manifest), fake weights.
+
+Each manifest carries exactly the contract keys (export/bundle/contract.py) plus what
+write_manifest adds, so a test passing here proves the apps need nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from export.bundle import contract
+from export.manifest import write_manifest
+
+LLM_VOCAB, SAM_SIZE = 97, 64
+
+
+def io(names, shapes, dtypes):
+    return [{"name": n, "dtype": d, "shape": s} for n, s, d in zip(names, shapes, dtypes)]
+
+
+def tokenizer_fields(folder: Path) -> dict:
+    (folder / "tokenizer.json").write_text(json.dumps({"model": {"type": "BPE", "vocab": {"a": 0}}}))
+    return {"file": "tokenizer.json", "bos_id": 1, "eos_ids": [2], "chat_template": "{{ messages }}"}
+
+
+def make_llm(root: Path, backend: str = "executorch", name: str = "llm") -> Path:
+    folder = Path(root) / name
+    folder.mkdir(parents=True)
+    model_file = {"executorch": "model.pte", "onnx": "model.onnx", "coreml": "model.mlpackage"}[backend]
+    (folder / model_file).write_bytes(b"PTE-FAKE" * 64)
+    write_manifest(
+        folder,
+        "llm",
+        backend=backend,
+        model_file=model_file,
+        inputs=io(contract.LLM_INPUT_NAMES, [[1, "seq"], [1]], ["int64", "int64"]),
+        outputs=io(contract.LLM_OUTPUT_NAMES, [[1, LLM_VOCAB]], ["float32"]),
+        tokenizer=tokenizer_fields(folder),
+        max_seq_len=128,
+        parity={"passed": True, "logits_cosine_min": 0.998, "greedy_agreement": 0.97},
+    )
+    return folder
+
+
+def make_sam(root: Path, backend: str = "executorch", name: str = "sam") -> Path:
+    folder = Path(root) / name
+    folder.mkdir(parents=True)
+    if backend == "coreml":  # an .mlpackage is a folder
+        model_file = "model.mlpackage"
+        (folder / model_file / "Data").mkdir(parents=True)
+        (folder / model_file / "Manifest.json").write_text("{}")
+        (folder / model_file / "Data" / "model.mlmodel").write_bytes(b"MIL" * 32)
+    else:
+        model_file = "model.pte"
+        (folder / model_file).write_bytes(b"SAM-FAKE" * 64)
+    s = SAM_SIZE
+    write_manifest(
+        folder,
+        "sam",
+        backend=backend,
+        model_file=model_file,
+        inputs=io(contract.SAM_INPUT_NAMES, [[1, 3, s, s], [1, 2, s, s]], ["float32", "float32"]),
+        outputs=io(contract.SAM_OUTPUT_NAMES, [[1, 1, s, s]], ["float32"]),
+        preprocessing={"image_size": s, "resize": "longest_side", "pad": "bottom_right", "pixel_mean": [0.485, 0.456, 0.406], "pixel_std": [0.229, 0.224, 0.225]},
+        clicks={"encoding": "gaussian", "sigma_px": 5.0, "max_clicks": 16, "prev_mask_channel": False},
+        mask_threshold=0.0,
+        parity={"passed": True, "iou_median": 0.97, "iou_worst": 0.91},
+    )
+    return folder
+
+
+def make_longvu(root: Path, backend: str = "executorch", name: str = "longvu") -> Path:
+    folder = Path(root) / name
+    folder.mkdir(parents=True)
+    pieces = {}
+    for piece in contract.LONGVU_PIECES:
+        if backend == "executorch":
+            file, method = "model.pte", piece
+        else:
+            file, method = f"{piece}.mlpackage", "main"
+            (folder / file).mkdir(exist_ok=True)
+        path = folder / file if backend == "executorch" else folder / file / "weights.bin"
+        path.write_bytes(piece.encode() * 16)
+        pieces[piece] = {"file": file, "method": method, "inputs": io(["x"], [[1, 8]], ["float32"]), "outputs": io(["y"], [[1, 8]], ["float32"])}
+    norm = {"image_size": 56, "pixel_mean": [0.5, 0.5, 0.5], "pixel_std": [0.5, 0.5, 0.5]}
+    write_manifest(
+        folder,
+        "longvu",
+        backend=backend,
+        pieces=pieces,
+        preprocessing={"fps": 1.0, "max_frames": 32, "decode_size": 64, "dino": norm, "siglip": norm},
+        selection={
+            "dedup_window": 16, "dedup_threshold": 0.83, "dedup_rule": "greedy", "hi_grid": 12, "lo_grid": 8,
+            "stc_chunk": 8, "stc_threshold": 0.8, "context_len": 1024, "max_new_tokens": 48,
+        },
+        tokenizer=tokenizer_fields(folder),
+        max_seq_len=2048,
+        parity={"passed": True, "selection_identical": True, "token_agreement": 1.0},
+    )
+    return folder
