@@ -33,6 +33,25 @@ def delegation_summary(edge_program) -> dict:
     }
 
 
+def linear_weight_bits(ep) -> list[int | None]:
+    """Weight bit width of every aten.linear in an exported program (None = float weight).
+
+    torchao's quantized linears export as dequantize_affine(w_int, block, scale, zp, dtype,
+    quant_min, quant_max) -> linear; XNNPACK fuses that pattern into a QB4W/QC8W GEMM.
+    """
+    bits = []
+    for node in ep.graph.nodes:
+        if node.op != "call_function" or node.target != torch.ops.aten.linear.default:
+            continue
+        w = node.args[1]
+        if getattr(w, "op", None) == "call_function" and "dequantize_affine" in str(w.target):
+            qmin, qmax = w.args[5], w.args[6]
+            bits.append(int(qmax - qmin + 1).bit_length() - 1)
+        else:
+            bits.append(None)
+    return bits
+
+
 def lower_to_executorch(
     module: torch.nn.Module,
     example_inputs: tuple,
@@ -51,6 +70,7 @@ def lower_to_executorch(
     try:
         with torch.no_grad():
             ep = torch.export.export(module, example_inputs, dynamic_shapes=dynamic_shapes, strict=False)
+        weight_bits = collections.Counter(str(b) if b else "float" for b in linear_weight_bits(ep))
         stages.update()
         stages.set_description(f"{desc}: lower to XNNPACK")
         edge = to_edge_transform_and_lower(
@@ -60,6 +80,7 @@ def lower_to_executorch(
             constant_methods=metadata,
         )
         summary = delegation_summary(edge.exported_program())
+        summary["linear_weight_bits"] = dict(weight_bits)
         stages.update()
         stages.set_description(f"{desc}: serialize")
         program = edge.to_executorch(

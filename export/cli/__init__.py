@@ -17,7 +17,7 @@ from pathlib import Path
 
 from export.errors import HandheldError
 
-FAMILY_CLIS = ["export.cli.llm"]
+FAMILY_CLIS = ["export.cli.llm", "export.cli.bundle"]
 
 
 def _families():
@@ -89,7 +89,20 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def quiet_toolchain_logs() -> None:
+    """Silence import-time chatter of the toolchain (optional CUDA kernels, deprecations)."""
+    import logging
+    import warnings
+
+    for name in ("torchao", "torch.utils._pytree", "torch._export", "coremltools", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*(TracerWarning|torch.jit|_check_is_size).*")
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_toolchain_logs()
     # ExecuTorch's Python runtime stalls in attention past ~112 tokens of context if libtorch's
     # OpenMP pool runs inside its ops; set before torch loads (XNNPACK threads are set separately).
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -83,9 +83,12 @@ def io_specs(wrapper: CachedDecoder) -> tuple[list, list]:
 
 def export_llm(cfg: LLMExportConfig, out: Path, check_parity: bool = True) -> dict:
     """Export, check parity inside the temp folder, then publish `out` atomically."""
+    return export_prepared(cfg, prepare_model(cfg), out, check_parity)
+
+
+def export_prepared(cfg: LLMExportConfig, prepared: PreparedModel, out: Path, check_parity: bool = True) -> dict:
     from export.llm.parity import check_llm_parity
 
-    prepared = prepare_model(cfg)
     lower = LLM_BACKENDS.get(cfg.backend.value)
     inputs, outputs = io_specs(prepared.wrapper)
     with atomic_artifact_dir(Path(out)) as folder:

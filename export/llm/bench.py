@@ -1,0 +1,132 @@
+"""`handheld bench DIR` for LLM artifacts: prefill/decode tok/s, time to first token, peak RSS, size.
+
+Each (artifact, thread count) runs in its own worker process, so peak RSS belongs to that
+artifact alone and OMP_NUM_THREADS=1 is set before torch loads. A worker prefills a
+PROMPT_TOKENS-token prompt of real text at position 0, then runs DECODE_STEPS single-token
+decode calls (greedy, stop tokens ignored), once to warm up and `runs` times measured;
+medians are reported. A `--baseline` .pte (ExecuTorch's own export_llm output, same
+forward(tokens, input_pos) signature) goes through the identical worker in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROMPT_TOKENS, DECODE_STEPS = 64, 128
+
+
+def _worker(target: str, threads: int, runs: int) -> dict:
+    import resource
+
+    import torch
+
+    from runtime.executorch_runner import set_threads
+
+    path = Path(target)
+    if path.is_dir():
+        from runtime.generate import LLMStepper
+        from runtime.runner import open_runner
+
+        step = LLMStepper(open_runner(path, threads=threads))
+    else:  # a bare .pte with forward(tokens[1, S], input_pos[1]) -> logits
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+        import executorch.kernels.quantized  # noqa: F401
+        from executorch.runtime import Runtime
+
+        set_threads(threads)
+        method = Runtime.get().load_program(str(path)).load_method("forward")
+
+        def step(tokens, pos):
+            t = torch.as_tensor(tokens, dtype=torch.long).reshape(1, -1)
+            return method.execute([t, torch.tensor([pos], dtype=torch.long)])[0].reshape(-1)
+
+    prompt = torch.arange(1000, 1000 + PROMPT_TOKENS)  # fixed ids; speed does not depend on content
+    samples = []
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        logits = step(prompt, 0)
+        t1 = time.perf_counter()
+        token = int(logits.argmax())
+        for pos in range(PROMPT_TOKENS, PROMPT_TOKENS + DECODE_STEPS):
+            token = int(step([token], pos).argmax())
+        t2 = time.perf_counter()
+        if i:  # the first run warms up caches and XNNPACK's weight packing
+            samples.append((t1 - t0, t2 - t1))
+    prefill = statistics.median(s[0] for s in samples)
+    decode = statistics.median(s[1] for s in samples)
+    return {
+        "threads": threads,
+        "prefill_tok_s": PROMPT_TOKENS / prefill,
+        "decode_tok_s": DECODE_STEPS / decode,
+        "time_to_first_token_ms": prefill * 1000,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "runs": runs,
+    }
+
+
+def _measure(target: Path, threads: int, runs: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    code = f"import json; from export.llm.bench import _worker; print('RESULT', json.dumps(_worker({str(target)!r}, {threads}, {runs})))"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    from export.errors import HandheldError
+
+    raise HandheldError(f"benchmark worker failed on {target}: {proc.stderr.strip().splitlines()[-1:]}", "run `handheld parity` on the artifact first")
+
+
+def _size_mb(target: Path) -> float:
+    files = [p for p in target.rglob("*") if p.is_file()] if target.is_dir() else [target]
+    return sum(p.stat().st_size for p in files) / 2**20
+
+
+def bench_artifact(folder: Path, baseline: Path | None = None, threads=(1, 2), runs: int = 3) -> dict:
+    from tqdm import tqdm
+
+    from export.manifest import load_manifest
+
+    folder = Path(folder)
+    manifest = load_manifest(folder)
+    targets = {"handheld": folder}
+    if baseline:
+        targets["executorch_export_llm"] = Path(baseline)
+    results: dict = {name: {"size_mb": _size_mb(t), "path": str(t), "by_threads": {}} for name, t in targets.items()}
+    jobs = [(name, t) for name in targets for t in threads]
+    for name, t in tqdm(jobs, desc="bench", unit="config"):
+        results[name]["by_threads"][str(t)] = _measure(targets[name], t, runs)
+    report = {
+        "kind": "llm",
+        "artifact": str(folder),
+        "backend": manifest["backend"],
+        "quantization": manifest.get("quantization", {}).get("scheme"),
+        "prompt_tokens": PROMPT_TOKENS,
+        "decode_steps": DECODE_STEPS,
+        "results": results,
+    }
+    if baseline:
+        report["ratios_vs_executorch_export_llm"] = {
+            str(t): {
+                metric: results["handheld"]["by_threads"][str(t)][metric] / results["executorch_export_llm"]["by_threads"][str(t)][metric]
+                for metric in ("prefill_tok_s", "decode_tok_s")
+            }
+            for t in threads
+        }
+    print_table(report)
+    return report
+
+
+def print_table(report: dict) -> None:
+    print(f"\nLLM bench: {report['prompt_tokens']}-token prompt, {report['decode_steps']} decode steps, median of runs")
+    print(f"{'artifact':24} {'thr':>3} {'prefill tok/s':>14} {'decode tok/s':>13} {'TTFT ms':>8} {'peak RSS MB':>12} {'size MB':>8}")
+    for name, r in report["results"].items():
+        for t, m in r["by_threads"].items():
+            print(f"{name:24} {t:>3} {m['prefill_tok_s']:14.1f} {m['decode_tok_s']:13.1f} {m['time_to_first_token_ms']:8.1f} {m['peak_rss_mb']:12.0f} {r['size_mb']:8.1f}")
+    for t, ratio in report.get("ratios_vs_executorch_export_llm", {}).items():
+        print(f"handheld / executorch export_llm @ {t} thread(s): prefill {ratio['prefill_tok_s']:.2f}x, decode {ratio['decode_tok_s']:.2f}x")

