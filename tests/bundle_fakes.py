@@ -99,3 +99,46 @@ def make_longvu(root: Path, backend: str = "executorch", name: str = "longvu") -
         parity={"passed": True, "selection_identical": True, "token_agreement": 1.0},
     )
     return folder
+
+
+def app_record(kind: str = "sam", backend: str = "executorch", device_type: str = "android") -> dict:
+    """A bench record as the demo apps' benchmark mode writes it (bench.schema.json)."""
+    name = {"llm": "decode_tok_s", "sam": "first_mask_ms", "longvu": "time_to_first_token_ms"}[kind]
+    return {
+        "bench_schema_version": contract.BENCH_SCHEMA_VERSION,
+        "kind": kind,
+        "backend": backend,
+        "model": f"{kind}-{backend}",
+        "device": {"type": device_type, "id": "app-side-id", "name": "from the app", "os": "15"},
+        "runner": "app",
+        "size_bytes": 4096,
+        "warmup": 1,
+        "iterations": 3,
+        "metrics": [{"name": name, "value": 21.0, "unit": "ms" if name.endswith("_ms") else "tok/s", "samples": [20.0, 21.0, 25.0]}],
+        "created_unix": 1_790_000_000,
+    }
+
+
+def make_etdump(folder: Path) -> Path:
+    """A real ETDump: a 2-op model lowered to a portable .pte, run three times with profiling (~8 s)."""
+    import torch
+    from executorch.exir import to_edge
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch
+
+    class TwoOps(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            return torch.relu(self.linear(x))
+
+    torch.manual_seed(0)
+    pte, etdump = Path(folder) / "two_ops.pte", Path(folder) / "two_ops.etdp"
+    program = to_edge(torch.export.export(TwoOps(), (torch.randn(2, 8),))).to_executorch()
+    pte.write_bytes(program.buffer)
+    module = _load_for_executorch(str(pte), enable_etdump=True)
+    for _ in range(3):
+        module.run_method("forward", (torch.randn(2, 8),))
+    module.write_etdump_result_to_file(str(etdump))
+    return etdump

@@ -97,7 +97,8 @@ TARGET_BACKENDS = {
 # Where the apps look for a pushed bundle and write benchmark results (device side).
 ANDROID_PACKAGE = "org.handheld.demo"
 ANDROID_BENCH_ACTIVITY = ".BenchmarkActivity"
-ANDROID_BUNDLE_DIR = f"/sdcard/Android/data/{ANDROID_PACKAGE}/files/bundle"
+ANDROID_FILES_DIR = f"/sdcard/Android/data/{ANDROID_PACKAGE}/files"  # getExternalFilesDir(null)
+ANDROID_BUNDLE_DIR = f"{ANDROID_FILES_DIR}/bundle"
 IOS_BUNDLE_ID = "org.handheld.demo"
 IOS_BUNDLE_DIR = "Documents/bundle"
 BENCH_RESULT_FILE = "bench.json"
