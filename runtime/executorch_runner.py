@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import torch
@@ -14,6 +16,25 @@ def set_threads(n: int) -> None:
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
     _unsafe_reset_threadpool(n)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """ExecuTorch's kernels log an info line to fd 2 on every attention call ("No temp
+    allocator provided"); keep the terminal readable. HANDHELD_NATIVE_LOGS=1 shows them.
+    Failures still surface: execute() raises a Python exception."""
+    if os.environ.get("HANDHELD_NATIVE_LOGS"):
+        yield
+        return
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class ExecuTorchRunner:
@@ -38,5 +59,6 @@ class ExecuTorchRunner:
             ) from None
 
     def run(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        outputs = self.method.execute([inputs[name] for name in self.input_names])
+        with native_stderr_silenced():
+            outputs = self.method.execute([inputs[name] for name in self.input_names])
         return dict(zip(self.output_names, outputs))

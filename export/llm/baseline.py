@@ -65,7 +65,7 @@ def build_executorch_baseline(out_pte: Path, checkpoint: str | None = None, max_
             f"base.metadata='{metadata}'",
             "model.use_kv_cache=True", "model.use_sdpa_with_kv_cache=True", "model.enable_dynamic_shape=True",
             "model.dtype_override=fp32", "quantization.qmode=8da4w", f"quantization.group_size={group_size}",
-            "quantization.embedding_quantize=8,0", "backend.xnnpack.enabled=True", "backend.xnnpack.extended_ops=True",
+            "quantization.embedding_quantize='8,0'", "backend.xnnpack.enabled=True", "backend.xnnpack.extended_ops=True",
             f"export.max_seq_length={max_seq_len}", f"export.max_context_length={max_seq_len}",
             f"export.output_dir={out_pte.parent}", f"export.output_name={out_pte.name}",
         ]

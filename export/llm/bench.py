@@ -42,9 +42,12 @@ def _worker(target: str, threads: int, runs: int) -> dict:
         set_threads(threads)
         method = Runtime.get().load_program(str(path)).load_method("forward")
 
+        from runtime.executorch_runner import native_stderr_silenced
+
         def step(tokens, pos):
             t = torch.as_tensor(tokens, dtype=torch.long).reshape(1, -1)
-            return method.execute([t, torch.tensor([pos], dtype=torch.long)])[0].reshape(-1)
+            with native_stderr_silenced():  # the same per-call cost as Handheld's runner
+                return method.execute([t, torch.tensor([pos], dtype=torch.long)])[0].reshape(-1)
 
     prompt = torch.arange(1000, 1000 + PROMPT_TOKENS)  # fixed ids; speed does not depend on content
     samples = []

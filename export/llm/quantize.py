@@ -89,3 +89,39 @@ def quantize_llm(model: Llama, cfg: LLMQuantConfig) -> dict:
         model.embed_tokens = QuantizedEmbedding.from_float(model.embed_tokens)
         report["embedding_sqnr_db"] = sqnr_db(float_table, model.embed_tokens.dequantize())
     return report
+
+
+class SimulatedQuantLinear(nn.Module):
+    """Eager stand-in for a torchao-quantized linear with the same math, weights
+    dequantized once: int8 asymmetric per-token activation quant-dequant (when the
+    original had it), then fp32 matmul with the dequantized weight. torchao's own module
+    re-dequantizes its weight on every call, which makes token-by-token parity runs slow."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dynamic_activations: bool):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.bias = bias
+        self.dynamic_activations = dynamic_activations
+
+    def forward(self, x):
+        from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import (
+            _apply_int8_act_asym_per_token_quant_dequant,
+        )
+
+        if self.dynamic_activations:
+            x = _apply_int8_act_asym_per_token_quant_dequant(x)
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+def with_cached_dequantized_weights(model: nn.Module) -> nn.Module:
+    """Copy of `model` whose torchao linears are SimulatedQuantLinear (same outputs, faster)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        w = getattr(module, "weight", None)
+        if isinstance(module, nn.Linear) and hasattr(w, "dequantize"):
+            acts = getattr(w, "activation_quantization", None) is not None
+            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            setattr(parent, name.rpartition(".")[2], SimulatedQuantLinear(w.dequantize(), module.bias, acts))
+    return model

@@ -1,0 +1,193 @@
+"""Video question answering on LongVU pieces: host-side selection, then generation.
+
+The pieces (`dino`, `siglip`, `project`, `embed`, `decode`; shapes in export/longvu/pipeline.py)
+are fixed-shape model calls; everything data-dependent runs here: frame sampling, temporal
+dedup, the cross-modal query, spatial token compression, truncation and prompt assembly.
+The same code drives the eager modules and an exported artifact's methods.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from export.errors import HandheldError
+from export.longvu.compress import Selection, compress
+from export.longvu.config import LongVUConfig
+from export.longvu.quantize import resize_frames
+from export.longvu.video import Video
+from export.registry import Registry
+from runtime.generate import GenerationResult, SamplingConfig, generate
+
+VIDEO_PLACEHOLDER = "<video>"
+
+
+class Pieces(Protocol):
+    cfg: LongVUConfig
+    max_seq_len: int
+
+    def dino(self, pixels: torch.Tensor) -> torch.Tensor: ...
+    def siglip(self, pixels: torch.Tensor) -> torch.Tensor: ...
+    def project(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor: ...
+    def decode(self, embeds: torch.Tensor, pos: int) -> torch.Tensor: ...
+
+
+@dataclass
+class Prompt:
+    prefix: list[int]  # chat template up to the video
+    question: list[int]  # the question alone (the cross-modal query's text)
+    suffix: list[int]  # the rest of the turn, question included, up to the assistant's reply
+
+
+@dataclass
+class VideoAnswer:
+    text: str
+    selection: Selection
+    generation: GenerationResult
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.generation.prompt_tokens
+
+
+def build_prompt(tokenizer, question: str) -> Prompt:
+    text = tokenizer.chat_prompt(f"{VIDEO_PLACEHOLDER}\n{question}")
+    before, after = text.split(VIDEO_PLACEHOLDER, 1)
+    return Prompt(tokenizer.encode(before), tokenizer.encode(question), tokenizer.encode(after))
+
+
+def visual_budget(cfg: LongVUConfig, prompt: Prompt) -> int:
+    """Visual tokens the context can take next to the prompt and the reserved answer."""
+    return cfg.context_len - len(prompt.prefix) - len(prompt.suffix) - cfg.max_new_tokens
+
+
+def _each_frame(fn, pixels: torch.Tensor) -> torch.Tensor:
+    """Run a batch-1 piece over [T, 3, S, S] -> [T, ...]."""
+    return torch.cat([fn(pixels[i : i + 1]) for i in range(pixels.shape[0])])
+
+
+def select(pieces: Pieces, frames: np.ndarray, prompt: Prompt) -> tuple[Selection, torch.Tensor, dict]:
+    """frames: [T, H, W, 3] uint8 -> (selection, visual tokens [n, dim], seconds per stage)."""
+    cfg, timings = pieces.cfg, {}
+    t = time.perf_counter()
+    dino_feats = _each_frame(pieces.dino, resize_frames(frames, cfg.dino.image_size))  # [T, Nd, Dd]
+    timings["dino_s"] = time.perf_counter() - t
+
+    def visual_tokens(kept: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        t0 = time.perf_counter()
+        feats = _each_frame(pieces.siglip, resize_frames(frames[kept], cfg.siglip.image_size))
+        t1 = time.perf_counter()
+        pairs = [pieces.project(feats[i : i + 1]) for i in range(feats.shape[0])]
+        timings["siglip_s"], timings["project_s"] = t1 - t0, time.perf_counter() - t1
+        return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+
+    t = time.perf_counter()
+    text = pieces.embed(torch.tensor([prompt.question], dtype=torch.long))[0]  # [L, dim]
+    selection, seq = compress(dino_feats, visual_tokens, text, visual_budget(cfg, prompt), cfg.compress)
+    timings["select_s"] = time.perf_counter() - t - timings["siglip_s"] - timings["project_s"]
+    return selection, seq, timings
+
+
+class EmbedsStepper:
+    """`runtime.generate`'s step over embeddings: the first call (pos 0) prefills the whole
+    multimodal prompt, whatever ids it is handed; later calls embed the sampled token."""
+
+    def __init__(self, pieces: Pieces, prompt_embeds: torch.Tensor):
+        self.pieces = pieces
+        self.prompt_embeds = prompt_embeds  # [1, P, dim]
+        self.max_seq_len = pieces.max_seq_len
+
+    def __call__(self, tokens, pos: int) -> torch.Tensor:
+        if pos == 0:
+            return self.pieces.decode(self.prompt_embeds, 0)
+        ids = torch.as_tensor(tokens, dtype=torch.long).reshape(1, -1)
+        return self.pieces.decode(self.pieces.embed(ids), pos)
+
+
+def prompt_embeddings(pieces: Pieces, prompt: Prompt, visual: torch.Tensor) -> torch.Tensor:
+    """[1, prefix + n_visual + suffix, dim]."""
+    embed = lambda ids: pieces.embed(torch.tensor([ids], dtype=torch.long))[0]
+    return torch.cat([embed(prompt.prefix), visual, embed(prompt.suffix)])[None]
+
+
+def ask(pieces: Pieces, tokenizer, video: Video, question: str, sampling: SamplingConfig | None = None) -> VideoAnswer:
+    cfg = pieces.cfg
+    sampling = sampling or SamplingConfig(max_new_tokens=cfg.max_new_tokens)
+    prompt = build_prompt(tokenizer, question)
+    selection, visual, timings = select(pieces, video.frames, prompt)
+    embeds = prompt_embeddings(pieces, prompt, visual)
+    step = EmbedsStepper(pieces, embeds)
+    placeholder_ids = [0] * embeds.shape[1]  # only the length is read: EmbedsStepper prefills `embeds`
+    result = generate(step, placeholder_ids, sampling, stop_ids=tokenizer.eos_ids)
+    result.text = tokenizer.decode(result.tokens)
+    timings.update(time_to_first_token_s=result.prefill_s, decode_s=result.decode_s)
+    return VideoAnswer(result.text, selection, result, timings)
+
+
+# -- exported artifacts -----------------------------------------------------------------------
+
+# backend -> class(folder, manifest, threads) implementing Pieces
+PIECES_BACKENDS = Registry[type]("LongVU runtime backend")
+
+
+@PIECES_BACKENDS.register("executorch")
+class ExecuTorchPieces:
+    """The methods of one .pte program (loaded once; each method's delegate loaded once)."""
+
+    def __init__(self, folder: Path, manifest: dict, threads: int | None = None):
+        import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (llama:: kernels)
+        import executorch.kernels.quantized  # noqa: F401  (quantized_decomposed:: kernels)
+        from executorch.runtime import Runtime
+
+        from export.longvu.config import config_from_dict
+        from runtime.executorch_runner import set_threads
+
+        if threads:
+            set_threads(threads)
+        self.cfg = config_from_dict(manifest["config"])
+        self.max_seq_len = self.cfg.context_len
+        path = Path(folder) / manifest["model_file"]
+        try:
+            program = Runtime.get().load_program(str(path))
+            self.methods = {name: program.load_method(name) for name in manifest["methods"]}
+        except Exception as err:
+            raise HandheldError(f"ExecuTorch could not load {path} ({type(err).__name__}: {str(err)[:200]})", "re-export the artifact with this Handheld/ExecuTorch version") from None
+        self.program = program
+
+    def _call(self, name: str, *args: torch.Tensor) -> list[torch.Tensor]:
+        return self.methods[name].execute(list(args))
+
+    def dino(self, pixels):
+        return self._call("dino", pixels)[0]
+
+    def siglip(self, pixels):
+        return self._call("siglip", pixels)[0]
+
+    def project(self, feats):
+        hi, lo = self._call("project", feats)
+        return hi, lo
+
+    def embed(self, tokens):
+        return self._call("embed", tokens)[0]
+
+    def decode(self, embeds, pos: int):
+        return self._call("decode", embeds.contiguous(), torch.tensor([pos], dtype=torch.long))[0].reshape(-1)
+
+
+def open_pieces(folder: Path, threads: int | None = None):
+    """(pieces, tokenizer, manifest) of a LongVU artifact folder, checksums verified."""
+    from export.manifest import load_manifest
+    from runtime.tokenizer import ArtifactTokenizer
+
+    manifest = load_manifest(folder, verify=True)
+    if manifest.get("kind") != "longvu":
+        raise HandheldError(f"{folder} is a {manifest.get('kind')!r} artifact, not LongVU", "pass the --out folder of `handheld export longvu`")
+    pieces = PIECES_BACKENDS.get(manifest["backend"])(Path(folder), manifest, threads)
+    return pieces, ArtifactTokenizer(folder, manifest["tokenizer"]), manifest
