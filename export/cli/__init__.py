@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--baseline", type=Path, help="a comparable artifact to measure in the same run (e.g. ExecuTorch's export_llm .pte)")
     b.add_argument("--threads", default="1,2", help="comma-separated XNNPACK thread counts")
     b.add_argument("--runs", type=int, default=3, help="measured runs per setting (median reported)")
+    b.add_argument("--device", default="host", help="host (default), adb:SERIAL or ios:UDID")
+    b.add_argument("--runner", type=Path, help="phones: ExecuTorch runner binary to push (executor_runner, llama_main); default: the demo app")
+    b.add_argument("--warmup", type=int, help="phones: discarded runs before the measured ones")
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="the main job on the embedded defaults: export, check, run every model")
@@ -68,12 +71,20 @@ def cmd_parity(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from export.device import DeviceSpec
+    from export.device.results import host_record
     from export.harness import BENCH, resolve
+
+    device = DeviceSpec.parse(args.device)
+    if not device.is_host:
+        from export.cli.bundle import cmd_device_bench
+
+        return cmd_device_bench(args, device)
 
     threads = tuple(int(t) for t in args.threads.split(","))
     result = resolve(BENCH.get(_kind(args.artifact)))(args.artifact, baseline=args.baseline, threads=threads, runs=args.runs)
     out = args.json or args.artifact / "bench.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(host_record(result, args.artifact), indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 

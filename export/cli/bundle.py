@@ -47,6 +47,21 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_device_bench(args, device) -> int:
+    """`handheld bench DIR --device adb:SERIAL|ios:UDID` (the bench parser lives in export/cli/__init__.py)."""
+    from export.device import DeviceBenchConfig, run_device_bench
+
+    fields = {"warmup": args.warmup} if args.warmup is not None else {}
+    cfg = DeviceBenchConfig(device=device, threads=tuple(int(t) for t in args.threads.split(",")), iterations=args.runs, runner=args.runner, **fields)
+    record = run_device_bench(args.artifact, cfg)
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    for m in record["metrics"]:
+        print(f"  {m['name']:24} {m['value']:10.2f} {m['unit']:8} threads={m.get('threads', '-')}")
+    print(f"wrote {args.json or cfg.results_dir(args.artifact) / 'bench.json'}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from export.report import render_report
 

@@ -1,0 +1,210 @@
+"""Benchmark records: one JSON shape (export/bundle/schema/bench.schema.json) for every device.
+
+A record is an envelope (kind, backend, model, device, runner, size, metrics, parity, hot spots)
+around a list of metrics `{name, value, unit[, threads, variant, samples]}`. Host records keep
+the family benchmark's own fields beside the envelope; device records are built from what the
+runner or the app printed. Units come from the metric name's suffix (METRIC_UNITS).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from export.bundle import contract
+from export.errors import HandheldError
+from export.manifest import load_manifest
+from export.registry import Registry
+
+# metric name suffix -> unit (the schema's enum)
+METRIC_UNITS = {"_ms": "ms", "_tok_s": "tok/s", "_fps": "frames/s", "_mb": "MiB", "_count": "count"}
+# ETDump events that frame operators rather than being one
+FRAMEWORK_EVENTS = {"OPERATOR_CALL", "DELEGATE_CALL", "Method::execute", "Method::init", "Program::load_method"}
+
+# ExecuTorch's executor_runner: "%d inference took %f ms, avg %f ms"
+RUNNER_TIMING = re.compile(r"(\d+) inference took ([0-9.]+) ms, avg ([0-9.]+) ms")
+# ExecuTorch's LLM runners (llama_main, LlmModule.onStats): "PyTorchObserver {json}"
+OBSERVER = re.compile(r"PyTorchObserver (\{.*\})")
+
+
+def unit_of(name: str) -> str | None:
+    return next((unit for suffix, unit in METRIC_UNITS.items() if name.endswith(suffix)), None)
+
+
+def metric(name: str, samples: Iterable[float], **labels) -> dict:
+    """A metric from per-iteration samples: value is their median, samples are kept."""
+    samples = [float(s) for s in samples]
+    unit = unit_of(name)
+    if unit is None or not samples:
+        raise ValueError(f"metric {name!r}: needs a unit suffix ({', '.join(METRIC_UNITS)}) and samples")
+    return {"name": name, "value": statistics.median(samples), "unit": unit, **labels, "samples": samples}
+
+
+def model_name(manifest: dict, folder: Path) -> str:
+    for key in ("model_name", "source_checkpoint"):
+        if isinstance(manifest.get(key), str) and manifest[key]:
+            return Path(manifest[key]).stem if key == "source_checkpoint" else manifest[key]
+    return Path(folder).name
+
+
+def artifact_size(manifest: dict, folder: Path) -> int:
+    return sum((Path(folder) / rel).stat().st_size for rel in manifest["files"] if (Path(folder) / rel).is_file())
+
+
+def envelope(manifest: dict, folder: Path, device: dict, runner: str, metrics: list[dict], **extra) -> dict:
+    record = {
+        "bench_schema_version": contract.BENCH_SCHEMA_VERSION,
+        "kind": manifest["kind"],
+        "backend": manifest["backend"],
+        "model": model_name(manifest, folder),
+        "device": device,
+        "runner": runner,
+        "size_bytes": artifact_size(manifest, folder),
+        "metrics": metrics,
+        "created_unix": int(time.time()),
+        **extra,
+    }
+    if isinstance(manifest.get("parity"), dict):
+        record["parity"] = manifest["parity"]
+    return record
+
+
+# --- host ------------------------------------------------------------------------------
+# kind -> function(raw family bench result) -> metrics; kinds without one use _flat_metrics
+HOST_METRICS: Registry[Callable[[dict], list]] = Registry("host bench adapter")
+
+
+@HOST_METRICS.register("llm")
+def _llm_host_metrics(raw: dict) -> list[dict]:
+    """export/llm/bench.py: results.<variant>.by_threads.<t>.{prefill_tok_s, ...}"""
+    out = []
+    for variant, result in raw.get("results", {}).items():
+        for threads, values in result.get("by_threads", {}).items():
+            for name, value in values.items():
+                if unit_of(name) and isinstance(value, (int, float)):
+                    out.append({"name": name, "value": float(value), "unit": unit_of(name), "threads": int(threads), "variant": variant})
+    return out
+
+
+def _flat_metrics(raw: dict, prefix: str = "") -> list[dict]:
+    """Every numeric leaf whose key has a unit suffix; the dotted path above it is the variant."""
+    out = []
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            out += _flat_metrics(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and unit_of(key):
+            entry = {"name": key, "value": float(value), "unit": unit_of(key)}
+            if prefix:
+                entry["variant"] = prefix.rstrip(".")
+            if isinstance(raw.get("threads"), int):
+                entry["threads"] = raw["threads"]
+            out.append(entry)
+    return out
+
+
+def host_record(raw: dict, folder: Path) -> dict:
+    """The family's host bench result with the envelope added beside its own fields."""
+    manifest = load_manifest(folder, verify=False)
+    kind = manifest["kind"]
+    metrics = HOST_METRICS.get(kind)(raw) if kind in HOST_METRICS else _flat_metrics(raw)
+    host = {"type": "host", "id": "localhost", "name": _host_name(), "os": _host_os()}
+    record = envelope(manifest, folder, host, "handheld-host", metrics)
+    return {**raw, **{k: v for k, v in record.items() if k not in raw or k in ("kind", "backend")}}
+
+
+def _host_name() -> str:
+    import platform
+
+    return f"{platform.machine()} {platform.processor() or 'cpu'}".strip()
+
+
+def _host_os() -> str:
+    import platform
+
+    return f"{platform.system()} {platform.release()}"
+
+
+# --- parsing what devices print --------------------------------------------------------
+def parse_runner_ms(text: str) -> float:
+    """executor_runner's output -> average ms per execution."""
+    found = RUNNER_TIMING.findall(text)
+    if not found:
+        raise HandheldError("the ExecuTorch runner printed no timing line ('N inference took X ms')", "check the runner binary and the pushed model; its output is above")
+    return float(found[-1][2])
+
+
+def parse_llm_observer(text: str) -> dict:
+    """llama_main / LlmModule stats (PyTorchObserver JSON, ms timestamps) -> named metrics."""
+    found = OBSERVER.findall(text)
+    if not found:
+        raise HandheldError("the LLM runner printed no 'PyTorchObserver {...}' stats line", "use ExecuTorch's llama_main (or the demo app's benchmark mode)")
+    s = json.loads(found[-1])
+    prefill_ms = s["prompt_eval_end_ms"] - s["inference_start_ms"]
+    decode_ms = s["inference_end_ms"] - s["prompt_eval_end_ms"]
+    # the first generated token comes out of prefill, the rest out of decode steps
+    decoded = max(s["generated_tokens"] - 1, 1)
+    return {
+        "prefill_tok_s": s["prompt_tokens"] / prefill_ms * 1000,
+        "decode_tok_s": decoded / decode_ms * 1000 if decode_ms > 0 else 0.0,
+        "time_to_first_token_ms": s["first_token_ms"] - s["inference_start_ms"],
+        "model_load_ms": s["model_load_end_ms"] - s["model_load_start_ms"],
+    }
+
+
+# --- ETDump ----------------------------------------------------------------------------
+def hotspots(events: Iterable[tuple[str, list[float]]], top: int = 12) -> list[dict]:
+    """(operator name, per-call ms) pairs -> the `top` operators by total time, with shares."""
+    totals: dict[str, list[float]] = {}
+    for name, durations in events:
+        if name in FRAMEWORK_EVENTS or not durations:
+            continue
+        op = name.removeprefix("native_call_")
+        totals.setdefault(op, []).extend(durations)
+    grand = sum(sum(d) for d in totals.values()) or 1.0
+    rows = [{"op": op, "total_ms": sum(d), "calls": len(d), "share": sum(d) / grand} for op, d in totals.items()]
+    return sorted(rows, key=lambda r: -r["total_ms"])[:top]
+
+
+def hotspots_from_etdump(etdump: Path, etrecord: Path | None = None, top: int = 12) -> list[dict]:
+    """Per-operator time from an ETDump (the 'Execute' blocks), via ExecuTorch's Inspector."""
+    from executorch.devtools import Inspector
+
+    try:
+        inspector = Inspector(etdump_path=str(etdump), etrecord=str(etrecord) if etrecord else None)
+    except Exception as err:  # the Inspector raises bare exceptions on a foreign or truncated file
+        raise HandheldError(f"{etdump} is not a readable ETDump ({err})", "pull it again; build the runner with EXECUTORCH_ENABLE_EVENT_TRACER=ON") from None
+    events = [(e.name, list(e.perf_data.raw)) for block in inspector.event_blocks if block.name == "Execute" for e in block.events if e.perf_data]
+    return hotspots(events, top)
+
+
+# --- validation and loading ------------------------------------------------------------
+def validate_record(record: dict, source: str = "benchmark record") -> dict:
+    from export.bundle.verify import schema_errors
+
+    errors = schema_errors(record, "bench")
+    if errors:
+        raise HandheldError(f"{source} does not follow bench.schema.json:\n  - " + "\n  - ".join(errors[:12]), "re-run `handheld bench` (or the app's benchmark mode) with this Handheld")
+    return record
+
+
+def load_record(path: Path) -> dict:
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HandheldError(f"{path} does not exist", "pass JSON files written by `handheld bench`") from None
+    except json.JSONDecodeError as err:
+        raise HandheldError(f"{path} is not valid JSON ({err})", "pass JSON files written by `handheld bench`") from None
+    return validate_record(record, str(path))
+
+
+def write_record(record: dict, path: Path) -> Path:
+    validate_record(record)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
