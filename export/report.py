@@ -1,0 +1,171 @@
+"""`handheld report RESULTS... --out DIR`: benchmark records -> report.png + report.html.
+
+Reads records of any device (bench.schema.json). The PNG has latency and throughput per
+model/backend/device, artifact sizes, ETDump hot spots and the parity table; the HTML page
+embeds that PNG and lists every number in tables, with no external resources.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from export.device.results import load_record
+from export.errors import HandheldError
+
+LATENCY_UNITS = ("ms",)
+THROUGHPUT_UNITS = ("tok/s", "frames/s")
+DEVICE_COLORS = {"host": "#4C72B0", "android": "#55A868", "ios": "#C44E52"}
+TOP_HOTSPOTS = 8
+LOG_SCALE_RATIO = 50  # bars spanning more than this factor get a log axis
+PARITY_COLUMNS = 5  # numeric parity fields shown per row (besides passed)
+
+
+def record_label(record: dict) -> str:
+    device = record["device"]
+    where = "host" if device["type"] == "host" else device.get("name") or device["id"]
+    return f"{record['model']} [{record['backend']}] @ {where}"
+
+
+def metric_label(m: dict) -> str:
+    parts = [m["name"]]
+    if "variant" in m:
+        parts.append(m["variant"])
+    if "threads" in m:
+        parts.append(f"{m['threads']}T")
+    return " ".join(parts)
+
+
+def metric_rows(records: list[dict], units: tuple[str, ...]) -> list[tuple[str, float, str, str]]:
+    """(label, value, unit, device type) for every metric in `units`, in record order."""
+    return [
+        (f"{record_label(r)}: {metric_label(m)}", m["value"], m["unit"], r["device"]["type"])
+        for r in records
+        for m in r["metrics"]
+        if m["unit"] in units
+    ]
+
+
+def parity_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """A header and one row per (model, backend) with parity numbers: passed + the first scalars."""
+    seen, rows, columns = set(), [], []
+    for r in records:
+        parity, key = r.get("parity"), (r["model"], r["backend"])
+        if not isinstance(parity, dict) or key in seen:
+            continue
+        seen.add(key)
+        scalars = {k: v for k, v in parity.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        shown = list(scalars)[:PARITY_COLUMNS]
+        rows.append([f"{r['model']} [{r['backend']}]", str(parity.get("passed", "?")), "; ".join(f"{k}={_fmt(scalars[k])}" for k in shown)])
+    return ["model [backend]", "passed", "numbers"], rows
+
+
+def size_rows(records: list[dict]) -> list[tuple[str, float]]:
+    sizes = {f"{r['model']} [{r['backend']}]": r["size_bytes"] / 2**20 for r in records}
+    return sorted(sizes.items(), key=lambda kv: -kv[1])
+
+
+def hotspot_rows(records: list[dict]) -> list[tuple[str, dict]]:
+    return [(record_label(r), h) for r in records for h in r.get("hotspots", [])[:TOP_HOTSPOTS]]
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _bars(ax, rows, title, xlabel, colors=None):
+    if not rows:
+        ax.text(0.5, 0.5, f"no {title.lower()} in these results", ha="center", va="center", transform=ax.transAxes, color="gray")
+        ax.set_axis_off()
+        return
+    labels, values = [r[0] for r in rows], [r[1] for r in rows]
+    y = range(len(rows))
+    ax.barh(y, values, color=colors or "#4C72B0")
+    ax.set_yticks(list(y), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {_fmt(v)}", va="center", fontsize=6)
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > LOG_SCALE_RATIO:  # 30 ms beside 900 ms stays readable
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{xlabel} (log scale)", fontsize=8)
+    ax.margins(x=0.15)
+
+
+def render_png(records: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    latency, throughput = metric_rows(records, LATENCY_UNITS), metric_rows(records, THROUGHPUT_UNITS)
+    hot = hotspot_rows(records)
+    header, parity = parity_rows(records)
+    n_bars = max(len(latency), len(throughput), len(hot), 4)
+    fig = plt.figure(figsize=(15, 4 + 0.22 * n_bars + 0.35 * len(parity)), layout="constrained")
+    grid = fig.add_gridspec(3, 2, height_ratios=[max(len(latency), len(throughput), 3), max(len(hot), len(records), 3), 1 + len(parity)])
+    fig.suptitle(f"Handheld benchmark report: {len(records)} result(s)", fontsize=12)
+
+    color = lambda rows: [DEVICE_COLORS[r[3]] for r in rows]  # noqa: E731
+    _bars(fig.add_subplot(grid[0, 0]), latency, "Latency (lower is better)", "ms", color(latency))
+    _bars(fig.add_subplot(grid[0, 1]), [(f"{r[0]} ({r[2]})", r[1]) for r in throughput], "Throughput (higher is better)", "tokens or frames per second", color(throughput))
+    _bars(fig.add_subplot(grid[1, 0]), size_rows(records), "Artifact size", "MiB")
+    _bars(fig.add_subplot(grid[1, 1]), [(f"{label}: {h['op'][:48]}", 100 * h["share"]) for label, h in hot], "ETDump hot spots (share of operator time)", "%")
+
+    ax = fig.add_subplot(grid[2, :])
+    ax.set_axis_off()
+    ax.set_title("Parity (artifact vs eager, from the manifests)", fontsize=10, loc="left")
+    if parity:
+        table = ax.table(cellText=parity, colLabels=header, loc="upper left", cellLoc="left", colWidths=[0.25, 0.07, 0.68])
+        table.auto_set_font_size(False)
+        table.set_fontsize(7)
+    else:
+        ax.text(0.5, 0.5, "no parity numbers in these results", ha="center", va="center", transform=ax.transAxes, color="gray")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in DEVICE_COLORS.values()]
+    fig.legend(handles, list(DEVICE_COLORS), loc="lower right", fontsize=8, title="device", title_fontsize=8)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(records: list[dict], png: Path, path: Path, sources: list[Path]) -> Path:
+    image = base64.b64encode(png.read_bytes()).decode()
+    metrics = [
+        [record_label(r), r["runner"], m["name"], m.get("variant", ""), m.get("threads", ""), _fmt(m["value"]), m["unit"], len(m.get("samples", []))]
+        for r in records
+        for m in r["metrics"]
+    ]
+    header, parity = parity_rows(records)
+    hot = [[label, h["op"], _fmt(h["total_ms"]), h["calls"], f"{100 * h['share']:.1f}%"] for label, h in hotspot_rows(records)]
+    style = "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}th{background:#eee}img{max-width:100%}"
+    sections = [
+        f"<h1>Handheld benchmark report</h1><p>{len(records)} result(s): {html.escape(', '.join(p.name for p in sources))}</p>",
+        f'<img alt="benchmark charts" src="data:image/png;base64,{image}">',
+        "<h2>Metrics</h2>" + _table(["result", "runner", "metric", "variant", "threads", "value", "unit", "samples"], metrics),
+        "<h2>Parity</h2>" + (_table(header, parity) if parity else "<p>no parity numbers</p>"),
+        "<h2>Sizes</h2>" + _table(["model [backend]", "MiB"], [[k, f"{v:.2f}"] for k, v in size_rows(records)]),
+        "<h2>ETDump hot spots</h2>" + (_table(["result", "operator", "total ms", "calls", "share"], hot) if hot else "<p>no ETDump profiles in these results</p>"),
+    ]
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>Handheld report</title><style>{style}</style></head><body>{''.join(sections)}</body></html>\n")
+    return path
+
+
+def render_report(results: list[Path], out: Path) -> list[Path]:
+    """Validate every record, then write out/report.png and out/report.html."""
+    if not results:
+        raise HandheldError("no benchmark results given", "pass bench JSON files from `handheld bench`")
+    records = [load_record(p) for p in results]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = render_png(records, out / "report.png")
+    return [png, render_html(records, png, out / "report.html", [Path(p) for p in results])]
