@@ -73,29 +73,35 @@ def make_sam(root: Path, backend: str = "executorch", name: str = "sam") -> Path
 def make_longvu(root: Path, backend: str = "executorch", name: str = "longvu") -> Path:
     folder = Path(root) / name
     folder.mkdir(parents=True)
-    pieces = {}
-    for piece in contract.LONGVU_PIECES:
-        if backend == "executorch":
-            file, method = "model.pte", piece
-        else:
-            file, method = f"{piece}.mlpackage", "main"
-            (folder / file).mkdir(exist_ok=True)
-        path = folder / file if backend == "executorch" else folder / file / "weights.bin"
-        path.write_bytes(piece.encode() * 16)
-        pieces[piece] = {"file": file, "method": method, "inputs": io(["x"], [[1, 8]], ["float32"]), "outputs": io(["y"], [[1, 8]], ["float32"])}
-    norm = {"image_size": 56, "pixel_mean": [0.5, 0.5, 0.5], "pixel_std": [0.5, 0.5, 0.5]}
+    shapes = {"pixels": [1, 3, 56, 56], "feats": [1, 16, 24], "hi": [1, 144, 64], "lo": [1, 64, 64], "tokens": [1, "seq"],
+              "embeds": [1, "seq", 64], "input_pos": [1], "logits": [1, LLM_VOCAB]}
+    dtype = lambda n: "int64" if n in ("tokens", "input_pos") else "float32"  # noqa: E731
+    methods = {m: {"inputs": io(i, [shapes[n] for n in i], [dtype(n) for n in i]), "outputs": io(o, [shapes[n] for n in o], [dtype(n) for n in o])}
+               for m, (i, o) in contract.LONGVU_IO.items()}
+    if backend == "executorch":
+        model_file = "longvu.pte"
+        (folder / model_file).write_bytes(b"LONGVU" * 32)
+    else:  # one .mlpackage per method under one folder
+        model_file = "mlpackages"
+        for m in methods:
+            methods[m]["file"] = f"{model_file}/{m}.mlpackage"
+            (folder / methods[m]["file"]).mkdir(parents=True)
+            (folder / methods[m]["file"] / "weights.bin").write_bytes(m.encode() * 16)
     write_manifest(
         folder,
         "longvu",
         backend=backend,
-        pieces=pieces,
-        preprocessing={"fps": 1.0, "max_frames": 32, "decode_size": 64, "dino": norm, "siglip": norm},
-        selection={
-            "dedup_window": 16, "dedup_threshold": 0.83, "dedup_rule": "greedy", "hi_grid": 12, "lo_grid": 8,
-            "stc_chunk": 8, "stc_threshold": 0.8, "context_len": 1024, "max_new_tokens": 48,
+        model_file=model_file,
+        methods=methods,
+        config={
+            "video": {"fps": 1.0, "max_frames": 32, "decode_size": 64},
+            "dino": {"image_size": 56},
+            "siglip": {"image_size": 64},
+            "compress": {"dedup_window": 16, "dedup_threshold": 0.83, "dedup_rule": "greedy", "hi_grid": 12, "lo_grid": 8, "stc_chunk": 8, "stc_threshold": 0.8},
+            "llm": {"max_seq_len": 1024},
+            "max_new_tokens": 48,
         },
         tokenizer=tokenizer_fields(folder),
-        max_seq_len=2048,
         parity={"passed": True, "selection_identical": True, "token_agreement": 1.0},
     )
     return folder

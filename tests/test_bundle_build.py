@@ -35,6 +35,7 @@ def test_ios_bundle_takes_coreml_segmenter_and_both_longvu_backends(tmp_path):
     bundle = build_bundle(BundleConfig(target="ios", out=tmp_path / "ios", artifacts=arts, make_zip=False))
     assert [e["dir"] for e in bundle["models"]] == ["llm-executorch", "sam-coreml", "longvu-coreml", "longvu-executorch"]
     assert "sam-coreml/model.mlpackage/Data/model.mlmodel" in bundle["files"]
+    assert "longvu-coreml/mlpackages/siglip.mlpackage/weights.bin" in bundle["files"]
     assert not (tmp_path / "ios.zip").exists()
 
 
@@ -112,5 +113,5 @@ def test_schema_requires_exactly_the_contract_keys():
         for part in path.split("."):
             node = resolve(node["properties"][part])
         assert tuple(node["required"]) == keys, (kind, path)
-    assert tuple(schema["$defs"]["piece"]["required"]) == contract.PIECE_KEYS
-    assert tuple(by_kind["longvu"]["properties"]["pieces"]["required"]) == contract.LONGVU_PIECES
+    assert tuple(schema["$defs"]["method"]["required"]) == contract.METHOD_KEYS
+    assert tuple(by_kind["longvu"]["properties"]["methods"]["required"]) == contract.LONGVU_METHODS

@@ -66,13 +66,15 @@ def missing_keys(kind: str, manifest: dict) -> list[str]:
             missing.append(f"inputs named {list(want_in)} (found {list(got_in)})")
         if got_out[: len(want_out)] != want_out:
             missing.append(f"outputs named {list(want_out)} (found {list(got_out)})")
-    if kind == "longvu" and "pieces" not in missing:
-        for piece in contract.LONGVU_PIECES:
-            spec = manifest["pieces"].get(piece)
-            if spec is None:
-                missing.append(f"pieces.{piece}")
-            else:
-                missing += [f"pieces.{piece}.{key}" for key in contract.PIECE_KEYS if key not in spec]
+    if kind == "longvu" and "methods" not in missing:
+        for method, (want_in, want_out) in contract.LONGVU_IO.items():
+            spec = manifest["methods"].get(method)
+            if not isinstance(spec, dict) or any(key not in spec for key in contract.METHOD_KEYS):
+                missing.append(f"methods.{method}.inputs/outputs")
+                continue
+            got = (tuple(s.get("name") for s in spec["inputs"]), tuple(s.get("name") for s in spec["outputs"]))
+            if got != (want_in, want_out):
+                missing.append(f"methods.{method} named {list(want_in)} -> {list(want_out)} (found {list(got[0])} -> {list(got[1])})")
     return missing
 
 
@@ -89,7 +91,7 @@ def named_files(entry: dict) -> list[str]:
     names = [entry[key] for key in ("model_file",) if key in entry]
     if isinstance(entry.get("tokenizer"), dict) and "file" in entry["tokenizer"]:
         names.append(entry["tokenizer"]["file"])
-    names += sorted({piece["file"] for piece in entry.get("pieces", {}).values() if "file" in piece})
+    names += sorted({m["file"] for m in entry.get("methods", {}).values() if isinstance(m, dict) and "file" in m})
     return names
 
 

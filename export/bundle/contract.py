@@ -5,7 +5,7 @@ field the exporter wrote, minus its file list) plus `dir`, the artifact's folder
 bundle. The apps (android_demo/, ios_demo/) read only the keys below; exporters import these
 names so a rename breaks here, in the bundler, and in tests/test_app_contract.py at once.
 
-Paths inside an entry (model_file, tokenizer.file, pieces.*.file) are relative to the entry's
+Paths inside an entry (model_file, tokenizer.file, methods.*.file) are relative to the entry's
 `dir`, exactly as the exporter wrote them.
 """
 
@@ -40,30 +40,28 @@ SAM_PREPROCESSING_KEYS = ("image_size", "resize", "pad", "pixel_mean", "pixel_st
 # (export/sam/clicks.py); prev_mask_channel: feed the previous mask as a third channel.
 SAM_CLICK_KEYS = ("encoding", "sigma_px", "max_clicks", "prev_mask_channel")
 
-# --- LongVU (export/longvu/ must write these) -------------------------------------------
-# Fixed-shape pieces; selection runs on the phone's CPU as on the host (runtime/).
-LONGVU_PIECES = ("dino_encoder", "siglip_encoder", "projector", "token_embedding", "text_decoder")
-LONGVU_VISION_PIECES = ("dino_encoder", "siglip_encoder", "projector")
-LONGVU_KEYS = ("backend", "pieces", "preprocessing", "selection", "tokenizer", "max_seq_len")
-# pieces.<name>: file (relative to dir), method (ExecuTorch method name; CoreML: "main"),
-# inputs, outputs (IO specs as for the LLM).
-PIECE_KEYS = ("file", "method", "inputs", "outputs")
-# preprocessing.dino / preprocessing.siglip: image_size, pixel_mean, pixel_std (0..1 scale);
-# frames are sampled at fps, capped at max_frames, decoded to decode_size squares.
-LONGVU_PREPROCESSING_KEYS = ("fps", "max_frames", "decode_size", "dino", "siglip")
-IMAGE_NORM_KEYS = ("image_size", "pixel_mean", "pixel_std")
-# names follow export/longvu/config.py's CompressConfig, plus the decoder's context budget
-LONGVU_SELECTION_KEYS = (
-    "dedup_window",  # temporal dedup window (frames)
-    "dedup_threshold",  # DINO frame cosine at or above which a frame is redundant
-    "dedup_rule",  # "greedy" | "window-mean"
-    "hi_grid",  # full-resolution frames: hi_grid^2 tokens
-    "lo_grid",  # other frames: lo_grid^2 tokens
-    "stc_chunk",  # spatial token compression chunk (frames)
-    "stc_threshold",  # token cosine vs the chunk's first frame at or above which it is dropped
-    "context_len",  # decoder context (tokens)
-    "max_new_tokens",  # reserved out of the context for the answer
-)
+# --- LongVU (export/longvu/export.py writes these) ---------------------------------------
+# One ExecuTorch program (model_file) with five methods; `methods.<name>` holds its IO specs
+# (a CoreML variant adds `methods.<name>.file`, one .mlpackage per method). Pixels go in as
+# RGB in [0, 1], bilinear-resized to the encoder's image_size: normalization is in the graph.
+# Selection (dedup, query, STC, truncation) runs on the phone's CPU as runtime/ does on the host.
+LONGVU_KEYS = ("backend", "model_file", "methods", "config", "tokenizer")
+LONGVU_IO = {  # method -> (input names, output names)
+    "dino": (("pixels",), ("feats",)),  # [1, 3, Sd, Sd] -> [1, Nd, Dd]
+    "siglip": (("pixels",), ("feats",)),  # [1, 3, Ss, Ss] -> [1, g*g, Dv]
+    "project": (("feats",), ("hi", "lo")),  # -> [1, hi_grid^2, dim], [1, lo_grid^2, dim]
+    "embed": (("tokens",), ("embeds",)),  # [1, L] int64 -> [1, L, dim]
+    "decode": (("embeds", "input_pos"), ("logits",)),  # static KV cache, like the LLM
+}
+LONGVU_METHODS = tuple(LONGVU_IO)
+LONGVU_VISION_METHODS = ("dino", "siglip", "project")  # CoreML on iOS when a CoreML variant is bundled
+METHOD_KEYS = ("inputs", "outputs")
+LONGVU_CONFIG_KEYS = ("video", "dino", "siglip", "compress", "llm", "max_new_tokens")
+LONGVU_VIDEO_KEYS = ("fps", "max_frames", "decode_size")
+VIT_KEYS = ("image_size",)
+# names of export/longvu/config.py's CompressConfig
+LONGVU_COMPRESS_KEYS = ("dedup_window", "dedup_threshold", "dedup_rule", "hi_grid", "lo_grid", "stc_chunk", "stc_threshold")
+LLM_CONFIG_KEYS = ("max_seq_len",)  # the decoder's context: prompt + video tokens + answer
 
 # IO spec entries (inputs[i], outputs[i])
 IO_KEYS = ("name", "dtype", "shape")
@@ -74,10 +72,12 @@ NESTED_KEYS = {
     ("llm", "tokenizer"): TOKENIZER_KEYS,
     ("sam", "preprocessing"): SAM_PREPROCESSING_KEYS,
     ("sam", "clicks"): SAM_CLICK_KEYS,
-    ("longvu", "preprocessing"): LONGVU_PREPROCESSING_KEYS,
-    ("longvu", "preprocessing.dino"): IMAGE_NORM_KEYS,
-    ("longvu", "preprocessing.siglip"): IMAGE_NORM_KEYS,
-    ("longvu", "selection"): LONGVU_SELECTION_KEYS,
+    ("longvu", "config"): LONGVU_CONFIG_KEYS,
+    ("longvu", "config.video"): LONGVU_VIDEO_KEYS,
+    ("longvu", "config.dino"): VIT_KEYS,
+    ("longvu", "config.siglip"): VIT_KEYS,
+    ("longvu", "config.compress"): LONGVU_COMPRESS_KEYS,
+    ("longvu", "config.llm"): LLM_CONFIG_KEYS,
     ("longvu", "tokenizer"): TOKENIZER_KEYS,
 }
 IO_NAMES = {
@@ -86,12 +86,12 @@ IO_NAMES = {
 }
 
 # Which backends each app runs per kind. Android: ExecuTorch everywhere (the AAR). iOS: CoreML
-# for the segmenter and LongVU's vision pieces, ExecuTorch's Swift package for text decoders;
+# for the segmenter and LongVU's vision methods, ExecuTorch's Swift package for text decoders;
 # an iOS bundle may carry a LongVU artifact of each backend (vision from CoreML, text from
-# ExecuTorch), or one of either.
+# ExecuTorch), or an ExecuTorch one alone.
 TARGET_BACKENDS = {
     "android": {"llm": ("executorch",), "sam": ("executorch",), "longvu": ("executorch",)},
-    "ios": {"llm": ("executorch",), "sam": ("coreml",), "longvu": ("coreml", "executorch")},
+    "ios": {"llm": ("executorch",), "sam": ("coreml",), "longvu": ("executorch", "coreml")},
 }
 
 # Where the apps look for a pushed bundle and write benchmark results (device side).
