@@ -162,7 +162,9 @@ class ExecuTorchPieces:
         self.program = program
 
     def _call(self, name: str, *args: torch.Tensor) -> list[torch.Tensor]:
-        return self.methods[name].execute(list(args))
+        # ExecuTorch reads inputs as dense row-major and may reuse output memory on the next call
+        outs = self.methods[name].execute([a.contiguous() for a in args])
+        return [o.clone() for o in outs]
 
     def dino(self, pixels):
         return self._call("dino", pixels)[0]
@@ -178,7 +180,7 @@ class ExecuTorchPieces:
         return self._call("embed", tokens)[0]
 
     def decode(self, embeds, pos: int):
-        return self._call("decode", embeds.contiguous(), torch.tensor([pos], dtype=torch.long))[0].reshape(-1)
+        return self._call("decode", embeds, torch.tensor([pos], dtype=torch.long))[0].reshape(-1)
 
 
 def open_pieces(folder: Path, threads: int | None = None):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from export.config import Backend, LLMQuantConfig, parse_enum, to_jsonable
+from export.config import Backend, LLMExportConfig, LLMQuantConfig, llm_config_from_dict, parse_enum, to_jsonable
 from export.errors import HandheldError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # DINOv2's preprocessing
@@ -132,25 +132,27 @@ class LongVUConfig:
     siglip: VitConfig = SIGLIP_PRESETS["siglip-base-patch16-224"]
     video: VideoConfig = field(default_factory=VideoConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
-    context_len: int = 1024  # decoder KV cache: prompt + visual tokens + answer
-    max_new_tokens: int = 48  # reserved out of context_len for the answer
+    # the text decoder (checkpoint, KV-cache length = the whole context, 8da4w, rotations);
+    # None checkpoint = the offline SmolLM2-135M-Instruct. Its `backend` is unused here.
+    llm: LLMExportConfig = field(default_factory=lambda: LLMExportConfig(max_seq_len=1024))
+    max_new_tokens: int = 48  # reserved out of the context for the answer
     dino_checkpoint: str | None = None  # HF DINOv2 folder / .safetensors / LongVU checkpoint; None = seeded random
     siglip_checkpoint: str | None = None  # HF SigLIP folder / .safetensors / LongVU checkpoint; None = seeded random
     projector_checkpoint: str | None = None  # file holding mm_projector.* (LongVU's checkpoint); None = seeded random
-    llm_checkpoint: str | None = None  # None = the offline SmolLM2-135M-Instruct
     seed: int = 0  # for the random vision weights
     backend: Backend = Backend.EXECUTORCH
     quantize_vision: bool = True  # static int8 (PT2E, XNNPACKQuantizer) for DINO, SigLIP and projector
-    llm_quant: LLMQuantConfig = field(default_factory=LLMQuantConfig)
 
     def __post_init__(self):
         object.__setattr__(self, "backend", parse_enum(Backend, self.backend, "backend"))
         if self.dino.family is not VitFamily.DINOV2 or self.siglip.family is not VitFamily.SIGLIP:
             raise HandheldError("dino must be a DINOv2 config and siglip a SigLIP config", "use DINO_PRESETS / SIGLIP_PRESETS")
-        if not 64 <= self.context_len <= 32768:
-            raise HandheldError(f"context_len={self.context_len} is out of range", "use 64..32768")
         if not 1 <= self.max_new_tokens < self.context_len // 2:
             raise HandheldError(f"max_new_tokens={self.max_new_tokens}", f"use 1..{self.context_len // 2 - 1}")
+
+    @property
+    def context_len(self) -> int:
+        return self.llm.max_seq_len
 
     @property
     def random_vision(self) -> bool:
@@ -168,13 +170,17 @@ def config_from_dict(d: dict) -> LongVUConfig:
         siglip=VitConfig(**d["siglip"]),
         video=VideoConfig(**d["video"]),
         compress=CompressConfig(**d["compress"]),
-        llm_quant=LLMQuantConfig(**d["llm_quant"]),
-        **{k: v for k, v in d.items() if k not in ("dino", "siglip", "video", "compress", "llm_quant")},
+        llm=llm_config_from_dict(d["llm"]),
+        **{k: v for k, v in d.items() if k not in ("dino", "siglip", "video", "compress", "llm")},
     )
 
+
+FP32_LLM = LLMQuantConfig(weight_bits=16, dynamic_activations=False, embedding_bits=0, output_bits=0)
 
 PRESETS: dict[str, LongVUConfig] = {
     "longvu-smollm2": LongVUConfig(),
     # tiny random encoders on the real SmolLM2 decoder: the whole path in seconds
     "longvu-tiny": LongVUConfig(dino=DINO_PRESETS["tiny-test"], siglip=SIGLIP_PRESETS["tiny-test"], video=VideoConfig(decode_size=64)),
+    # unquantized everything: the eager reference the artifacts' quantization is measured against
+    "longvu-smollm2-fp32": LongVUConfig(llm=LLMExportConfig(max_seq_len=1024, quant=FP32_LLM), quantize_vision=False),
 }

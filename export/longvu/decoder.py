@@ -1,0 +1,61 @@
+"""The text-decoder pieces of LongVU: token embedding and an embeddings-in decoder.
+
+LongVU feeds the LLM a sequence that is part text embeddings, part projected video tokens, so
+the decoder takes embeddings instead of token ids:
+
+    embed:  tokens [1, L] int64 -> embeds [1, L, dim]
+    decode: embeds [1, S, dim] fp32, input_pos [1] int64 -> logits [1, vocab] (last position)
+
+Both are built on the LLM export path's `CachedDecoder` (static KV cache with ExecuTorch's
+`llama::update_cache` / `llama::custom_sdpa`) and `prepare_model` (rotations, then 8da4w), so
+the decoder here is exactly the one `handheld export llm` produces, minus its token lookup.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from export.llm.wrapper import CachedDecoder
+
+
+class EmbedsDecoder(nn.Module):
+    def __init__(self, cached: CachedDecoder):
+        super().__init__()
+        self.max_seq_len = cached.max_seq_len
+        self.model = cached.model
+        # the table lives in the `embed` method; keep it out of this method's constants
+        self.model.embed_tokens = nn.Identity()
+
+    def forward(self, embeds: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        start = input_pos[0].item()
+        torch._check_is_size(start)
+        torch._check(start + embeds.shape[1] <= self.max_seq_len)
+        h = self.model.hidden_from_embeds(embeds, start)  # [1, S, dim]
+        return self.model.lm_head(h[:, -1, :])  # [1, vocab]
+
+    def example_inputs(self, seq_len: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+        dim = self.model.args.dim
+        return torch.zeros(1, seq_len, dim), torch.zeros(1, dtype=torch.long)
+
+    def dynamic_shapes(self):
+        seq = torch.export.Dim("seq", min=1, max=self.max_seq_len - 1)
+        return {"embeds": {1: seq}, "input_pos": None}
+
+
+class TokenEmbedding(nn.Module):
+    """tokens [1, L] -> [1, L, dim] through the (possibly int8) embedding table."""
+
+    def __init__(self, table: nn.Module, max_len: int):
+        super().__init__()
+        self.table = table
+        self.max_len = max_len
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.table(tokens)
+
+    def example_inputs(self, seq_len: int = 2) -> tuple[torch.Tensor]:
+        return (torch.zeros(1, seq_len, dtype=torch.long),)
+
+    def dynamic_shapes(self):
+        return {"tokens": {1: torch.export.Dim("len", min=1, max=self.max_len - 1)}}

@@ -1,0 +1,146 @@
+"""`handheld export longvu`: the five fixed-shape pieces as methods of one ExecuTorch program.
+
+    dino(pixels [1, 3, Sd, Sd])          -> feats [1, Nd, Dd]       int8 (PT2E) on XNNPACK
+    siglip(pixels [1, 3, Ss, Ss])        -> feats [1, g*g, Dv]      int8 (PT2E) on XNNPACK
+    project(feats [1, g*g, Dv])          -> hi [1, 144, dim], lo [1, 64, dim]
+    embed(tokens [1, L])                 -> embeds [1, L, dim]      int8 table (embedding_byte)
+    decode(embeds [1, S, dim], pos [1])  -> logits [1, vocab]       8da4w, static KV cache
+
+One program keeps one file, one set of checksums and one load; the methods share nothing but
+the file. Selection between them runs on the host (runtime/video_qa.py). The artifact is checked
+against the eager pieces before it is published (export/longvu/parity.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from export.errors import HandheldError
+from export.longvu.config import LongVUConfig
+from export.longvu.pipeline import NOT_MEANINGFUL, LongVUModel, build_model
+from export.manifest import atomic_artifact_dir, write_manifest
+from export.registry import Registry
+
+MODEL_FILE = "longvu.pte"
+
+# backend name -> function(model, folder) -> manifest fields
+LONGVU_BACKENDS: Registry[Callable] = Registry("LongVU backend")
+
+
+@dataclass
+class Piece:
+    module: nn.Module
+    example_inputs: tuple
+    dynamic_shapes: Any
+    inputs: list[dict]
+    outputs: list[dict]
+
+
+def pieces(m: LongVUModel) -> dict[str, Piece]:
+    cfg, dim, vocab = m.cfg, m.decoder.model.args.dim, m.decoder.model.args.vocab_size
+    d, s, c = cfg.dino, cfg.siglip, cfg.compress
+    px = lambda size: {"dtype": "float32", "shape": [1, 3, size, size], "range": [0, 1], "layout": "RGB, bilinear-resized, unnormalized"}
+    seq = {"seq": [1, cfg.context_len - 1]}
+    return {
+        "dino": Piece(m.dino, (torch.rand(1, 3, d.image_size, d.image_size),), None,
+                      [{"name": "pixels", **px(d.image_size)}], [{"name": "feats", "dtype": "float32", "shape": [1, d.grid**2, d.dim]}]),
+        "siglip": Piece(m.siglip, (torch.rand(1, 3, s.image_size, s.image_size),), None,
+                        [{"name": "pixels", **px(s.image_size)}], [{"name": "feats", "dtype": "float32", "shape": [1, s.grid**2, s.dim]}]),
+        "project": Piece(m.projector, (torch.randn(1, s.grid**2, s.dim),), None,
+                         [{"name": "feats", "dtype": "float32", "shape": [1, s.grid**2, s.dim]}],
+                         [{"name": "hi", "dtype": "float32", "shape": [1, c.hi_tokens, dim]}, {"name": "lo", "dtype": "float32", "shape": [1, c.lo_tokens, dim]}]),
+        "embed": Piece(m.embed, m.embed.example_inputs(), m.embed.dynamic_shapes(),
+                       [{"name": "tokens", "dtype": "int64", "shape": [1, "seq"], "dynamic": seq}], [{"name": "embeds", "dtype": "float32", "shape": [1, "seq", dim]}]),
+        "decode": Piece(m.decoder, m.decoder.example_inputs(), m.decoder.dynamic_shapes(),
+                        [{"name": "embeds", "dtype": "float32", "shape": [1, "seq", dim], "dynamic": seq}, {"name": "input_pos", "dtype": "int64", "shape": [1]}],
+                        [{"name": "logits", "dtype": "float32", "shape": [1, vocab]}]),
+    }
+
+
+def lower_program(parts: dict[str, Piece], out_file: Path, metadata: dict) -> dict:
+    """torch.export each piece, lower all to XNNPACK as one multi-method program, write `out_file`."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+    from export.backends.executorch import delegation_summary
+
+    try:
+        programs = {}
+        with torch.no_grad():
+            for name, p in tqdm(parts.items(), desc="longvu: torch.export", unit="method"):
+                programs[name] = torch.export.export(p.module, p.example_inputs, dynamic_shapes=p.dynamic_shapes, strict=False)
+        print(f"longvu: lowering {len(programs)} methods to XNNPACK (minutes on 2 cores) ...", flush=True)
+        edge = to_edge_transform_and_lower(
+            programs,
+            partitioner=[XnnpackPartitioner()],
+            compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
+            constant_methods=metadata,
+        )
+        summary = {name: delegation_summary(edge.exported_program(name)) for name in programs}
+        program = edge.to_executorch(
+            ExecutorchBackendConfig(
+                extract_delegate_segments=True,
+                do_quant_fusion_and_const_prop=True,
+                memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+                sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
+            )
+        )
+        Path(out_file).write_bytes(program.buffer)
+    except HandheldError:
+        raise
+    except Exception as err:
+        raise HandheldError(
+            f"lowering LongVU to ExecuTorch failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}",
+            "report it with the config; the eager pipeline (`handheld ask-video --eager`) still works",
+        ) from err
+    return summary
+
+
+@LONGVU_BACKENDS.register("executorch")
+def _lower_executorch(m: LongVUModel, folder: Path) -> dict:
+    parts = pieces(m)
+    meta = {"get_max_seq_len": m.cfg.context_len, "get_vocab_size": m.decoder.model.args.vocab_size, "get_eos_ids": list(m.checkpoint.eos_ids)}
+    summary = lower_program(parts, folder / MODEL_FILE, meta)
+    methods = {name: {"inputs": p.inputs, "outputs": p.outputs} for name, p in parts.items()}
+    return {"model_file": MODEL_FILE, "methods": methods, "delegation": summary}
+
+
+def export_longvu(cfg: LongVUConfig, out: Path, check_parity: bool = True, model: LongVUModel | None = None) -> dict:
+    """Build (or take) the eager pieces, lower them, check parity, publish `out` atomically."""
+    from export.llm.pipeline import _save_tokenizer
+
+    m = model or build_model(cfg)
+    lower = LONGVU_BACKENDS.get(cfg.backend.value)
+    with atomic_artifact_dir(Path(out)) as folder:
+        fields = lower(m, folder)
+        tokenizer = _save_tokenizer(m.checkpoint, folder)
+        manifest = write_manifest(
+            folder,
+            "longvu",
+            backend=cfg.backend.value,
+            config=m.cfg.to_dict(),
+            sources={
+                "dino": cfg.dino_checkpoint or f"seeded random (seed {cfg.seed})",
+                "siglip": cfg.siglip_checkpoint or f"seeded random (seed {cfg.seed + 1})",
+                "projector": cfg.projector_checkpoint or f"seeded random (seed {cfg.seed + 2})",
+                "llm": m.checkpoint.source,
+            },
+            random_vision=cfg.random_vision,
+            notice=NOT_MEANINGFUL if cfg.random_vision else "",
+            tokenizer=tokenizer,
+            quantization=m.quant_report,
+            **fields,
+        )
+        if check_parity:
+            from export.longvu.parity import check_longvu_parity
+
+            manifest["parity"] = check_longvu_parity(folder, m)
+    return manifest

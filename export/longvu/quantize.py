@@ -1,0 +1,57 @@
+"""Static int8 for the vision pieces: PT2E with ExecuTorch's XNNPACKQuantizer.
+
+Per-channel symmetric int8 weights, per-tensor int8 activations calibrated on real photos from
+scikit-image (not the sample videos, which parity uses). The converted module computes the
+quantize/dequantize math eagerly and is the reference the lowered program is checked against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from export.metrics import sqnr_db
+
+CALIBRATION_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry", "hubble_deep_field", "colorwheel")
+
+
+def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 RGB [T, H, W, 3] -> fp32 pixels [T, 3, size, size] in [0, 1] (bilinear, antialiased)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x.clamp(0.0, 1.0).contiguous()  # NCHW-contiguous: ExecuTorch reads inputs as dense, ignoring strides
+
+
+def calibration_pixels(size: int) -> torch.Tensor:
+    """[8, 3, size, size] scikit-image photos, squashed to a square like the video frames."""
+    import skimage.data
+
+    return torch.cat([resize_frames(getattr(skimage.data, name)()[None, ..., :3], size) for name in CALIBRATION_IMAGES])
+
+
+def quantize_int8(module: nn.Module, calibration: list[tuple[torch.Tensor, ...]]) -> tuple[nn.Module, dict]:
+    """PT2E static int8 of `module` calibrated on `calibration` (each item one call's inputs).
+
+    Returns the converted module and its output SQNR against the float module on that data.
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    with torch.no_grad():
+        graph = torch.export.export(module, calibration[0], strict=False).module()
+        prepared = prepare_pt2e(graph, quantizer)
+        for args in calibration:
+            prepared(*args)
+        converted = convert_pt2e(prepared)
+        ref = [_flat(module(*a)) for a in calibration]
+        got = [_flat(converted(*a)) for a in calibration]
+    return converted, {"calibration_sqnr_db": sqnr_db(torch.cat(ref), torch.cat(got)), "calibration_items": len(calibration)}
+
+
+def _flat(out) -> torch.Tensor:
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return torch.cat([o.flatten() for o in outs])
