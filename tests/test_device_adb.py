@@ -101,13 +101,14 @@ def test_app_mode_pushes_a_bundle_and_pulls_the_apps_record(tmp_path, phone):
     record = run_device_bench(art, config(tmp_path, threads=(1, 2), iterations=3))
     calls = phone()
     starts = [line for line in shell_lines(calls) if line.startswith("am start")]
-    assert len(starts) == 2
+    assert len(starts) == 1  # the app cannot set thread counts: one run, no --threads
     assert f"-n {contract.ANDROID_PACKAGE}/{contract.ANDROID_BENCH_ACTIVITY}" in starts[0]
-    assert "--es model sam-executorch" in starts[0] and "--ei iterations 3" in starts[0] and "--ei threads 2" in starts[1]
+    assert "--es model sam-executorch" in starts[0] and "--ei iterations 3" in starts[0] and "threads" not in starts[0]
+    assert f"--es out {contract.ANDROID_FILES_DIR}/bench.json" in starts[0]
     assert (phone.fs / contract.ANDROID_BUNDLE_DIR.lstrip("/") / contract.BUNDLE_MANIFEST).is_file()  # not nested one level down
     validate_record(record)
     assert record["runner"] == "app" and record["device"]["name"] == "Pixel 8"  # the host's view of the device wins
-    assert [m["threads"] for m in record["metrics"]] == [1, 2]
+    assert json.loads((tmp_path / "results" / "bench.json").read_text()) == record
 
 
 def test_longvu_needs_the_app_not_a_runner(tmp_path, phone, runner):

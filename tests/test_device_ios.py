@@ -44,9 +44,9 @@ def test_app_benchmark_mode_over_devicectl(tmp_path, iphone):
     app_args = launch[9:]
     assert app_args[0] == "--benchmark"
     flags = dict(zip(app_args[1::2], app_args[2::2]))
-    assert flags == {"--bundle": contract.IOS_BUNDLE_DIR, "--model": "sam-coreml", "--warmup": "1", "--iterations": "4", "--threads": "2",
-                     "--prompt": cfg.prompt, "--out": "Documents/bench-2.json"}
-    assert copy_from[2:4] == ["copy", "from"] and copy_from[-3:] == ["Documents/bench-2.json", "--destination", str(tmp_path / "out" / "app-bench-2.json")]
+    assert flags == {"--bundle": contract.IOS_BUNDLE_DIR, "--model": "sam-coreml", "--warmup": "1", "--iterations": "4",
+                     "--prompt": cfg.prompt, "--out": "Documents/bench.json"}
+    assert copy_from[2:4] == ["copy", "from"] and copy_from[-3:] == ["Documents/bench.json", "--destination", str(tmp_path / "out" / "app-bench.json")]
     assert (iphone.fs / contract.IOS_BUNDLE_DIR / "sam-coreml" / "model.mlpackage" / "Manifest.json").is_file()
 
     validate_record(record)

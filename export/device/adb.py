@@ -8,7 +8,8 @@ Two ways to run, chosen by DeviceBenchConfig.runner:
   executor_runner run writes an ETDump that is pulled and summarised into hot spots.
 - the demo app (android_demo/, installed): a one-artifact bundle is pushed to the app's
   files folder and BenchmarkActivity is started; it writes a bench.schema.json record that
-  is pulled back.
+  is pulled back. The AAR's Java API sets no thread count, so the app runs once with
+  ExecuTorch's default pool and its metrics carry no `threads`.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def _run_binary(adb: Adb, artifact: Path, manifest: dict, device: dict, cfg: Dev
 
 
 # --- the demo app's benchmark mode -----------------------------------------------------
-def app_command(entry_dir: str, cfg: DeviceBenchConfig, threads: int, result: str) -> str:
+def app_command(entry_dir: str, cfg: DeviceBenchConfig, result: str) -> str:
     """Start BenchmarkActivity and wait for it (-W); extras match BenchmarkActivity.kt."""
     component = f"{contract.ANDROID_PACKAGE}/{contract.ANDROID_BENCH_ACTIVITY}"
     extras = [
@@ -142,7 +143,6 @@ def app_command(entry_dir: str, cfg: DeviceBenchConfig, threads: int, result: st
         ("--es", "model", entry_dir),
         ("--ei", "warmup", str(cfg.warmup)),
         ("--ei", "iterations", str(cfg.iterations)),
-        ("--ei", "threads", str(threads)),
         ("--es", "prompt", cfg.prompt),
         ("--es", "out", result),
     ]
@@ -170,23 +170,14 @@ def _run_app(adb: Adb, artifact: Path, manifest: dict, device: dict, cfg: Device
         # the bundle folder must not exist yet, or `adb push` nests the pushed folder inside it
         adb.shell(f"rm -rf {contract.ANDROID_BUNDLE_DIR} && mkdir -p {contract.ANDROID_FILES_DIR}")
         adb.push(bundle, contract.ANDROID_BUNDLE_DIR)
-    records = []
-    for threads in cfg.threads:
-        result = f"{contract.ANDROID_FILES_DIR}/bench-{threads}.json"
-        adb.shell(f"rm -f {shlex.quote(result)}")
-        adb.shell(app_command(entry_dir, cfg, threads, result), timeout_s=cfg.timeout_s)
-        _wait_for(adb, result, cfg.timeout_s)
-        records.append(load_record(adb.pull(result, out_dir / f"app-bench-{threads}.json")))
-    record = _merge(records, device)
+    result = f"{contract.ANDROID_FILES_DIR}/{contract.BENCH_RESULT_FILE}"
+    adb.shell(f"rm -f {shlex.quote(result)}")
+    adb.shell(app_command(entry_dir, cfg, result), timeout_s=cfg.timeout_s)
+    _wait_for(adb, result, cfg.timeout_s)
+    record = load_record(adb.pull(result, out_dir / "app-bench.json"))
+    record["device"] = {**record["device"], **device}  # the host's view of the device wins
     if "etdump" in record:  # the app profiled with an EXECUTORCH_ANDROID_PROFILING AAR
         local = adb.pull(record["etdump"], out_dir / ETDUMP)
         record.update(etdump=str(local), hotspots=hotspots_from_etdump(local))
     write_record(record, out_dir / contract.BENCH_RESULT_FILE)
     return record
-
-
-def _merge(records: list[dict], device: dict) -> dict:
-    """One record per thread count from the app -> one record; the host knows the device best."""
-    merged = {**records[-1], "device": {**records[-1]["device"], **device}}
-    merged["metrics"] = [m for r in records for m in r["metrics"]]
-    return merged

@@ -2,7 +2,8 @@
 
 The app (ios_demo/, installed and signed from Xcode) is launched with benchmark arguments
 after a one-artifact bundle is copied into its Documents folder; `--console` keeps devicectl
-attached until the app exits, then the record it wrote is copied back. macOS only: on any
+attached until the app exits, then the record it wrote is copied back. Thread counts are the
+runtimes' own (CoreML schedules itself; the app sets none), so metrics carry no `threads`. macOS only: on any
 other host `xcrun` is missing and this says so.
 """
 
@@ -44,7 +45,7 @@ class DeviceCtl:
         return self(*head, *arguments, what="devicectl launch of the demo app's benchmark mode", timeout_s=timeout_s)
 
 
-def launch_arguments(entry_dir: str, cfg: DeviceBenchConfig, threads: int, result: str) -> list[str]:
+def launch_arguments(entry_dir: str, cfg: DeviceBenchConfig, result: str) -> list[str]:
     """Parsed by BenchmarkMode.swift (ProcessInfo.processInfo.arguments)."""
     return [
         "--benchmark",
@@ -52,7 +53,6 @@ def launch_arguments(entry_dir: str, cfg: DeviceBenchConfig, threads: int, resul
         "--model", entry_dir,
         "--warmup", str(cfg.warmup),
         "--iterations", str(cfg.iterations),
-        "--threads", str(threads),
         "--prompt", cfg.prompt,
         "--out", result,
     ]
@@ -69,12 +69,9 @@ def bench_on_ios(artifact: Path, cfg: DeviceBenchConfig) -> dict:
         bundle = Path(tmp) / "bundle"
         build_bundle(BundleConfig(target="ios", out=bundle, artifacts=(artifact,), make_zip=False))
         ctl.copy_to(bundle, contract.IOS_BUNDLE_DIR)
-    records = []
-    for threads in cfg.threads:
-        result = f"Documents/bench-{threads}.json"
-        ctl.launch(launch_arguments(entry_dir, cfg, threads, result), cfg.timeout_s)
-        records.append(load_record(ctl.copy_from(result, out_dir / f"app-bench-{threads}.json")))
-    record = {**records[-1], "metrics": [m for r in records for m in r["metrics"]]}
+    result = f"Documents/{contract.BENCH_RESULT_FILE}"
+    ctl.launch(launch_arguments(entry_dir, cfg, result), cfg.timeout_s)
+    record = load_record(ctl.copy_from(result, out_dir / "app-bench.json"))
     record["device"] = {**record["device"], "type": "ios", "id": cfg.device.id}
     if "etdump" in record:  # ExecuTorch runs profiled by the app (CoreML runs have none)
         local = ctl.copy_from(record["etdump"], out_dir / "etdump.etdp")
