@@ -22,6 +22,9 @@ DEMO_STEPS = Registry[str]("demo step")
 PARITY.register("llm")("export.llm.parity:check_artifact")
 BENCH.register("llm")("export.llm.bench:bench_artifact")
 DEMO_STEPS.register("10-llm")("export.llm.demo:run_demo")
+PARITY.register("longvu")("export.longvu.parity:check_artifact")
+BENCH.register("longvu")("export.longvu.bench:bench_artifact")
+DEMO_STEPS.register("30-longvu")("export.longvu.demo:run_demo")
 
 
 def resolve(target: str) -> Callable:

@@ -162,8 +162,11 @@ class ExecuTorchPieces:
         self.program = program
 
     def _call(self, name: str, *args: torch.Tensor) -> list[torch.Tensor]:
+        from runtime.executorch_runner import native_stderr_silenced
+
         # ExecuTorch reads inputs as dense row-major and may reuse output memory on the next call
-        outs = self.methods[name].execute([a.contiguous() for a in args])
+        with native_stderr_silenced():
+            outs = self.methods[name].execute([a.contiguous() for a in args])
         return [o.clone() for o in outs]
 
     def dino(self, pixels):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from export.errors import HandheldError
 
-FAMILY_CLIS = ["export.cli.llm", "export.cli.bundle"]
+FAMILY_CLIS = ["export.cli.llm", "export.cli.bundle", "export.cli.longvu"]
 
 
 def _families():

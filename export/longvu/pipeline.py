@@ -101,7 +101,10 @@ class EagerPieces:
 
     @torch.no_grad()
     def decode(self, embeds: torch.Tensor, pos: int) -> torch.Tensor:
-        return self.model.decoder(embeds, torch.tensor([pos], dtype=torch.long)).reshape(-1)
+        from runtime.executorch_runner import native_stderr_silenced
+
+        with native_stderr_silenced():  # the eager llama:: kernels log on every call too
+            return self.model.decoder(embeds, torch.tensor([pos], dtype=torch.long)).reshape(-1)
 
 
 def eager_tokenizer(checkpoint: Checkpoint, folder):

@@ -1,0 +1,93 @@
+"""CLI for LongVU: `export longvu`, `ask-video`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from export.longvu.config import PRESETS, LongVUConfig, VideoConfig
+
+
+def add_export_parser(export_sub) -> None:
+    p = export_sub.add_parser("longvu", help="export LongVU's pieces (DINOv2, SigLIP, projector, embedding, decoder) as one program")
+    p.add_argument("--backend", default="executorch", help="executorch")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--preset", default="longvu-smollm2", choices=sorted(PRESETS), help="encoder sizes and defaults")
+    p.add_argument("--dino", help="DINOv2 checkpoint: HF folder, .safetensors/.bin, or LongVU's checkpoint (default: seeded random)")
+    p.add_argument("--siglip", help="SigLIP checkpoint: HF folder, .safetensors/.bin, or LongVU's checkpoint (default: seeded random)")
+    p.add_argument("--projector", help="file holding mm_projector.{0,2}.* (default: seeded random)")
+    p.add_argument("--checkpoint", help="LLM: HF folder or .gguf (default: the offline SmolLM2-135M-Instruct)")
+    p.add_argument("--context-len", type=int, help=f"decoder KV cache = whole multimodal context (preset: {PRESETS['longvu-smollm2'].context_len})")
+    p.add_argument("--fps", type=float, help=f"frames sampled per second (preset: {VideoConfig.fps})")
+    p.add_argument("--max-frames", type=int, help=f"frame cap (preset: {VideoConfig.max_frames})")
+    p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
+    p.set_defaults(func=cmd_export)
+
+
+def add_commands(sub) -> None:
+    a = sub.add_parser("ask-video", help="answer a question about a video with a LongVU artifact alone")
+    a.add_argument("artifact", type=Path)
+    a.add_argument("--video", type=Path, required=True)
+    a.add_argument("--question", required=True)
+    a.add_argument("--max-new-tokens", type=int, help="default: the artifact's reserved answer length")
+    a.add_argument("--threads", type=int, default=2)
+    a.set_defaults(func=cmd_ask_video)
+
+
+def build_config(args: argparse.Namespace) -> LongVUConfig:
+    cfg = PRESETS[args.preset]
+    video = {k: v for k, v in {"fps": args.fps, "max_frames": args.max_frames}.items() if v is not None}
+    llm = {k: v for k, v in {"checkpoint": args.checkpoint, "max_seq_len": args.context_len}.items() if v is not None}
+    return dataclasses.replace(
+        cfg,
+        backend=args.backend,
+        video=dataclasses.replace(cfg.video, **video),
+        llm=dataclasses.replace(cfg.llm, **llm),
+        dino_checkpoint=args.dino,
+        siglip_checkpoint=args.siglip,
+        projector_checkpoint=args.projector,
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.longvu.export import export_longvu
+
+    manifest = export_longvu(build_config(args), args.out, check_parity=not args.no_parity)
+    print(f"wrote {args.out} ({manifest['model_file']}: {', '.join(manifest['methods'])})")
+    if manifest["notice"]:
+        print(manifest["notice"])
+    parity = manifest.get("parity")
+    return 0 if parity is None or parity["passed"] else 1
+
+
+def cmd_ask_video(args: argparse.Namespace) -> int:
+    from export.longvu.video import decode
+    from runtime.generate import SamplingConfig
+    from runtime.video_qa import ask, open_pieces
+
+    pieces, tokenizer, manifest = open_pieces(args.artifact, threads=args.threads)
+    video = decode(args.video, pieces.cfg.video)
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens or pieces.cfg.max_new_tokens)
+    answer = ask(pieces, tokenizer, video, args.question, sampling)
+    print(answer.text)
+    if manifest.get("notice"):
+        print(f"\n{manifest['notice']}")
+    print(format_report(answer), file=sys.stderr)
+    return 0
+
+
+def format_report(answer) -> str:
+    c, sel, t = answer.selection.counts, answer.selection, answer.timings
+    return "\n".join(
+        [
+            f"frames: {c['frames_sampled']} sampled -> {c['frames_after_dedup']} after temporal dedup (kept {sel.frames}); "
+            f"full resolution: {sel.full_res}",
+            f"tokens: {c['tokens_sampled']} sampled -> {c['tokens_after_dedup']} dedup -> {c['tokens_after_query']} cross-modal query "
+            f"-> {c['tokens_after_stc']} spatial compression -> {c['tokens_after_truncation']} truncation (budget {c['budget']}); "
+            f"prompt {answer.prompt_tokens} tokens",
+            "time: " + ", ".join(f"{k.removesuffix('_s')} {v * 1000:.0f} ms" for k, v in t.items())
+            + f"; {len(answer.generation.tokens)} tokens generated, stopped by {answer.generation.stopped_by}",
+        ]
+    )
