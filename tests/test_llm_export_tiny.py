@@ -141,3 +141,15 @@ def test_sampling_is_seeded_and_respects_top_p():
 def test_unknown_backend_is_a_clear_error():
     with pytest.raises(HandheldError, match="(?s)unknown backend 'tflite'.*executorch"):
         LLMExportConfig(backend="tflite")
+
+
+def test_int8_embedding_eager_path_equals_the_exported_op():
+    from export.llm.quantize import QuantizedEmbedding
+
+    torch.manual_seed(0)
+    q = QuantizedEmbedding.from_float(torch.nn.Embedding(501, 37))
+    tokens = torch.randint(0, 501, (2, 9))
+    op = torch.ops.quantized_decomposed.embedding_byte.dtype(q.weight, q.scales, None, -128, 127, tokens, dtype=torch.float32)
+    assert torch.equal(q(tokens), op)
+    ep = torch.export.export(q, (tokens,))
+    assert [str(n.target) for n in ep.graph.nodes if n.op == "call_function"] == ["quantized_decomposed.embedding_byte.dtype"]

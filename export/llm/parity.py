@@ -49,7 +49,10 @@ class EagerLLMRunner:
 
     @torch.no_grad()
     def run(self, inputs):
-        return {"logits": self.wrapper(inputs["tokens"], inputs["input_pos"])}
+        from runtime.executorch_runner import native_stderr_silenced
+
+        with native_stderr_silenced():  # the eager llama:: kernels log on every call
+            return {"logits": self.wrapper(inputs["tokens"], inputs["input_pos"])}
 
 
 def _teacher_forced(step, window: torch.Tensor) -> torch.Tensor:

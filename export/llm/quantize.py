@@ -42,6 +42,10 @@ class QuantizedEmbedding(nn.Module):
         return self.weight.float() * self.scales[:, None]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [B, S] -> [B, S, D]
+        if not torch.compiler.is_exporting():
+            # eager: gather rows, then scale (the same products as the op, without the
+            # op's eager fallback dequantizing the whole [V, D] table on every call)
+            return self.weight[tokens].float() * self.scales[tokens].unsqueeze(-1)
         return torch.ops.quantized_decomposed.embedding_byte.dtype(
             self.weight, self.scales, None, -128, 127, tokens, dtype=torch.float32
         )
