@@ -106,6 +106,7 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
 
     folder, kwargs = _resolve(path)
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         cfg = AutoConfig.from_pretrained(folder, **kwargs)
