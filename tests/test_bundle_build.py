@@ -39,6 +39,27 @@ def test_ios_bundle_takes_coreml_segmenter_and_both_longvu_backends(tmp_path):
     assert not (tmp_path / "ios.zip").exists()
 
 
+def test_files_no_app_reads_stay_out(tmp_path):
+    art = fakes.make_sam(tmp_path)
+    manifest = load_manifest(art)
+    (art / "teacher_encoder_fp32.pte").write_bytes(b"T" * 1000)  # a bench baseline, not for phones
+    fields = {k: v for k, v in manifest.items() if k not in ("format_version", "kind", "created_unix", "toolchain", "files")}
+    write_manifest(art, "sam", **fields)
+    bundle = build_bundle(BundleConfig(target="android", out=tmp_path / "b", artifacts=(art,)))
+    assert sorted(bundle["files"]) == ["sam-executorch/model.pte"]
+    assert bundle["models"][0]["omitted_files"] == ["teacher_encoder_fp32.pte"]
+    assert bundle["models"][0]["size_bytes"] == (art / "model.pte").stat().st_size
+
+
+def test_a_named_file_the_artifact_lacks_is_refused(tmp_path):
+    art = fakes.make_llm(tmp_path)
+    manifest = load_manifest(art)
+    manifest["model_file"] = "model_int8.pte"
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(HandheldError, match=r"model_int8\.pte \(named, but not among its files\)"):
+        build_bundle(BundleConfig(target="android", out=tmp_path / "b", artifacts=(art,)))
+
+
 @pytest.mark.parametrize(
     "target, make, backend",
     [("ios", fakes.make_sam, "executorch"), ("android", fakes.make_sam, "coreml"), ("android", fakes.make_llm, "onnx")],

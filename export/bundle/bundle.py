@@ -95,6 +95,16 @@ def named_files(entry: dict) -> list[str]:
     return names
 
 
+def app_files(manifest: dict) -> list[str]:
+    """The artifact files an app loads: those the contract keys name (a .mlpackage with all it holds).
+
+    Everything else (fp32 variants, bench baselines, reports) stays out of the phone bundle and
+    is listed in the entry's `omitted_files`.
+    """
+    named = [n.rstrip("/") for n in named_files(manifest)]
+    return [rel for rel in manifest["files"] if any(rel == n or rel.startswith(n + "/") for n in named)]
+
+
 def _check_artifact(path: Path, target: Target) -> dict:
     manifest = load_manifest(path, verify=True)
     kind, backend = manifest.get("kind"), manifest.get("backend")
@@ -107,6 +117,8 @@ def _check_artifact(path: Path, target: Target) -> dict:
             f"export it with `handheld export {kind} --backend {allowed[0]}`",
         )
     missing = missing_keys(kind, manifest)
+    missing += [f"{name} (named, but not among its files)" for name in named_files(manifest)
+                if not any(rel == name or rel.startswith(name.rstrip("/") + "/") for rel in manifest["files"])]
     if missing:
         raise HandheldError(
             f"{path}: the {kind} manifest lacks what the phone apps read: {', '.join(missing)}",
@@ -161,14 +173,16 @@ def build_bundle(cfg: BundleConfig) -> dict:
     models, files = [], {}
     with _atomic_dir(cfg.out) as tmp:
         for (src, manifest), d in zip(manifests, dirs):
-            for rel, digest in manifest["files"].items():
+            shipped = app_files(manifest)
+            for rel in shipped:
                 dest = tmp / d / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src / rel, dest)
-                files[f"{d}/{rel}"] = digest
+                files[f"{d}/{rel}"] = manifest["files"][rel]
             entry = {k: v for k, v in manifest.items() if k != "files"}
-            size = sum((src / rel).stat().st_size for rel in manifest["files"])
-            models.append({**entry, "dir": d, "size_bytes": size})
+            size = sum((src / rel).stat().st_size for rel in shipped)
+            omitted = sorted(set(manifest["files"]) - set(shipped))
+            models.append({**entry, "dir": d, "size_bytes": size, **({"omitted_files": omitted} if omitted else {})})
         bundle = {
             "bundle_format_version": contract.BUNDLE_FORMAT_VERSION,
             "target": cfg.target.value,
