@@ -19,7 +19,8 @@ THROUGHPUT_UNITS = ("tok/s", "frames/s")
 DEVICE_COLORS = {"host": "#4C72B0", "android": "#55A868", "ios": "#C44E52"}
 TOP_HOTSPOTS = 8
 LOG_SCALE_RATIO = 50  # bars spanning more than this factor get a log axis
-PARITY_COLUMNS = 5  # numeric parity fields shown per row (besides passed)
+PARITY_COLUMNS = 4  # parity numbers per row in the PNG (the HTML page lists all)
+PARITY_SKIP = ("tolerances", "failures", "passed", "counts_artifact", "counts_eager")
 
 
 def record_label(record: dict) -> str:
@@ -37,27 +38,46 @@ def metric_label(m: dict) -> str:
     return " ".join(parts)
 
 
+def short_label(record: dict) -> str:
+    """Chart labels: the device is the bar's colour, so model and backend suffice."""
+    return f"{record['model'][:28]} [{record['backend']}]"
+
+
 def metric_rows(records: list[dict], units: tuple[str, ...]) -> list[tuple[str, float, str, str]]:
     """(label, value, unit, device type) for every metric in `units`, in record order."""
     return [
-        (f"{record_label(r)}: {metric_label(m)}", m["value"], m["unit"], r["device"]["type"])
+        (f"{short_label(r)} {metric_label(m)}", m["value"], m["unit"], r["device"]["type"])
         for r in records
         for m in r["metrics"]
         if m["unit"] in units
     ]
 
 
-def parity_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """A header and one row per (model, backend) with parity numbers: passed + the first scalars."""
-    seen, rows, columns = set(), [], []
+def parity_scalars(parity: dict, prefix: str = "") -> dict:
+    """Numbers and booleans of a (nested) parity report by dotted path, tolerances left out."""
+    out = {}
+    for key, value in parity.items():
+        if key in PARITY_SKIP:
+            continue
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(parity_scalars(value, f"{path}."))
+        elif isinstance(value, (int, float)):  # bool included: selection_identical=True
+            out[path.removeprefix("metrics.")] = value
+    return out
+
+
+def parity_rows(records: list[dict], columns: int | None = None) -> tuple[list[str], list[list[str]]]:
+    """A header and one row per (model, backend): passed + its first `columns` parity numbers (all by default)."""
+    seen, rows = set(), []
     for r in records:
         parity, key = r.get("parity"), (r["model"], r["backend"])
         if not isinstance(parity, dict) or key in seen:
             continue
         seen.add(key)
-        scalars = {k: v for k, v in parity.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        shown = list(scalars)[:PARITY_COLUMNS]
-        rows.append([f"{r['model']} [{r['backend']}]", str(parity.get("passed", "?")), "; ".join(f"{k}={_fmt(scalars[k])}" for k in shown)])
+        scalars = list(parity_scalars(parity).items())[:columns]
+        numbers = "; ".join(f"{k}={v if isinstance(v, bool) else _fmt(v)}" for k, v in scalars if k != "passed")
+        rows.append([f"{r['model']} [{r['backend']}]", str(parity.get("passed", "?")), numbers])
     return ["model [backend]", "passed", "numbers"], rows
 
 
@@ -67,7 +87,7 @@ def size_rows(records: list[dict]) -> list[tuple[str, float]]:
 
 
 def hotspot_rows(records: list[dict]) -> list[tuple[str, dict]]:
-    return [(record_label(r), h) for r in records for h in r.get("hotspots", [])[:TOP_HOTSPOTS]]
+    return [(short_label(r), h) for r in records for h in r.get("hotspots", [])[:TOP_HOTSPOTS]]
 
 
 def _fmt(value: float) -> str:
@@ -76,7 +96,7 @@ def _fmt(value: float) -> str:
 
 def _bars(ax, rows, title, xlabel, colors=None):
     if not rows:
-        ax.text(0.5, 0.5, f"no {title.lower()} in these results", ha="center", va="center", transform=ax.transAxes, color="gray")
+        ax.text(0.5, 0.5, f"{title}: none in these results", ha="center", va="center", transform=ax.transAxes, color="gray", fontsize=9)
         ax.set_axis_off()
         return
     labels, values = [r[0] for r in rows], [r[1] for r in rows]
@@ -104,9 +124,9 @@ def render_png(records: list[dict], path: Path) -> Path:
 
     latency, throughput = metric_rows(records, LATENCY_UNITS), metric_rows(records, THROUGHPUT_UNITS)
     hot = hotspot_rows(records)
-    header, parity = parity_rows(records)
+    header, parity = parity_rows(records, PARITY_COLUMNS)
     n_bars = max(len(latency), len(throughput), len(hot), 4)
-    fig = plt.figure(figsize=(15, 4 + 0.22 * n_bars + 0.35 * len(parity)), layout="constrained")
+    fig = plt.figure(figsize=(17, 4 + 0.22 * n_bars + 0.35 * len(parity)), layout="constrained")
     grid = fig.add_gridspec(3, 2, height_ratios=[max(len(latency), len(throughput), 3), max(len(hot), len(records), 3), 1 + len(parity)])
     fig.suptitle(f"Handheld benchmark report: {len(records)} result(s)", fontsize=12)
 
@@ -114,19 +134,19 @@ def render_png(records: list[dict], path: Path) -> Path:
     _bars(fig.add_subplot(grid[0, 0]), latency, "Latency (lower is better)", "ms", color(latency))
     _bars(fig.add_subplot(grid[0, 1]), [(f"{r[0]} ({r[2]})", r[1]) for r in throughput], "Throughput (higher is better)", "tokens or frames per second", color(throughput))
     _bars(fig.add_subplot(grid[1, 0]), size_rows(records), "Artifact size", "MiB")
-    _bars(fig.add_subplot(grid[1, 1]), [(f"{label}: {h['op'][:48]}", 100 * h["share"]) for label, h in hot], "ETDump hot spots (share of operator time)", "%")
+    _bars(fig.add_subplot(grid[1, 1]), [(f"{label}: {h['op'][:40]}", 100 * h["share"]) for label, h in hot], "ETDump hot spots", "% of operator time")
 
     ax = fig.add_subplot(grid[2, :])
     ax.set_axis_off()
     ax.set_title("Parity (artifact vs eager, from the manifests)", fontsize=10, loc="left")
     if parity:
-        table = ax.table(cellText=parity, colLabels=header, loc="upper left", cellLoc="left", colWidths=[0.25, 0.07, 0.68])
+        table = ax.table(cellText=parity, colLabels=header, loc="upper left", cellLoc="left", colLoc="left", colWidths=[0.22, 0.06, 0.72])
         table.auto_set_font_size(False)
         table.set_fontsize(7)
     else:
         ax.text(0.5, 0.5, "no parity numbers in these results", ha="center", va="center", transform=ax.transAxes, color="gray")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in DEVICE_COLORS.values()]
-    fig.legend(handles, list(DEVICE_COLORS), loc="lower right", fontsize=8, title="device", title_fontsize=8)
+    fig.legend(handles, list(DEVICE_COLORS), loc="upper left", fontsize=8, title="device", title_fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

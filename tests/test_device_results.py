@@ -33,12 +33,30 @@ def test_llm_host_record_keeps_the_family_fields_and_follows_the_schema(tmp_path
     assert record["parity"]["passed"] is True
 
 
-def test_other_families_fall_back_to_unit_suffixes(tmp_path):
-    raw = {"kind": "sam", "squeezesam": {"threads": 2, "first_mask_ms": 31.5, "click_ms": 30.0, "peak_rss_mb": 90}, "ratio": 5.1, "ok": True}
-    record = results.host_record(raw, fakes.make_sam(tmp_path))
-    results.validate_record(record)
-    assert [(m["name"], m["variant"], m["threads"]) for m in record["metrics"]] == [
-        ("first_mask_ms", "squeezesam", 2), ("click_ms", "squeezesam", 2), ("peak_rss_mb", "squeezesam", 2)]
+SAM_HOST = {"kind": "sam", "rows": [  # the shape export/sam/bench.py returns
+    {"model": "squeezesam int8", "threads": 1, "size_mb": 0.03, "first_mask_ms": 17.6, "per_click_ms": 1.1, "peak_rss_mb": 405.0},
+    {"model": "teacher fp32", "threads": 1, "size_mb": 38.0, "first_mask_ms": 95.0, "per_click_ms": 4.0, "peak_rss_mb": 600.0}]}
+LONGVU_HOST = {"kind": "longvu", "by_threads": {"2": {  # the shape export/longvu/bench.py returns
+    "threads": 2, "peak_rss_mb": 499.0, "videos": {"bikes": {
+        "counts": {"frames_sampled": 10, "frames_after_dedup": 8, "tokens_after_stc": 217},
+        "dino_frames_per_s": 6265.0, "select_ms": 7.3, "time_to_first_token_ms": 6.8, "decode_tok_s": 3988.7}}}}}
+
+
+def test_sam_and_longvu_host_records(tmp_path):
+    sam = results.validate_record(results.host_record(SAM_HOST, fakes.make_sam(tmp_path)))
+    assert [(m["variant"], m["name"], m["value"]) for m in sam["metrics"]][:3] == [
+        ("squeezesam int8", "first_mask_ms", 17.6), ("squeezesam int8", "per_click_ms", 1.1), ("squeezesam int8", "peak_rss_mb", 405.0)]
+    assert not any(m["name"] == "size_mb" for m in sam["metrics"])  # sizes travel as size_bytes
+    longvu = results.validate_record(results.host_record(LONGVU_HOST, fakes.make_longvu(tmp_path)))
+    got = {(m["name"], m.get("variant"), m["unit"]): m["value"] for m in longvu["metrics"]}
+    assert got[("dino_frames_per_s", "bikes", "frames/s")] == 6265.0 and got[("tokens_after_stc", "bikes", "count")] == 217
+    assert got[("peak_rss_mb", None, "MiB")] == 499.0 and all(m["threads"] == 2 for m in longvu["metrics"])
+
+
+def test_unknown_shapes_fall_back_to_unit_suffixes():
+    raw = {"squeezesam": {"threads": 2, "first_mask_ms": 31.5, "click_ms": 30.0, "size_mb": 3.0}, "ratio": 5.1, "ok": True}
+    assert [(m["name"], m["variant"], m["threads"]) for m in results._flat_metrics(raw)] == [
+        ("first_mask_ms", "squeezesam", 2), ("click_ms", "squeezesam", 2)]
 
 
 def test_runner_output_parsing():

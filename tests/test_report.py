@@ -10,14 +10,14 @@ from export.cli import main
 from export.device import results
 from export.errors import HandheldError
 from export.report import parity_rows, render_report
-from test_device_results import LLM_HOST
+from test_device_results import LLM_HOST, LONGVU_HOST, SAM_HOST
 
 
 @pytest.fixture
 def result_files(tmp_path):
     llm = results.host_record(LLM_HOST, fakes.make_llm(tmp_path))
-    sam = results.host_record({"squeezesam": {"threads": 2, "first_mask_ms": 31.5, "click_ms": 29.0}}, fakes.make_sam(tmp_path))
-    longvu = results.host_record({"dino_encoder_ms": 40.0, "time_to_first_token_ms": 900.0, "siglip_fps": 12.0}, fakes.make_longvu(tmp_path))
+    sam = results.host_record(SAM_HOST, fakes.make_sam(tmp_path))
+    longvu = results.host_record(LONGVU_HOST, fakes.make_longvu(tmp_path))
     phone = fakes.app_record("sam")
     phone["hotspots"] = results.hotspots([("native_call_convolution.out", [4.0, 5.0]), ("native_call_permute_copy.out", [2.0])])
     paths = []
@@ -33,7 +33,8 @@ def test_report_renders_png_and_self_contained_html(tmp_path, result_files, caps
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert not re.search(r"""(src|href)=["'](?!data:)""", page)  # nothing loaded from elsewhere
     assert "data:image/png;base64," in page
-    for text in ("decode_tok_s", "first_mask_ms", "dino_encoder_ms", "convolution.out", "greedy_agreement=0.97", "iou_worst=0.91"):
+    for text in ("decode_tok_s", "first_mask_ms", "dino_frames_per_s", "tokens_after_stc", "convolution.out", "greedy_agreement=0.97",
+                 "iou_worst=0.91", "selection_identical=True"):
         assert text in page
     assert "wrote" in capsys.readouterr().out
 
@@ -43,6 +44,14 @@ def test_parity_table_has_one_row_per_model_and_backend(result_files):
     _, rows = parity_rows(records + records)
     assert [r[0] for r in rows] == ["llm [executorch]", "sam [executorch]", "longvu [executorch]"]
     assert rows[0][1] == "True"
+
+
+def test_nested_parity_reports_are_flattened_without_tolerances():
+    parity = {"passed": False, "tolerances": {"int8": {"worst_iou": 0.7}}, "int8": {"median_iou": 1.0, "worst_iou": 0.0, "cases": 15},
+              "metrics": {"logits_sqnr_db": 22.1}, "failures": ["int8: worst IoU 0.0 < 0.7"]}
+    record = {"model": "squeezesam", "backend": "executorch", "parity": parity}
+    _, rows = parity_rows([record])
+    assert rows == [["squeezesam [executorch]", "False", "int8.median_iou=1; int8.worst_iou=0; int8.cases=15; logits_sqnr_db=22.1"]]
 
 
 def test_bad_inputs(tmp_path, result_files):

@@ -21,7 +21,8 @@ from export.manifest import load_manifest
 from export.registry import Registry
 
 # metric name suffix -> unit (the schema's enum)
-METRIC_UNITS = {"_ms": "ms", "_tok_s": "tok/s", "_fps": "frames/s", "_mb": "MiB", "_count": "count"}
+METRIC_UNITS = {"_ms": "ms", "_tok_s": "tok/s", "_fps": "frames/s", "_frames_per_s": "frames/s", "_mb": "MiB", "_count": "count"}
+SIZE_KEYS = ("size_mb",)  # artifact sizes travel as size_bytes, not as metrics
 # ETDump events that frame operators rather than being one
 FRAMEWORK_EVENTS = {"OPERATOR_CALL", "DELEGATE_CALL", "Method::execute", "Method::init", "Program::load_method"}
 
@@ -90,13 +91,42 @@ def _llm_host_metrics(raw: dict) -> list[dict]:
     return out
 
 
+@HOST_METRICS.register("sam")
+def _sam_host_metrics(raw: dict) -> list[dict]:
+    """export/sam/bench.py: rows of {model, threads, first_mask_ms, per_click_ms, peak_rss_mb}."""
+    out = []
+    for row in raw.get("rows", []):
+        for name, value in row.items():
+            if unit_of(name) and name not in SIZE_KEYS and isinstance(value, (int, float)):
+                out.append({"name": name, "value": float(value), "unit": unit_of(name), "threads": int(row["threads"]), "variant": row["model"]})
+    return out
+
+
+@HOST_METRICS.register("longvu")
+def _longvu_host_metrics(raw: dict) -> list[dict]:
+    """export/longvu/bench.py: by_threads.<t>.videos.<video>.{..._ms, ..._frames_per_s, counts}."""
+    out = []
+    for threads, run in raw.get("by_threads", {}).items():
+        labels = {"threads": int(threads)}
+        for video, values in run.get("videos", {}).items():
+            for name, value in values.items():
+                if unit_of(name) and isinstance(value, (int, float)):
+                    out.append({"name": name, "value": float(value), "unit": unit_of(name), "variant": video, **labels})
+            # tokens kept after each compression stage: the numbers LongVU is about
+            for stage, count in values.get("counts", {}).items():
+                out.append({"name": stage, "value": float(count), "unit": "count", "variant": video, **labels})
+        if isinstance(run.get("peak_rss_mb"), (int, float)):
+            out.append({"name": "peak_rss_mb", "value": float(run["peak_rss_mb"]), "unit": "MiB", **labels})
+    return out
+
+
 def _flat_metrics(raw: dict, prefix: str = "") -> list[dict]:
     """Every numeric leaf whose key has a unit suffix; the dotted path above it is the variant."""
     out = []
     for key, value in raw.items():
         if isinstance(value, dict):
             out += _flat_metrics(value, f"{prefix}{key}.")
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and unit_of(key):
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and unit_of(key) and key not in SIZE_KEYS:
             entry = {"name": key, "value": float(value), "unit": unit_of(key)}
             if prefix:
                 entry["variant"] = prefix.rstrip(".")
