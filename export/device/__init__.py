@@ -10,7 +10,7 @@ The host path stays in export/harness.py's BENCH registry; this package handles 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from export.errors import HandheldError
