@@ -1,0 +1,178 @@
+"""Float decoder -> ONNX (dynamo exporter) -> MatMulNBits weights -> one .onnx file.
+
+The graph is exported from the float (rotated) model, so the R4/R3 online Hadamards are
+ordinary MatMul nodes with constant [p, p] / [m, m] operands; onnxruntime's
+MatMulNBitsQuantizer then replaces only the transformer linears (4-bit) and lm_head (8-bit),
+picked by the module path the exporter records on every node, never the Hadamards.
+See export/llm/quant_onnx.py for the exact numbers and their eager simulation.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from export.errors import HandheldError
+from export.llm.quant_onnx import ACCURACY_LEVEL, BLOCK, LINEAR_BITS, OUTPUT_BITS
+
+OPSET = 18  # MatMulNBits is com.microsoft; 18 keeps the standard ops runnable on older ORT builds
+
+# Artifact vs `simulate_matmulnbits` eager reference (what to expect from a correct export;
+# tests hold the ONNX artifact to these, tighter than the harness-wide TOLERANCES).
+ONNX_TOLERANCES = {
+    "logits_cosine_min": ("min", 0.995),  # int8 activation rounding ties, summation order
+    "logits_cosine_mean": ("min", 0.9995),
+    "top1_agreement": ("min", 0.97),
+    "perplexity_ratio": ("max", 1.01),
+    "perplexity_ratio_inverse": ("max", 1.01),
+}
+
+
+@contextlib.contextmanager
+def _in_temp_dir():
+    """ORT's quantizer writes temp files into the working directory: keep them out of the repo."""
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="handheld-onnx-") as tmp:
+        os.chdir(tmp)
+        try:
+            yield Path(tmp)
+        finally:
+            os.chdir(cwd)
+
+
+def _module_path(node) -> str:
+    """The nn.Module path the dynamo exporter recorded for `node` ('' when none)."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            scopes = ast.literal_eval(prop.value)  # a Python list literal of strings
+            return scopes[-2] if len(scopes) >= 2 else ""
+    return ""
+
+
+def _is_linear(node) -> bool:
+    return node.op_type == "MatMul" and any(
+        p.key == "pkg.torch.onnx.class_hierarchy" and "torch.nn.modules.linear.Linear" in p.value for p in node.metadata_props
+    )
+
+
+def select_weight_matmuls(model) -> dict[str, list[str]]:
+    """MatMul node names by role: 'linear' (transformer blocks), 'lm_head', 'other' (Hadamards, attention)."""
+    roles: dict[str, list[str]] = {"linear": [], "lm_head": [], "other": []}
+    for node in model.graph.node:
+        if node.op_type != "MatMul":
+            continue
+        path = _module_path(node)
+        if _is_linear(node) and path.startswith("model.layers."):
+            roles["linear"].append(node.name)
+        elif _is_linear(node) and path == "model.lm_head":
+            roles["lm_head"].append(node.name)
+        else:
+            roles["other"].append(node.name)
+    return roles
+
+
+def _quantize_nodes(model, names: list[str], bits: int):
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in set(names)]
+    q = MatMulNBitsQuantizer(
+        model, bits=bits, block_size=BLOCK, is_symmetric=True, accuracy_level=ACCURACY_LEVEL, nodes_to_exclude=others
+    )
+    q.process()
+    return q.model.model
+
+
+def graph_summary(model) -> dict:
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    bits = collections.Counter()
+    for n in model.graph.node:
+        if n.op_type == "MatMulNBits":
+            bits[str(next(a.i for a in n.attribute if a.name == "bits"))] += 1
+    inits = {i.name for i in model.graph.initializer}
+    float_weight_matmuls = sum(1 for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in inits)
+    return {
+        "op_counts": dict(sorted(ops.items())),
+        "matmulnbits_by_bits": dict(bits),
+        "float_constant_matmuls": float_weight_matmuls,  # the online Hadamards' [p, p] factors
+        "opset": OPSET,
+    }
+
+
+def export_onnx(decoder: torch.nn.Module, out_file: Path, weight_bits: int = LINEAR_BITS, output_bits: int = OUTPUT_BITS) -> dict:
+    """decoder: a float `PastKVDecoder`. Writes `out_file`; returns the graph summary."""
+    import onnx
+
+    stages = tqdm(total=3, desc="onnx: export", unit="stage")
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(
+                decoder,
+                decoder.example_inputs(),
+                dynamo=True,
+                dynamic_shapes=decoder.dynamic_shapes(),
+                input_names=decoder.input_names(),
+                output_names=decoder.output_names(),
+                opset_version=OPSET,
+                optimize=True,
+                verbose=False,
+            )
+        model = program.model_proto
+        stages.update()
+        stages.set_description("onnx: MatMulNBits")
+        roles = select_weight_matmuls(model)
+        if weight_bits == 4 and not roles["linear"]:
+            raise HandheldError("no transformer linear found in the exported ONNX graph", "report this with the model config")
+        with _in_temp_dir():
+            if weight_bits == 4:
+                model = _quantize_nodes(model, roles["linear"], LINEAR_BITS)
+            if output_bits == OUTPUT_BITS and roles["lm_head"]:
+                model = _quantize_nodes(model, roles["lm_head"], OUTPUT_BITS)
+        stages.update()
+        stages.set_description("onnx: save")
+        onnx.save_model(model, str(out_file))
+        stages.update()
+    except HandheldError:
+        raise
+    except Exception as err:
+        raise HandheldError(
+            f"ONNX export failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}",
+            "this model/config is not supported by the ONNX export; report it with the config",
+        ) from err
+    finally:
+        stages.close()
+    summary = graph_summary(model)
+    summary["roles"] = {k: len(v) for k, v in roles.items()}
+    return summary
+
+
+def lower_llm_onnx(prepared, folder: Path) -> dict:
+    """`LLM_BACKENDS["onnx"]`: the prepared model's float weights -> folder/model.onnx; manifest fields."""
+    import copy
+
+    from export.llm.quant_onnx import check_onnx_quant_config, int8_embedding
+    from export.llm.wrapper_onnx import PastKVDecoder
+
+    quant = prepared.quant
+    check_onnx_quant_config(quant)
+    model = int8_embedding(copy.deepcopy(prepared.float_model), quant)
+    decoder = PastKVDecoder(model, prepared.wrapper.max_seq_len).eval()
+    summary = export_onnx(decoder, folder / "model.onnx", weight_bits=quant.weight_bits, output_bits=quant.output_bits)
+    a = model.args
+    return {
+        "model_file": "model.onnx",
+        "onnx_graph": {
+            "past": decoder.input_names()[1:],
+            "present": decoder.output_names()[1:],
+            "kv_shape": [1, a.n_kv_heads, 0, a.head_dim],
+            "kv_layout": "[1, n_kv_heads, positions, head_dim], fp32; position of tokens[0, 0] = past length",
+            "weights": f"MatMulNBits {LINEAR_BITS}-bit (lm_head {OUTPUT_BITS}-bit) block {BLOCK} symmetric, accuracy_level {ACCURACY_LEVEL} (int8 activations); int8 per-row embedding",
+            **summary,
+        },
+    }

@@ -1,0 +1,113 @@
+"""The ONNX export wrapper: the KV cache as explicit past/present tensors, dynamic lengths.
+
+    tokens:          [1, S] int64, S >= 1 new tokens (prefill: the prompt; decode: 1)
+    past_key_{i}:    [1, n_kv_heads, P, head_dim] fp32, P >= 0 cached positions of layer i
+    past_value_{i}:  [1, n_kv_heads, P, head_dim]
+    ->
+    logits:          [1, vocab] fp32, for the last position only
+    present_key_{i}: [1, n_kv_heads, P + S, head_dim]  (past ++ new, what the next call gets)
+    present_value_{i}
+
+The position of tokens[0, 0] is P (the past length), so no position input is needed: the
+runner (runtime/onnx_runner.py) truncates its past to `input_pos` and so presents the same
+`forward(tokens, input_pos) -> logits` contract as the ExecuTorch artifact. Attention is
+plain ops (MatMul/Softmax) that every ONNX runtime runs; the model file is untouched: a
+`PastKVSDPA` module goes into each `Attention.sdpa` slot, the wrapper hands it its past and
+collects its present.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from export.llm.model import Llama
+
+
+def past_names(n_layers: int) -> list[str]:
+    return [f"past_{kind}_{i}" for i in range(n_layers) for kind in ("key", "value")]
+
+
+def present_names(n_layers: int) -> list[str]:
+    return [f"present_{kind}_{i}" for i in range(n_layers) for kind in ("key", "value")]
+
+
+class PastKVSDPA(nn.Module):
+    """Causal GQA attention over past ++ new keys; slots into `Attention.sdpa`.
+
+    The wrapper sets `past` (k, v: [1, Hkv, P, D]) before each call and reads `present`."""
+
+    def __init__(self):
+        super().__init__()
+        self.past: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.present: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, q, k, v, start_pos):  # q: [1, S, H, D]; k, v: [1, S, Hkv, D]
+        past_k, past_v = self.past
+        k = torch.cat((past_k, k.transpose(1, 2)), dim=2)  # [1, Hkv, T, D], T = P + S
+        v = torch.cat((past_v, v.transpose(1, 2)), dim=2)
+        self.present = (k, v)
+        b, s, h, d = q.shape
+        hkv, t = k.shape[1], k.shape[2]
+        # GQA without repeating the cache: query heads grouped per kv head, [1, Hkv, rep*S, D]
+        q = q.transpose(1, 2).reshape(b, hkv, (h // hkv) * s, d)
+        scores = torch.matmul(q, k.transpose(2, 3)) * (1.0 / math.sqrt(d))  # [1, Hkv, rep*S, T]
+        # query i (row r*S + i) sits at position T - S + i and sees keys 0..T-S+i
+        q_pos = (t - s) + torch.arange(s).repeat(h // hkv)  # [rep*S]
+        masked = torch.arange(t)[None, :] > q_pos[:, None]  # [rep*S, T]
+        scores = scores.masked_fill(masked, float("-inf"))
+        out = torch.matmul(torch.softmax(scores, dim=-1), v)  # [1, Hkv, rep*S, D]
+        return out.reshape(b, h, s, d).transpose(1, 2)  # [1, S, H, D]
+
+
+class PastKVDecoder(nn.Module):
+    """forward(tokens, *past) -> (logits, *present); see the module docstring."""
+
+    def __init__(self, model: Llama, max_seq_len: int):
+        super().__init__()
+        model = copy.deepcopy(model)
+        self.max_seq_len = max_seq_len
+        self.sdpas = [PastKVSDPA() for _ in model.layers]
+        for layer, sdpa in zip(model.layers, self.sdpas):
+            layer.self_attn.sdpa = sdpa
+        model.rope_cos = model.rope_cos[:max_seq_len].clone()  # [max_seq_len, head_dim]
+        model.rope_sin = model.rope_sin[:max_seq_len].clone()
+        self.model = model
+
+    @property
+    def n_layers(self) -> int:
+        return self.model.args.n_layers
+
+    def forward(self, tokens: torch.Tensor, *past: torch.Tensor):
+        start = past[0].shape[2]
+        torch._check(start + tokens.shape[1] <= self.max_seq_len)
+        for i, sdpa in enumerate(self.sdpas):
+            sdpa.past = (past[2 * i], past[2 * i + 1])
+        h = self.model.hidden(tokens, start)  # [1, S, dim]
+        # 3-D input so lm_head exports as MatMul (what MatMulNBits replaces), not Gemm
+        logits = self.model.lm_head(h[:, -1:, :])[:, 0]  # [1, vocab]
+        present = [t for sdpa in self.sdpas for t in sdpa.present]
+        for sdpa in self.sdpas:
+            sdpa.past = sdpa.present = None
+        return (logits, *present)
+
+    def empty_past(self, length: int = 0) -> list[torch.Tensor]:
+        a = self.model.args
+        return [torch.zeros(1, a.n_kv_heads, length, a.head_dim) for _ in range(2 * a.n_layers)]
+
+    def example_inputs(self, seq_len: int = 3, past_len: int = 5) -> tuple:
+        return (torch.zeros(1, seq_len, dtype=torch.long), *self.empty_past(past_len))
+
+    def dynamic_shapes(self):
+        seq = torch.export.Dim("seq", min=1, max=self.max_seq_len)
+        past = torch.export.Dim("past", min=0, max=self.max_seq_len - 1)
+        return ({1: seq}, tuple({2: past} for _ in range(2 * self.n_layers)))  # (tokens, *past)
+
+    def input_names(self) -> list[str]:
+        return ["tokens", *past_names(self.n_layers)]
+
+    def output_names(self) -> list[str]:
+        return ["logits", *present_names(self.n_layers)]
