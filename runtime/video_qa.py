@@ -186,6 +186,51 @@ class ExecuTorchPieces:
         return self._call("decode", embeds, torch.tensor([pos], dtype=torch.long))[0].reshape(-1)
 
 
+@PIECES_BACKENDS.register("onnx")
+class OnnxPieces:
+    """One onnxruntime session per method. `decode` has no cache: the context so far is kept
+    here and re-run whole for every token (positions past `pos` are dropped first)."""
+
+    def __init__(self, folder: Path, manifest: dict, threads: int | None = None):
+        import onnxruntime as ort
+
+        from export.longvu.config import config_from_dict
+
+        self.cfg = config_from_dict(manifest["config"])
+        self.max_seq_len = self.cfg.context_len
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.sessions = {
+            name: ort.InferenceSession(str(Path(folder) / spec["file"]), opts, providers=["CPUExecutionProvider"])
+            for name, spec in manifest["methods"].items()
+        }
+        self.context = torch.zeros(1, 0, 0)
+
+    def _call(self, name: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
+        outs = self.sessions[name].run(None, {k: v.contiguous().numpy() for k, v in inputs.items()})
+        return [torch.from_numpy(o) for o in outs]
+
+    def dino(self, pixels):
+        return self._call("dino", pixels=pixels)[0]
+
+    def siglip(self, pixels):
+        return self._call("siglip", pixels=pixels)[0]
+
+    def project(self, feats):
+        hi, lo = self._call("project", feats=feats)
+        return hi, lo
+
+    def embed(self, tokens):
+        return self._call("embed", tokens=tokens)[0]
+
+    def decode(self, embeds, pos: int):
+        if pos > self.context.shape[1]:
+            raise HandheldError(f"decode at position {pos} after a {self.context.shape[1]}-token context", "decode positions must be contiguous")
+        self.context = torch.cat([self.context[:, :pos], embeds], dim=1) if pos else embeds
+        return self._call("decode", embeds=self.context)[0].reshape(-1)
+
+
 def open_pieces(folder: Path, threads: int | None = None):
     """(pieces, tokenizer, manifest) of a LongVU artifact folder, checksums verified."""
     from export.manifest import load_manifest

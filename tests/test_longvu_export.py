@@ -98,3 +98,21 @@ def test_tampered_artifact_is_refused(artifact, tmp_path):
         f.write(b"\xff\x00\xff")
     with pytest.raises(HandheldError, match="corrupted"):
         open_pieces(copy)
+
+
+def test_onnx_pieces_select_the_same_and_answer_the_same(model, tmp_path):
+    """fp32 ONNX files (cache-free decode), same host selection, checked on the sample videos."""
+    from export.longvu.config import FP32_LLM
+    from export.longvu.export import export_longvu
+    from export.longvu.pipeline import build_model
+
+    cfg = dataclasses.replace(CFG, backend="onnx", quantize_vision=False, llm=dataclasses.replace(CFG.llm, quant=FP32_LLM))
+    manifest = export_longvu(cfg, tmp_path / "onnx", model=build_model(cfg, model.checkpoint))
+    assert manifest["parity"]["passed"], manifest["parity"]["failures"]
+    assert manifest["parity"]["metrics"]["selection_identical_fraction"] == 1.0
+    assert {spec["file"] for spec in manifest["methods"].values()} == {f"{m}.onnx" for m in ("dino", "siglip", "project", "embed", "decode")}
+
+
+def test_onnx_backend_refuses_quantized_settings():
+    with pytest.raises(HandheldError, match="fp32"):
+        dataclasses.replace(CFG, backend="onnx")

@@ -9,17 +9,20 @@ from pathlib import Path
 
 from export.longvu.config import PRESETS, LongVUConfig, VideoConfig
 
+DEFAULT_PRESET = "longvu-smollm2"  # int8 vision + 8da4w decoder on XNNPACK
+ONNX_PRESET = "longvu-smollm2-fp32"  # the ONNX pieces are fp32
+
 
 def add_export_parser(export_sub) -> None:
     p = export_sub.add_parser("longvu", help="export LongVU's pieces (DINOv2, SigLIP, projector, embedding, decoder) as one program")
-    p.add_argument("--backend", default="executorch", help="executorch")
+    p.add_argument("--backend", default="executorch", help="executorch | onnx")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--preset", default="longvu-smollm2", choices=sorted(PRESETS), help="encoder sizes and defaults")
+    p.add_argument("--preset", choices=sorted(PRESETS), help=f"encoder sizes and defaults (default: {DEFAULT_PRESET} for executorch, {ONNX_PRESET} otherwise)")
     p.add_argument("--dino", help="DINOv2 checkpoint: HF folder, .safetensors/.bin, or LongVU's checkpoint (default: seeded random)")
     p.add_argument("--siglip", help="SigLIP checkpoint: HF folder, .safetensors/.bin, or LongVU's checkpoint (default: seeded random)")
     p.add_argument("--projector", help="file holding mm_projector.{0,2}.* (default: seeded random)")
     p.add_argument("--checkpoint", help="LLM: HF folder or .gguf (default: the offline SmolLM2-135M-Instruct)")
-    p.add_argument("--context-len", type=int, help=f"decoder KV cache = whole multimodal context (preset: {PRESETS['longvu-smollm2'].context_len})")
+    p.add_argument("--context-len", type=int, help=f"decoder KV cache = whole multimodal context (preset: {PRESETS[DEFAULT_PRESET].context_len})")
     p.add_argument("--fps", type=float, help=f"frames sampled per second (preset: {VideoConfig.fps})")
     p.add_argument("--max-frames", type=int, help=f"frame cap (preset: {VideoConfig.max_frames})")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
@@ -37,7 +40,7 @@ def add_commands(sub) -> None:
 
 
 def build_config(args: argparse.Namespace) -> LongVUConfig:
-    cfg = PRESETS[args.preset]
+    cfg = PRESETS[args.preset or (DEFAULT_PRESET if args.backend == "executorch" else ONNX_PRESET)]
     video = {k: v for k, v in {"fps": args.fps, "max_frames": args.max_frames}.items() if v is not None}
     llm = {k: v for k, v in {"checkpoint": args.checkpoint, "max_seq_len": args.context_len}.items() if v is not None}
     return dataclasses.replace(

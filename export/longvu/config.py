@@ -147,6 +147,11 @@ class LongVUConfig:
         object.__setattr__(self, "backend", parse_enum(Backend, self.backend, "backend"))
         if self.dino.family is not VitFamily.DINOV2 or self.siglip.family is not VitFamily.SIGLIP:
             raise HandheldError("dino must be a DINOv2 config and siglip a SigLIP config", "use DINO_PRESETS / SIGLIP_PRESETS")
+        if self.backend is not Backend.EXECUTORCH and (self.quantize_vision or (self.llm.quant.weight_bits, self.llm.quant.embedding_bits, self.llm.quant.output_bits) != (16, 0, 0)):
+            raise HandheldError(
+                f"the {self.backend.value} LongVU export is fp32 (int8 vision and 8da4w are ExecuTorch-only here)",
+                "use --preset longvu-smollm2-fp32 (the CLI's default for this backend)",
+            )
         if not 1 <= self.max_new_tokens < self.context_len // 2:
             raise HandheldError(f"max_new_tokens={self.max_new_tokens}", f"use 1..{self.context_len // 2 - 1}")
 

@@ -113,6 +113,37 @@ def _lower_executorch(m: LongVUModel, folder: Path) -> dict:
     return {"model_file": MODEL_FILE, "methods": methods, "delegation": summary}
 
 
+ONNX_OPSET = 18
+
+
+@LONGVU_BACKENDS.register("onnx")
+def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
+    """One .onnx per method (fp32); decode is the cache-free `FullSequenceDecoder`."""
+    from export.longvu.decoder import FullSequenceDecoder
+
+    parts = pieces(m)
+    full = FullSequenceDecoder(m.llm, m.cfg.context_len).eval()
+    dim = m.llm.args.dim
+    parts["decode"] = Piece(full, full.example_inputs(), full.dynamic_shapes(),
+                            [{"name": "embeds", "dtype": "float32", "shape": [1, "seq", dim], "dynamic": {"seq": [2, m.cfg.context_len]},
+                              "note": "the whole context so far; no KV cache"}],
+                            parts["decode"].outputs)
+    methods = {}
+    for name, p in tqdm(parts.items(), desc="longvu: onnx export", unit="method"):
+        file = f"{name}.onnx"
+        names_in, names_out = [s["name"] for s in p.inputs], [s["name"] for s in p.outputs]
+        try:
+            with torch.no_grad():
+                program = torch.onnx.export(p.module, p.example_inputs, dynamo=True, dynamic_shapes=p.dynamic_shapes,
+                                            input_names=names_in, output_names=names_out, opset_version=ONNX_OPSET, optimize=True, verbose=False)
+            program.save(str(folder / file))
+        except Exception as err:
+            raise HandheldError(f"ONNX export of LongVU's {name} failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}",
+                                "report it with the config; the ExecuTorch backend is the reference path") from err
+        methods[name] = {"file": file, "inputs": p.inputs, "outputs": p.outputs}
+    return {"model_file": methods["decode"]["file"], "methods": methods, "onnx_opset": ONNX_OPSET}
+
+
 def export_longvu(cfg: LongVUConfig, out: Path, check_parity: bool = True, model: LongVUModel | None = None) -> dict:
     """Build (or take) the eager pieces, lower them, check parity, publish `out` atomically."""
     from export.llm.pipeline import _save_tokenizer

@@ -42,6 +42,7 @@ class LongVUModel:
     projector: nn.Module
     embed: TokenEmbedding
     decoder: EmbedsDecoder
+    llm: nn.Module  # the prepared (rotated/quantized) decoder without a cache
     checkpoint: Checkpoint
     quant_report: dict
 
@@ -59,7 +60,7 @@ def build_model(cfg: LongVUConfig, checkpoint: Checkpoint | None = None) -> Long
         dino, siglip, projector, report["vision"] = quantize_vision(dino, siglip, projector, cfg)
     embed = TokenEmbedding(prepared.model.embed_tokens, cfg.context_len)
     decoder = EmbedsDecoder(prepared.wrapper).eval()
-    return LongVUModel(cfg, dino, siglip, projector, embed, decoder, prepared.checkpoint, report)
+    return LongVUModel(cfg, dino, siglip, projector, embed, decoder, prepared.model, prepared.checkpoint, report)
 
 
 def quantize_vision(dino, siglip, projector, cfg: LongVUConfig):
