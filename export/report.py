@@ -20,6 +20,7 @@ DEVICE_COLORS = {"host": "#4C72B0", "android": "#55A868", "ios": "#C44E52"}
 TOP_HOTSPOTS = 8
 LOG_SCALE_RATIO = 50  # bars spanning more than this factor get a log axis
 PARITY_COLUMNS = 4  # parity numbers per row in the PNG (the HTML page lists all)
+PNG_TEXT = 150  # characters of parity numbers that fit the PNG's table row
 PARITY_SKIP = ("tolerances", "failures", "passed", "counts_artifact", "counts_eager")
 
 
@@ -125,6 +126,7 @@ def render_png(records: list[dict], path: Path) -> Path:
     latency, throughput = metric_rows(records, LATENCY_UNITS), metric_rows(records, THROUGHPUT_UNITS)
     hot = hotspot_rows(records)
     header, parity = parity_rows(records, PARITY_COLUMNS)
+    parity = [[*row[:2], row[2] if len(row[2]) <= PNG_TEXT else row[2][: PNG_TEXT - 3] + "..."] for row in parity]
     n_bars = max(len(latency), len(throughput), len(hot), 4)
     fig = plt.figure(figsize=(17, 4 + 0.22 * n_bars + 0.35 * len(parity)), layout="constrained")
     grid = fig.add_gridspec(3, 2, height_ratios=[max(len(latency), len(throughput), 3), max(len(hot), len(records), 3), 1 + len(parity)])
@@ -143,10 +145,12 @@ def render_png(records: list[dict], path: Path) -> Path:
         table = ax.table(cellText=parity, colLabels=header, loc="upper left", cellLoc="left", colLoc="left", colWidths=[0.22, 0.06, 0.72])
         table.auto_set_font_size(False)
         table.set_fontsize(7)
+        for cell in table.get_celld().values():
+            cell.PAD = 0.01  # matplotlib pads by a fraction of the cell width: 10% of a wide cell is a gap
     else:
         ax.text(0.5, 0.5, "no parity numbers in these results", ha="center", va="center", transform=ax.transAxes, color="gray")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in DEVICE_COLORS.values()]
-    fig.legend(handles, list(DEVICE_COLORS), loc="upper left", fontsize=8, title="device", title_fontsize=8)
+    fig.legend(handles, list(DEVICE_COLORS), loc="outside upper right", fontsize=8, title="device", title_fontsize=8, ncols=3)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
