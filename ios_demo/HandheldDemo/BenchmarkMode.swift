@@ -83,11 +83,10 @@ enum BenchmarkMode {
                 let image = ImagePrep.forSegmenter(photo, seg.preprocessing)
                 let first = try seg.segment(image, [], previous: nil)
                 try measure {
-                    [
-                        "preprocess_ms": time { _ = ImagePrep.forSegmenter(photo, seg.preprocessing) },
-                        "first_mask_ms": try time { _ = try seg.segment(image, [], previous: nil) },
-                        "click_ms": try time { _ = try seg.segment(image, [Click(x: 320, y: 240, positive: true)], previous: first) },
-                    ]
+                    let preprocess = elapsedMs { _ = ImagePrep.forSegmenter(photo, seg.preprocessing) }
+                    let firstMask = try elapsedMs { _ = try seg.segment(image, [], previous: nil) }
+                    let click = try elapsedMs { _ = try seg.segment(image, [Click(x: 320, y: 240, positive: true)], previous: first) }
+                    return ["preprocess_ms": preprocess, "first_mask_ms": firstMask, "click_ms": click]
                 }
             case "longvu":
                 let qa = try VideoQA(bundle: bundle)
@@ -118,7 +117,7 @@ enum BenchmarkMode {
         exit(0)
     }
 
-    private static func time(_ body: () throws -> Void) rethrows -> Double {
+    private static func elapsedMs(_ body: () throws -> Void) rethrows -> Double {
         let start = DispatchTime.now().uptimeNanoseconds
         try body()
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
@@ -130,28 +129,27 @@ enum BenchmarkMode {
         let dino = c.dino.imageSize, sig = c.siglip.imageSize
         var feats: ([Float], [Int]) = ([], [])
         var dim = 0
-        return [
-            "dino_ms": try time { _ = try m["dino"]!.run(["pixels": ([Float](repeating: 0, count: 3 * dino * dino), [1, 3, dino, dino])], ints: [:]) },
-            "siglip_ms": try time { feats = try m["siglip"]!.run(["pixels": ([Float](repeating: 0, count: 3 * sig * sig), [1, 3, sig, sig])], ints: [:])["feats"]! },
-            "project_ms": try time { dim = try m["project"]!.run(["feats": feats], ints: [:])["hi"]!.1[2] },
-            "embed_ms": try time { _ = try m["embed"]!.run([:], ints: ["tokens": ([Int](repeating: 0, count: 16), [1, 16])]) },
-            "decode_step_ms": try time { _ = try m["decode"]!.run(["embeds": ([Float](repeating: 0, count: dim), [1, 1, dim])], ints: ["input_pos": ([0], [1])]) },
-        ]
+        let dinoMs = try elapsedMs { _ = try m["dino"]!.run(["pixels": ([Float](repeating: 0, count: 3 * dino * dino), [1, 3, dino, dino])], ints: [:]) }
+        let siglipMs = try elapsedMs { feats = try m["siglip"]!.run(["pixels": ([Float](repeating: 0, count: 3 * sig * sig), [1, 3, sig, sig])], ints: [:])["feats"]! }
+        let projectMs = try elapsedMs { dim = try m["project"]!.run(["feats": feats], ints: [:])["hi"]!.1[2] }
+        let embedMs = try elapsedMs { _ = try m["embed"]!.run([:], ints: ["tokens": ([Int](repeating: 0, count: 16), [1, 16])]) }
+        let decodeMs = try elapsedMs { _ = try m["decode"]!.run(["embeds": ([Float](repeating: 0, count: dim), [1, 1, dim])], ints: ["input_pos": ([0], [1])]) }
+        return ["dino_ms": dinoMs, "siglip_ms": siglipMs, "project_ms": projectMs, "embed_ms": embedMs, "decode_step_ms": decodeMs]
     }
 
     /// A bright disc on a gradient: latency does not depend on content.
     private static func syntheticPhoto() -> CGImage {
         let (w, h) = (640, 480)
-        var px = [UInt8](repeating: 255, count: w * h * 4)
+        let ctx = CGContext(data: nil, width: w, height: h, bitsPerComponent: 8, bytesPerRow: w * 4,
+                            space: CGColorSpaceCreateDeviceRGB(), bitmapInfo: CGImageAlphaInfo.premultipliedLast.rawValue)!
+        let px = ctx.data!.assumingMemoryBound(to: UInt8.self)  // owned by the context
         for y in 0..<h {
             for x in 0..<w {
                 let disc = (x - 320) * (x - 320) + (y - 240) * (y - 240) < 120 * 120
                 let i = (y * w + x) * 4
-                px[i] = disc ? 240 : UInt8(x * 255 / w); px[i + 1] = disc ? 200 : 90; px[i + 2] = disc ? 40 : UInt8(y * 255 / h)
+                px[i] = disc ? 240 : UInt8(x * 255 / w); px[i + 1] = disc ? 200 : 90; px[i + 2] = disc ? 40 : UInt8(y * 255 / h); px[i + 3] = 255
             }
         }
-        let ctx = CGContext(data: &px, width: w, height: h, bitsPerComponent: 8, bytesPerRow: w * 4,
-                            space: CGColorSpaceCreateDeviceRGB(), bitmapInfo: CGImageAlphaInfo.premultipliedLast.rawValue)!
         return ctx.makeImage()!
     }
 }

@@ -212,11 +212,11 @@ struct ModelEntry: Decodable {
         tokenizer = try c.decodeIfPresent(TokenizerSpec.self, forKey: .tokenizer)
         maxSeqLen = try c.decodeIfPresent(Int.self, forKey: .maxSeqLen)
         let isSam = kind == "sam", isLongVU = kind == "longvu"
-        preprocessing = isSam ? try c.decode(SamPreprocessing.self, forKey: .preprocessing) : nil
-        clicks = isSam ? try c.decode(ClickEncoding.self, forKey: .clicks) : nil
-        maskThreshold = isSam ? try c.decode(Float.self, forKey: .maskThreshold) : nil
-        methods = isLongVU ? try c.decode([String: MethodSpec].self, forKey: .methods) : nil
-        config = isLongVU ? try c.decode(LongVUConfig.self, forKey: .config) : nil
+        preprocessing = try isSam ? c.decode(SamPreprocessing.self, forKey: .preprocessing) : nil
+        clicks = try isSam ? c.decode(ClickEncoding.self, forKey: .clicks) : nil
+        maskThreshold = try isSam ? c.decode(Float.self, forKey: .maskThreshold) : nil
+        methods = try isLongVU ? c.decode([String: MethodSpec].self, forKey: .methods) : nil
+        config = try isLongVU ? c.decode(LongVUConfig.self, forKey: .config) : nil
     }
 }
 

@@ -1,5 +1,6 @@
 import PhotosUI
 import SwiftUI
+import UniformTypeIdentifiers
 
 /// Three screens over the bundle in Documents/bundle: chat, photo segmentation, video QA.
 struct ContentView: View {
@@ -114,7 +115,14 @@ struct SegmentView: View {
         guard let seg = segmenter, let img = image else { return }
         let start = Date()
         do {
-            if newClicks.isEmpty { (logits, clicks) = try seg.auto(img) } else { logits = try seg.segment(img, newClicks, previous: logits); clicks = newClicks }
+            if newClicks.isEmpty {
+                let (mask, auto) = try seg.auto(img)
+                logits = mask
+                clicks = auto
+            } else {
+                logits = try seg.segment(img, newClicks, previous: logits)
+                clicks = newClicks
+            }
             status = "\(clicks.count) click(s), \(Int(Date().timeIntervalSince(start) * 1000)) ms"
         } catch { status = error.localizedDescription }
     }
@@ -123,7 +131,10 @@ struct SegmentView: View {
     private func overlayImage() -> CGImage? {
         guard let logits, let img = image, let seg = segmenter else { return nil }
         let (w, h, s) = (img.width, img.height, img.size)
-        var px = [UInt8](repeating: 0, count: w * h * 4)
+        guard let ctx = CGContext(data: nil, width: w, height: h, bitsPerComponent: 8, bytesPerRow: w * 4,
+                                  space: CGColorSpaceCreateDeviceRGB(), bitmapInfo: CGImageAlphaInfo.premultipliedLast.rawValue),
+              let data = ctx.data else { return nil }
+        let px = data.assumingMemoryBound(to: UInt8.self)  // zeroed, owned by the context
         for y in 0..<h {
             let my = min(s - 1, Int((Float(y) + 0.5) * img.scale))
             for x in 0..<w where logits[my * s + min(s - 1, Int((Float(x) + 0.5) * img.scale))] > seg.threshold {
@@ -131,9 +142,7 @@ struct SegmentView: View {
                 px[i] = 0; px[i + 1] = 80; px[i + 2] = 128; px[i + 3] = 128  // premultiplied
             }
         }
-        let ctx = CGContext(data: &px, width: w, height: h, bitsPerComponent: 8, bytesPerRow: w * 4,
-                            space: CGColorSpaceCreateDeviceRGB(), bitmapInfo: CGImageAlphaInfo.premultipliedLast.rawValue)
-        return ctx?.makeImage()
+        return ctx.makeImage()
     }
 }
 

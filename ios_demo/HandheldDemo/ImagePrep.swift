@@ -16,13 +16,24 @@ struct Click {
 }
 
 enum ImagePrep {
-    /// RGBA8 pixels of `image` drawn into a w x h bitmap (bilinear-ish: CoreGraphics' high interpolation).
-    static func rgba(_ image: CGImage, width w: Int, height h: Int) -> [UInt8] {
-        var pixels = [UInt8](repeating: 0, count: w * h * 4)
-        let ctx = CGContext(data: &pixels, width: w, height: h, bitsPerComponent: 8, bytesPerRow: w * 4,
+    /// `image` redrawn at w x h (CoreGraphics' high-quality interpolation), RGBA8, premultiplied.
+    static func resized(_ image: CGImage, width w: Int, height h: Int) -> CGImage {
+        let ctx = CGContext(data: nil, width: w, height: h, bitsPerComponent: 8, bytesPerRow: w * 4,
                             space: CGColorSpaceCreateDeviceRGB(), bitmapInfo: CGImageAlphaInfo.premultipliedLast.rawValue)!
         ctx.interpolationQuality = .high
         ctx.draw(image, in: CGRect(x: 0, y: 0, width: w, height: h))
+        return ctx.makeImage()!
+    }
+
+    /// RGBA8 bytes of `image` drawn into a w x h bitmap.
+    static func rgba(_ image: CGImage, width w: Int, height h: Int) -> [UInt8] {
+        var pixels = [UInt8](repeating: 0, count: w * h * 4)
+        pixels.withUnsafeMutableBytes { buffer in  // the context writes into `pixels` only inside this closure
+            let ctx = CGContext(data: buffer.baseAddress, width: w, height: h, bitsPerComponent: 8, bytesPerRow: w * 4,
+                                space: CGColorSpaceCreateDeviceRGB(), bitmapInfo: CGImageAlphaInfo.premultipliedLast.rawValue)!
+            ctx.interpolationQuality = .high
+            ctx.draw(image, in: CGRect(x: 0, y: 0, width: w, height: h))
+        }
         return pixels
     }
 
@@ -68,10 +79,8 @@ enum ImagePrep {
 
     /// A video frame for LongVU: squashed to decode_size, then resized to the encoder's size, RGB in [0, 1].
     static func forVisionEncoder(_ frame: CGImage, decodeSize: Int, imageSize: Int) -> [Float] {
-        let decoded = rgba(frame, width: decodeSize, height: decodeSize)
-        let ctx = CGContext(data: UnsafeMutableRawPointer(mutating: decoded), width: decodeSize, height: decodeSize, bitsPerComponent: 8,
-                            bytesPerRow: decodeSize * 4, space: CGColorSpaceCreateDeviceRGB(), bitmapInfo: CGImageAlphaInfo.premultipliedLast.rawValue)!
-        let px = imageSize == decodeSize ? decoded : rgba(ctx.makeImage()!, width: imageSize, height: imageSize)
+        let decoded = resized(frame, width: decodeSize, height: decodeSize)  // aspect squashed, as the host decodes
+        let px = rgba(decoded, width: imageSize, height: imageSize)
         let plane = imageSize * imageSize
         var chw = [Float](repeating: 0, count: 3 * plane)
         for i in 0..<plane { for c in 0..<3 { chw[c * plane + i] = Float(px[i * 4 + c]) / 255 } }

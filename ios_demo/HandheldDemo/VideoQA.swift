@@ -32,9 +32,9 @@ final class ExecuTorchMethod: MethodRunner {
     func run(_ floats: [String: ([Float], [Int])], ints: [String: ([Int], [Int])]) throws -> [String: ([Float], [Int])] {
         // positional, in the manifest's input order
         let inputs: [Value] = io.0.map { name in
-            if let (v, shape) = floats[name] { return Value(Tensor<Float>(v, shape: shape)) }
-            let (v, shape) = ints[name]!
-            return Value(Tensor<Int64>(v.map(Int64.init), shape: shape))
+            if let f = floats[name] { return Value(Tensor<Float>(f.0, shape: f.1)) }
+            let i = ints[name]!
+            return Value(Tensor<Int64>(i.0.map(Int64.init), shape: i.1))
         }
         let outputs = try module.execute(method, inputs)
         var result: [String: ([Float], [Int])] = [:]
@@ -171,9 +171,12 @@ final class VideoQA {
             let source = full[t] ? hi[t] : lo[t]
             for p in positions { video += source[(p * dim)..<((p + 1) * dim)] }
         }
-        let sequence = try embed(headIds) + video + embed(questionIds)
+        // a template-less prompt has no head: embed only non-empty pieces
+        let head = headIds.isEmpty ? [] : try embed(headIds)
+        let sequence = head + video + (try embed(questionIds))
         let length = sequence.count / dim
-        var reply = [try timed("time_to_first_token_ms") { try decode(sequence, length: length, dim: dim, pos: 0) }]
+        let firstToken = try timed("time_to_first_token_ms") { try decode(sequence, length: length, dim: dim, pos: 0) }
+        var reply = [firstToken]
         try timed("decode_ms") {
             while reply.count < config.maxNewTokens, !eos.contains(reply.last!) {
                 reply.append(try decode(try embed([reply.last!]), length: 1, dim: dim, pos: length + reply.count - 1))

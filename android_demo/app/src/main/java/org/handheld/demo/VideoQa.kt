@@ -75,7 +75,9 @@ class VideoQa(val spec: LongVuSpec) : AutoCloseable {
             val source = if (full[t]) hi[t] else lo[t]
             for (p in positions) { source.copyInto(video, row * dim, p * dim, (p + 1) * dim); row++ }
         }
-        val sequence = embed(headIds).dataAsFloatArray + video + embed(questionIds).dataAsFloatArray
+        // a template-less prompt has no head: embed only non-empty pieces
+        val head = if (headIds.isEmpty()) FloatArray(0) else embed(headIds).dataAsFloatArray
+        val sequence = head + video + embed(questionIds).dataAsFloatArray
         val length = sequence.size / dim
         val reply = ArrayList<Int>()
         timed("time_to_first_token_ms") {
