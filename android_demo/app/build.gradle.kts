@@ -31,8 +31,7 @@ android {
     packaging { jniLibs { useLegacyPackaging = true } } // .pte files are mmapped; keep .so uncompressed too
 }
 
-// -PlocalAar=path/to/executorch.aar swaps in an AAR built from source (e.g. with
-// EXECUTORCH_ANDROID_PROFILING=ON for ETDump profiles in benchmark mode).
+// -PlocalAar=path/to/executorch.aar swaps in an AAR built from source (scripts/build_android_library.sh).
 val localAar: String? = project.findProperty("localAar") as String?
 
 dependencies {
