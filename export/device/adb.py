@@ -176,7 +176,7 @@ def _run_app(adb: Adb, artifact: Path, manifest: dict, device: dict, cfg: Device
     _wait_for(adb, result, cfg.timeout_s)
     record = load_record(adb.pull(result, out_dir / "app-bench.json"))
     record["device"] = {**record["device"], **device}  # the host's view of the device wins
-    if "etdump" in record:  # the app profiled with an EXECUTORCH_ANDROID_PROFILING AAR
+    if "etdump" in record:  # an app build that profiles reports its ETDump path on the phone
         local = adb.pull(record["etdump"], out_dir / ETDUMP)
         record.update(etdump=str(local), hotspots=hotspots_from_etdump(local))
     write_record(record, out_dir / contract.BENCH_RESULT_FILE)
