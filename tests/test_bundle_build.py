@@ -39,6 +39,12 @@ def test_ios_bundle_takes_coreml_segmenter_and_both_longvu_backends(tmp_path):
     assert not (tmp_path / "ios.zip").exists()
 
 
+def test_ios_coreml_longvu_needs_its_executorch_text_methods(tmp_path):
+    art = fakes.make_longvu(tmp_path, "coreml")
+    with pytest.raises(HandheldError, match="the ios app needs a longvu executorch artifact beside the longvu coreml one"):
+        build_bundle(BundleConfig(target="ios", out=tmp_path / "b", artifacts=(art,)))
+
+
 def test_files_no_app_reads_stay_out(tmp_path):
     art = fakes.make_sam(tmp_path)
     manifest = load_manifest(art)

@@ -71,6 +71,16 @@ def test_malformed_manifest_fails(bundle, change, message):
         verify_bundle(bundle)
 
 
+def test_ios_bundle_missing_a_companion_fails(tmp_path):
+    arts = (fakes.make_longvu(tmp_path, "coreml", "lv_ml"), fakes.make_longvu(tmp_path))
+    out = tmp_path / "ios"
+    build_bundle(BundleConfig(target="ios", out=out, artifacts=arts, make_zip=False))
+    verify_bundle(out)
+    edit_manifest(out, lambda d: d["models"].pop(1))
+    with pytest.raises(HandheldError, match="the ios app needs a longvu executorch artifact"):
+        verify_bundle(out)
+
+
 def test_all_problems_are_listed_at_once(bundle):
     (bundle / "llm-executorch/model.pte").write_bytes(b"x")
     (bundle / "sam-executorch/model.pte").unlink()

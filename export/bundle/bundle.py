@@ -78,6 +78,15 @@ def missing_keys(kind: str, manifest: dict) -> list[str]:
     return missing
 
 
+def missing_companions(target: str, present: list[tuple[str, str]]) -> list[str]:
+    """Entries the target's app needs beside the ones given (contract.TARGET_COMPANIONS)."""
+    return [
+        f"a {need[0]} {need[1]} artifact beside the {have[0]} {have[1]} one"
+        for have, need in contract.TARGET_COMPANIONS[target].items()
+        if have in present and need not in present
+    ]
+
+
 def _has_path(obj: dict, dotted: str) -> bool:
     for key in dotted.split("."):
         if not isinstance(obj, dict) or key not in obj:
@@ -170,6 +179,9 @@ def build_bundle(cfg: BundleConfig) -> dict:
     for d in set(dirs):
         if dirs.count(d) > 1:
             raise HandheldError(f"two {d} artifacts given", "bundle one artifact per model kind and backend")
+    missing = missing_companions(cfg.target.value, [(m["kind"], m["backend"]) for _, m in manifests])
+    if missing:
+        raise HandheldError(f"the {cfg.target.value} app needs {'; '.join(missing)}", "add the missing artifact to the command")
     models, files = [], {}
     with _atomic_dir(cfg.out) as tmp:
         for (src, manifest), d in zip(manifests, dirs):

@@ -94,6 +94,10 @@ TARGET_BACKENDS = {
     "ios": {"llm": ("executorch",), "sam": ("coreml",), "longvu": ("executorch", "coreml")},
 }
 
+# (kind, backend) entries an app can only use beside another: iOS runs LongVU's text methods on
+# ExecuTorch, so a CoreML LongVU artifact (vision methods) needs the ExecuTorch one too.
+TARGET_COMPANIONS = {"ios": {("longvu", "coreml"): ("longvu", "executorch")}, "android": {}}
+
 # Where the apps look for a pushed bundle and write benchmark results (device side).
 ANDROID_PACKAGE = "org.handheld.demo"
 ANDROID_BENCH_ACTIVITY = ".BenchmarkActivity"

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 from export.bundle import contract
-from export.bundle.bundle import missing_keys, named_files
+from export.bundle.bundle import missing_companions, missing_keys, named_files
 from export.errors import HandheldError
 from export.manifest import sha256_file
 
@@ -80,6 +80,8 @@ def verify_folder(folder: Path) -> dict:
         problems += _file_problems(folder, bundle["files"])
         for entry in bundle["models"]:
             problems += _entry_problems(entry, bundle["files"], bundle["target"])
+        present = [(e["kind"], e["backend"]) for e in bundle["models"]]
+        problems += [f"the {bundle['target']} app needs {m}" for m in missing_companions(bundle["target"], present)]
         dirs = [e["dir"] for e in bundle["models"]]
         problems += [f"two entries share dir {d}" for d in sorted({d for d in dirs if dirs.count(d) > 1})]
     if problems:
