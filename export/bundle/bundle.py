@@ -56,23 +56,23 @@ class BundleConfig:
 
 
 def missing_keys(kind: str, manifest: dict) -> list[str]:
-    """Contract key paths absent from an artifact manifest (IO names and pieces included)."""
+    """Contract key paths absent from an artifact manifest (tensor and method names included)."""
     missing = [path for path in contract.required_paths(kind) if not _has_path(manifest, path)]
     if kind in contract.IO_NAMES and not missing:
         want_in, want_out = contract.IO_NAMES[kind]
-        got_in = tuple(spec.get("name") for spec in manifest["inputs"])
-        got_out = tuple(spec.get("name") for spec in manifest["outputs"])
+        got_in, got_out = _io_names(manifest["inputs"]), _io_names(manifest["outputs"])
         if got_in[: len(want_in)] != want_in:
             missing.append(f"inputs named {list(want_in)} (found {list(got_in)})")
         if got_out[: len(want_out)] != want_out:
             missing.append(f"outputs named {list(want_out)} (found {list(got_out)})")
     if kind == "longvu" and "methods" not in missing:
+        methods = manifest["methods"] if isinstance(manifest["methods"], dict) else {}
         for method, (want_in, want_out) in contract.LONGVU_IO.items():
-            spec = manifest["methods"].get(method)
+            spec = methods.get(method)
             if not isinstance(spec, dict) or any(key not in spec for key in contract.METHOD_KEYS):
                 missing.append(f"methods.{method}.inputs/outputs")
                 continue
-            got = (tuple(s.get("name") for s in spec["inputs"]), tuple(s.get("name") for s in spec["outputs"]))
+            got = (_io_names(spec["inputs"]), _io_names(spec["outputs"]))
             if got != (want_in, want_out):
                 missing.append(f"methods.{method} named {list(want_in)} -> {list(want_out)} (found {list(got[0])} -> {list(got[1])})")
     return missing
@@ -85,6 +85,16 @@ def missing_companions(target: str, present: list[tuple[str, str]]) -> list[str]
         for have, need in contract.TARGET_COMPANIONS[target].items()
         if have in present and need not in present
     ]
+
+
+def _io_names(specs) -> tuple:
+    return tuple(spec.get("name") if isinstance(spec, dict) else None for spec in specs) if isinstance(specs, list) else ()
+
+
+def _covers(rel: str, name: str) -> bool:
+    """Is file `rel` the named file, or inside the named folder (an .mlpackage)?"""
+    name = name.rstrip("/")
+    return rel == name or rel.startswith(name + "/")
 
 
 def _has_path(obj: dict, dotted: str) -> bool:
@@ -110,8 +120,8 @@ def app_files(manifest: dict) -> list[str]:
     Everything else (fp32 variants, bench baselines, reports) stays out of the phone bundle and
     is listed in the entry's `omitted_files`.
     """
-    named = [n.rstrip("/") for n in named_files(manifest)]
-    return [rel for rel in manifest["files"] if any(rel == n or rel.startswith(n + "/") for n in named)]
+    named = named_files(manifest)
+    return [rel for rel in manifest["files"] if any(_covers(rel, n) for n in named)]
 
 
 def _check_artifact(path: Path, target: Target) -> dict:
@@ -126,8 +136,7 @@ def _check_artifact(path: Path, target: Target) -> dict:
             f"export it with `handheld export {kind} --backend {allowed[0]}`",
         )
     missing = missing_keys(kind, manifest)
-    missing += [f"{name} (named, but not among its files)" for name in named_files(manifest)
-                if not any(rel == name or rel.startswith(name.rstrip("/") + "/") for rel in manifest["files"])]
+    missing += [f"{name} (named, but not among its files)" for name in named_files(manifest) if not any(_covers(rel, name) for rel in manifest["files"])]
     if missing:
         raise HandheldError(
             f"{path}: the {kind} manifest lacks what the phone apps read: {', '.join(missing)}",
