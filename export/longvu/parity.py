@@ -76,7 +76,9 @@ def _selection_margins(feats_fn, frames, cfg: LongVUConfig) -> float:
     return min(margins) if margins else float("inf")
 
 
-def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig) -> dict:
+def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig, float_ref=None) -> dict:
+    """art/ref: Pieces to compare; float_ref: optional Pieces with fp32 vision, for the
+    (informational) effect of int8 vision on what gets selected."""
     from export.longvu.video import decode
     from runtime.generate import SamplingConfig
     from runtime.video_qa import ask, build_prompt, prompt_embeddings, select
@@ -92,6 +94,7 @@ def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig) -> dict:
         _, visual, _ = select(ref, video.frames, prompt)
         embeds = prompt_embeddings(ref, prompt, visual)
         la, lr = art.decode(embeds, 0), ref.decode(embeds, 0)
+        float_sel = select(float_ref, video.frames, prompt)[0] if float_ref is not None else None
         same = [x == y for x, y in zip(a.generation.tokens, r.generation.tokens)]
         per_video[name] = {
             "frames_sampled": len(video.frames),
@@ -109,6 +112,12 @@ def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig) -> dict:
             "top1_same": int(la.argmax()) == int(lr.argmax()),
             "greedy_agreement": sum(same) / max(len(r.generation.tokens), 1),
             "greedy_identical_prefix": same.index(False) if False in same else len(same),
+            "int8_vs_fp32_vision": None if float_sel is None else {
+                "selection_identical": float_sel.to_dict() == r.selection.to_dict(),
+                "frames_kept_fp32": float_sel.frames,
+                "full_res_fp32": float_sel.full_res,
+                "tokens_fp32": float_sel.n_tokens,
+            },
             "answer_artifact": a.text,
             "answer_eager": r.text,
         }
@@ -145,6 +154,9 @@ def print_report(report: dict) -> None:
             f"feature cosine min {min(f['cosine_min'] for f in v['features'].values()):.4f}; logits cosine {v['logits_cosine']:.4f}; "
             f"greedy agreement {v['greedy_agreement']:.2f} (prefix {v['greedy_identical_prefix']}/{GREEDY_TOKENS})"
         )
+        if v.get("int8_vs_fp32_vision"):
+            f = v["int8_vs_fp32_vision"]
+            print(f"    int8 vs fp32 vision (eager): selection {'identical' if f['selection_identical'] else 'different'}; fp32 keeps frames {f['frames_kept_fp32']}, full-res {f['full_res_fp32']}, {f['tokens_fp32']} tokens")
     for f in report["failures"]:
         print(f"  out of tolerance: {f}")
 
@@ -164,7 +176,11 @@ def check_longvu_parity(folder: Path, model=None) -> dict:
     art, art_tok, _ = open_pieces(folder)
     with tempfile.TemporaryDirectory() as tmp:
         ref_tok = eager_tokenizer(model.checkpoint, tmp)
-        metrics = measure(art, EagerPieces(model), art_tok, ref_tok, cfg)
+        float_ref = None
+        if model.float_vision is not None:
+            dino, siglip, projector = model.float_vision
+            float_ref = EagerPieces(dataclasses.replace(model, dino=dino, siglip=siglip, projector=projector))
+        metrics = measure(art, EagerPieces(model), art_tok, ref_tok, cfg, float_ref)
     reference = "pt2e int8 vision + " + cfg.llm.quant.name + " decoder, simulated" if cfg.quantize_vision else cfg.llm.quant.name + " decoder, float vision"
     report = {"reference": reference, "metrics": metrics, **judge(metrics)}
     update_manifest(folder, parity=report)

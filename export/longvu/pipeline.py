@@ -45,6 +45,7 @@ class LongVUModel:
     llm: nn.Module  # the prepared (rotated/quantized) decoder without a cache
     checkpoint: Checkpoint
     quant_report: dict
+    float_vision: tuple[nn.Module, nn.Module, nn.Module] | None = None  # (dino, siglip, projector) before int8
 
 
 def build_model(cfg: LongVUConfig, checkpoint: Checkpoint | None = None) -> LongVUModel:
@@ -56,11 +57,13 @@ def build_model(cfg: LongVUConfig, checkpoint: Checkpoint | None = None) -> Long
     projector = load_projector(cfg.projector_checkpoint, siglip_cfg, dim, cfg.compress.hi_grid, cfg.compress.lo_grid, cfg.seed + 2)
     report = {"llm": prepared.quant_report}
     cfg = dataclasses.replace(cfg, dino=dino_cfg, siglip=siglip_cfg)
+    float_vision = None
     if cfg.quantize_vision:
+        float_vision = (dino, siglip, projector)
         dino, siglip, projector, report["vision"] = quantize_vision(dino, siglip, projector, cfg)
     embed = TokenEmbedding(prepared.model.embed_tokens, cfg.context_len)
     decoder = EmbedsDecoder(prepared.wrapper).eval()
-    return LongVUModel(cfg, dino, siglip, projector, embed, decoder, prepared.model, prepared.checkpoint, report)
+    return LongVUModel(cfg, dino, siglip, projector, embed, decoder, prepared.model, prepared.checkpoint, report, float_vision)
 
 
 def quantize_vision(dino, siglip, projector, cfg: LongVUConfig):
