@@ -116,3 +116,14 @@ def test_onnx_pieces_select_the_same_and_answer_the_same(model, tmp_path):
 def test_onnx_backend_refuses_quantized_settings():
     with pytest.raises(HandheldError, match="fp32"):
         dataclasses.replace(CFG, backend="onnx")
+
+
+def test_bench_reports_encoder_speed_tokens_per_stage_ttft_and_rss(artifact):
+    from export.longvu.bench import bench_artifact
+
+    report = bench_artifact(artifact[0], threads=(1,), runs=1)
+    run = report["by_threads"]["1"]
+    assert set(run["videos"]) == {"bigbuckbunny", "bikes", "carphone"} and run["peak_rss_mb"] > 50
+    for v in run["videos"].values():
+        assert v["dino_frames_per_s"] > 0 and v["siglip_frames_per_s"] > 0 and v["time_to_first_token_ms"] > 0
+        assert v["counts"]["tokens_after_truncation"] <= v["counts"]["budget"]
