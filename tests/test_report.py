@@ -42,7 +42,7 @@ def test_report_renders_png_and_self_contained_html(tmp_path, result_files, caps
 def test_parity_table_has_one_row_per_model_and_backend(result_files):
     records = [json.loads(p.read_text()) for p in result_files]
     _, rows = parity_rows(records + records)
-    assert [r[0] for r in rows] == ["llm [executorch]", "sam [executorch]", "longvu [executorch]"]
+    assert [r[0] for r in rows] == ["llm [executorch]", "squeezesam [executorch]", "longvu [executorch]"]
     assert rows[0][1] == "True"
 
 

@@ -45,11 +45,19 @@ def metric(name: str, samples: Iterable[float], **labels) -> dict:
     return {"name": name, "value": statistics.median(samples), "unit": unit, **labels, "samples": samples}
 
 
+KIND_NAMES = {"llm": "llm", "sam": "squeezesam", "longvu": "longvu"}
+
+
 def model_name(manifest: dict, folder: Path) -> str:
-    for key in ("model_name", "source_checkpoint"):
-        if isinstance(manifest.get(key), str) and manifest[key]:
-            return Path(manifest[key]).stem if key == "source_checkpoint" else manifest[key]
-    return Path(folder).name
+    """A readable name: the manifest's model_name, else its checkpoint's file stem, else the family."""
+    if isinstance(manifest.get("model_name"), str) and manifest["model_name"]:
+        return manifest["model_name"]
+    checkpoint = manifest.get("source_checkpoint")  # the LLM's
+    if not checkpoint and isinstance(manifest.get("checkpoint"), dict):  # SqueezeSAM's {"path", "sha256"}
+        checkpoint = manifest["checkpoint"].get("path")
+    if isinstance(checkpoint, str) and checkpoint:
+        return Path(checkpoint).stem
+    return KIND_NAMES.get(manifest.get("kind"), Path(folder).name)
 
 
 def artifact_size(manifest: dict, folder: Path) -> int:
