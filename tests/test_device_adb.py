@@ -64,9 +64,9 @@ def test_runner_mode_pushes_runs_and_pulls_an_etdump(tmp_path, phone, runner):
     pushes = [c[3:] for c in calls if c[2] == "push"]
     assert [str(art / "model.pte"), f"{remote}/model.pte"] in pushes and [str(runner), f"{remote}/executor_runner"] in pushes
     runs = [line for line in shell_lines(calls) if "executor_runner " in line]
-    assert len(runs) == 2 * (2 + 3)  # per thread count: warm-up + measured, one process each
-    assert sum("--cpu_threads=1" in r for r in runs) == 5 and sum("--cpu_threads=4" in r for r in runs) == 5
-    assert [r for r in runs if "--etdump_path" in r] == [runs[-1]]
+    assert len(runs) == 2 * (2 + 3) + 1  # per thread count: warm-up + measured, one process each; + 1 traced
+    assert sum("--cpu_threads=1" in r for r in runs) == 5 and sum("--cpu_threads=4" in r for r in runs) == 6
+    assert [r for r in runs if "--etdump_path" in r] == [runs[-1]]  # the traced run is not a measured one
     assert ["pull", f"{remote}/etdump.etdp", str(tmp_path / "results" / "etdump.etdp")] == calls[-1][2:]
 
     validate_record(record)
@@ -79,6 +79,14 @@ def test_runner_mode_pushes_runs_and_pulls_an_etdump(tmp_path, phone, runner):
     assert "addmm.out" in ops and "OPERATOR_CALL" not in ops
     assert abs(sum(h["share"] for h in record["hotspots"]) - 1) < 1e-6
     assert json.loads((tmp_path / "results" / "bench.json").read_text()) == record
+
+
+def test_a_runner_without_event_tracer_still_benchmarks(tmp_path, phone, runner, monkeypatch, capsys):
+    monkeypatch.setenv("FAKE_ADB_NO_TRACER", "1")
+    record = run_device_bench(fakes.make_sam(tmp_path), config(tmp_path, runner, threads=(2,), iterations=2, warmup=0))
+    validate_record(record)
+    assert "hotspots" not in record and record["metrics"][0]["samples"] == [50.0, 50.0]
+    assert "no ETDump profile" in capsys.readouterr().out
 
 
 def test_llm_runner_gets_tokenizer_and_reports_token_rates(tmp_path, phone):

@@ -4,8 +4,9 @@ Two ways to run, chosen by DeviceBenchConfig.runner:
 - runner binary (executor_runner for SqueezeSAM, llama_main for the LLM, both built from
   ExecuTorch with the Android NDK): the artifact and the binary are pushed to
   /data/local/tmp, each run is one process (`warmup` discarded, `iterations` measured, per
-  thread count), timings are parsed from what the runner prints, and the last measured
-  executor_runner run writes an ETDump that is pulled and summarised into hot spots.
+  thread count) and timings are parsed from what the runner prints. One more executor_runner
+  run, not measured (the event tracer costs time), writes an ETDump that is pulled and
+  summarised into hot spots; a runner built without the event tracer just yields none.
 - the demo app (android_demo/, installed): a one-artifact bundle is pushed to the app's
   files folder and BenchmarkActivity is started; it writes a bench.schema.json record that
   is pulled back. The AAR's Java API sets no thread count, so the app runs once with
@@ -70,9 +71,11 @@ def bench_on_adb(artifact: Path, cfg: DeviceBenchConfig) -> dict:
 
 # --- ExecuTorch runner binaries --------------------------------------------------------
 def _push_artifact(adb: Adb, artifact: Path, manifest: dict, cfg: DeviceBenchConfig) -> str:
+    from export.bundle.bundle import app_files
+
     remote = f"{REMOTE_ROOT}/{artifact.resolve().name}"
     adb.shell(f"mkdir -p {shlex.quote(remote)}")
-    for rel in manifest["files"]:
+    for rel in app_files(manifest):  # what a phone loads: no fp32 variants or bench baselines
         parent = PurePosixPath(remote, rel).parent
         if str(parent) != remote:
             adb.shell(f"mkdir -p {shlex.quote(str(parent))}")
@@ -112,26 +115,33 @@ def _run_binary(adb: Adb, artifact: Path, manifest: dict, device: dict, cfg: Dev
         raise HandheldError("LongVU is several methods plus host-side selection; executor_runner cannot drive it", "omit --runner to use the demo app's benchmark mode")
     remote = _push_artifact(adb, artifact, manifest, cfg)
     out_dir = cfg.results_dir(artifact)
-    metrics, extra = [], {}
+    metrics = []
     for threads in cfg.threads:
         samples: dict[str, list[float]] = {}
         for i in range(cfg.warmup + cfg.iterations):
-            measured, last = i >= cfg.warmup, i == cfg.warmup + cfg.iterations - 1
             if kind == "llm":
                 values = parse_llm_observer(adb.shell(llm_command(remote, manifest, cfg, threads)))
             else:
-                etdump = last and threads == cfg.threads[-1]
-                values = {"forward_ms": parse_runner_ms(adb.shell(model_command(remote, manifest, cfg, threads, etdump)))}
-            for name, value in values.items():
-                if measured:
+                values = {"forward_ms": parse_runner_ms(adb.shell(model_command(remote, manifest, cfg, threads, etdump=False)))}
+            if i >= cfg.warmup:
+                for name, value in values.items():
                     samples.setdefault(name, []).append(value)
         metrics += [metric(name, values, threads=threads) for name, values in samples.items()]
-    if kind != "llm":
-        local = adb.pull(f"{remote}/{ETDUMP}", out_dir / ETDUMP)
-        extra = {"etdump": str(local), "hotspots": hotspots_from_etdump(local)}
+    extra = _profile(adb, remote, manifest, cfg, out_dir) if kind != "llm" else {}
     record = envelope(manifest, artifact, device, "executorch-runner", metrics, warmup=cfg.warmup, iterations=cfg.iterations, **extra)
     write_record(record, out_dir / contract.BENCH_RESULT_FILE)
     return record
+
+
+def _profile(adb: Adb, remote: str, manifest: dict, cfg: DeviceBenchConfig, out_dir: Path) -> dict:
+    """One extra traced run -> ETDump -> hot spots; {} when the runner has no event tracer."""
+    try:
+        adb.shell(model_command(remote, manifest, cfg, cfg.threads[-1], etdump=True))
+        local = adb.pull(f"{remote}/{ETDUMP}", out_dir / ETDUMP)
+    except HandheldError as err:
+        print(f"note: no ETDump profile ({err.problem}); build executor_runner with -DEXECUTORCH_ENABLE_EVENT_TRACER=ON for one")
+        return {}
+    return {"etdump": str(local), "hotspots": hotspots_from_etdump(local)}
 
 
 # --- the demo app's benchmark mode -----------------------------------------------------
