@@ -34,7 +34,7 @@ def click_curve(predict, target: np.ndarray, max_clicks: int = 5) -> list[float]
 def evaluate(model, targets: TargetSet, at=(1, 3, 5)) -> dict:
     from export.sam.train import click_maps, normalize
 
-    curves, auto = [], []
+    curves, auto, auto_click = [], [], []
     for i, image in enumerate(targets.images):
         x = normalize(torch.from_numpy(image[None]), model.config, targets.content[i : i + 1])
 
@@ -44,9 +44,15 @@ def evaluate(model, targets: TargetSet, at=(1, 3, 5)) -> dict:
         for m in np.nonzero((targets.owner == i) & (targets.whole == np.arange(len(targets.whole))))[0]:
             curves.append(click_curve(predict, targets.masks[m] > 127, max(at)))
         if targets.salient[i] >= 0:
-            auto.append(iou(predict([]), targets.masks[targets.salient[i]] > 127))
+            salient = targets.masks[targets.salient[i]] > 127
+            empty = predict([])
+            auto.append(iou(empty, salient))
+            # the predictor's auto mode: one click at the deepest point of the empty-click mask
+            point = interior_point(empty) if empty.any() else None
+            auto_click.append(iou(predict([Click(*point, True)]), salient) if point else auto[-1])
     curves = np.array(curves)
     out = {f"miou_{k}_clicks": round(float(curves[:, k - 1].mean()), 4) for k in at}
     out["miou_auto"] = round(float(np.mean(auto)), 4) if auto else None
+    out["miou_auto_click"] = round(float(np.mean(auto_click)), 4) if auto_click else None
     out["objects"] = len(curves)
     return out
