@@ -24,6 +24,8 @@ class Runner(Protocol):
 # backend name -> "module:class"; the class takes (artifact_dir, manifest, **options)
 RUNNERS = Registry[str]("runtime backend")
 RUNNERS.register("executorch")("runtime.executorch_runner:ExecuTorchRunner")
+RUNNERS.register("onnx")("runtime.onnx_runner:OnnxRunner")
+RUNNERS.register("coreml")("runtime.coreml_runner:CoreMLRunner")
 
 
 def open_runner(artifact: Path, **options) -> Runner:

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from export.config import LLMExportConfig, Rotation, to_jsonable
+from export.config import LLMExportConfig, LLMQuantConfig, Rotation, to_jsonable
 from export.llm.checkpoint import Checkpoint, load_checkpoint
 from export.llm.model import Llama
 from export.llm.quantize import quantize_llm
@@ -32,6 +32,25 @@ class PreparedModel:
     model: Llama  # rotated + quantized (eager, simulated quantization)
     wrapper: CachedDecoder
     quant_report: dict
+    float_model: Llama | None = None  # rotated, unquantized: for backends whose own tools quantize
+    quant: LLMQuantConfig | None = None
+
+
+# backend name -> "module:function(model, LLMQuantConfig) -> report": the eager model with the
+# backend's own quantization simulated (parity reference); backends not listed use torchao 8da4w
+SIMULATED_QUANT = {
+    "onnx": "export.llm.quant_onnx:simulate_matmulnbits",
+    "coreml": "export.llm.quant_coreml:simulate_coreml_weights",
+}
+
+
+def _simulated_quantizer(backend: str) -> Callable:
+    import importlib
+
+    if backend not in SIMULATED_QUANT:
+        return quantize_llm
+    module, _, name = SIMULATED_QUANT[backend].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def prepare_model(cfg: LLMExportConfig, checkpoint: Checkpoint | None = None) -> PreparedModel:
@@ -44,8 +63,9 @@ def prepare_model(cfg: LLMExportConfig, checkpoint: Checkpoint | None = None) ->
         from export.rotation import apply_rotation
 
         model = apply_rotation(model, cfg.rotation, cfg.rotation_file, quantized_kv=cfg.quant.kv_cache_bits > 0)
-    report = quantize_llm(model, cfg.quant)
-    return PreparedModel(ck, model, CachedDecoder(model, cfg.max_seq_len).eval(), report)
+    float_model = copy.deepcopy(model) if cfg.backend.value in SIMULATED_QUANT else None
+    report = _simulated_quantizer(cfg.backend.value)(model, cfg.quant)
+    return PreparedModel(ck, model, CachedDecoder(model, cfg.max_seq_len).eval(), report, float_model, cfg.quant)
 
 
 @LLM_BACKENDS.register("executorch")
@@ -56,6 +76,20 @@ def _lower_executorch(prepared: PreparedModel, folder: Path) -> dict:
     meta = w.runtime_metadata(prepared.checkpoint.bos_id, prepared.checkpoint.eos_ids)
     summary = lower_to_executorch(w, w.example_inputs(), folder / "model.pte", w.dynamic_shapes(), meta, desc="llm")
     return {"model_file": "model.pte", "delegation": summary}
+
+
+@LLM_BACKENDS.register("onnx")
+def _lower_onnx(prepared: PreparedModel, folder: Path) -> dict:
+    from export.backends.onnx import lower_llm_onnx
+
+    return lower_llm_onnx(prepared, folder)
+
+
+@LLM_BACKENDS.register("coreml")
+def _lower_coreml(prepared: PreparedModel, folder: Path) -> dict:
+    from export.backends.coreml import lower_llm_coreml
+
+    return lower_llm_coreml(prepared, folder)
 
 
 def _save_tokenizer(ck: Checkpoint, folder: Path) -> dict:
