@@ -28,6 +28,7 @@ DEMO_STEPS.register("30-longvu")("export.longvu.demo:run_demo")
 PARITY.register("sam")("export.sam.parity:check_artifact")
 BENCH.register("sam")("export.sam.bench:bench_artifact")
 DEMO_STEPS.register("20-sam")("export.sam.demo:run_demo")
+DEMO_STEPS.register("40-bundle")("export.bundle.demo:run_demo")
 
 
 def resolve(target: str) -> Callable:
