@@ -156,7 +156,8 @@ class ExecuTorchPieces:
         path = Path(folder) / manifest["model_file"]
         try:
             program = Runtime.get().load_program(str(path))
-            self.methods = {name: program.load_method(name) for name in manifest["methods"]}
+            # methods with their own "file" are not in the program (CoreML vision methods)
+            self.methods = {name: program.load_method(name) for name, spec in manifest["methods"].items() if "file" not in spec}
         except Exception as err:
             raise HandheldError(f"ExecuTorch could not load {path} ({type(err).__name__}: {str(err)[:200]})", "re-export the artifact with this Handheld/ExecuTorch version") from None
         self.program = program
@@ -184,6 +185,20 @@ class ExecuTorchPieces:
 
     def decode(self, embeds, pos: int):
         return self._call("decode", embeds, torch.tensor([pos], dtype=torch.long))[0].reshape(-1)
+
+
+@PIECES_BACKENDS.register("coreml")
+class CoreMLPieces(ExecuTorchPieces):
+    """`embed`/`decode` from the .pte; the vision .mlpackages run by the MIL interpreter on
+    Linux (Apple's runtime needs macOS/iOS), so the host selection sees what the packages hold."""
+
+    def __init__(self, folder: Path, manifest: dict, threads: int | None = None):
+        from export.longvu.coreml import MilMethod
+
+        super().__init__(folder, manifest, threads)
+        for name, spec in manifest["methods"].items():
+            if "file" in spec:
+                self.methods[name] = MilMethod(Path(folder) / spec["file"], [i["name"] for i in spec["inputs"]])
 
 
 @PIECES_BACKENDS.register("onnx")

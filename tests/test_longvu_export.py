@@ -127,3 +127,15 @@ def test_bench_reports_encoder_speed_tokens_per_stage_ttft_and_rss(artifact):
     for v in run["videos"].values():
         assert v["dino_frames_per_s"] > 0 and v["siglip_frames_per_s"] > 0 and v["time_to_first_token_ms"] > 0
         assert v["counts"]["tokens_after_truncation"] <= v["counts"]["budget"]
+
+
+def test_coreml_variant_vision_packages_select_the_same(model, tmp_path):
+    """fp32 vision .mlpackages (run by the MIL interpreter on Linux) + the .pte text methods."""
+    from export.longvu.export import export_longvu
+    from export.longvu.pipeline import build_model
+
+    cfg = dataclasses.replace(CFG, backend="coreml", quantize_vision=False)
+    manifest = export_longvu(cfg, tmp_path / "coreml", model=build_model(cfg, model.checkpoint))
+    assert manifest["parity"]["passed"], manifest["parity"]["failures"]
+    assert [manifest["methods"][m].get("file") for m in ("dino", "siglip", "project")] == ["dino.mlpackage", "siglip.mlpackage", "project.mlpackage"]
+    assert set(manifest["delegation"]) == {"embed", "decode"}

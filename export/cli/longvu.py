@@ -10,14 +10,14 @@ from pathlib import Path
 from export.longvu.config import PRESETS, LongVUConfig, VideoConfig
 
 DEFAULT_PRESET = "longvu-smollm2"  # int8 vision + 8da4w decoder on XNNPACK
-ONNX_PRESET = "longvu-smollm2-fp32"  # the ONNX pieces are fp32
+BACKEND_PRESETS = {"onnx": "longvu-smollm2-fp32", "coreml": "longvu-smollm2-coreml"}  # ONNX is fp32; CoreML vision is fp32
 
 
 def add_export_parser(export_sub) -> None:
     p = export_sub.add_parser("longvu", help="export LongVU's pieces (DINOv2, SigLIP, projector, embedding, decoder) as one program")
-    p.add_argument("--backend", default="executorch", help="executorch | onnx")
+    p.add_argument("--backend", default="executorch", help="executorch | onnx | coreml")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--preset", choices=sorted(PRESETS), help=f"encoder sizes and defaults (default: {DEFAULT_PRESET} for executorch, {ONNX_PRESET} otherwise)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help=f"encoder sizes and defaults (default: {DEFAULT_PRESET}; {BACKEND_PRESETS})")
     p.add_argument("--dino", help="DINOv2 checkpoint: HF folder, .safetensors/.bin, or LongVU's checkpoint (default: seeded random)")
     p.add_argument("--siglip", help="SigLIP checkpoint: HF folder, .safetensors/.bin, or LongVU's checkpoint (default: seeded random)")
     p.add_argument("--projector", help="file holding mm_projector.{0,2}.* (default: seeded random)")
@@ -40,7 +40,7 @@ def add_commands(sub) -> None:
 
 
 def build_config(args: argparse.Namespace) -> LongVUConfig:
-    cfg = PRESETS[args.preset or (DEFAULT_PRESET if args.backend == "executorch" else ONNX_PRESET)]
+    cfg = PRESETS[args.preset or BACKEND_PRESETS.get(args.backend, DEFAULT_PRESET)]
     video = {k: v for k, v in {"fps": args.fps, "max_frames": args.max_frames}.items() if v is not None}
     llm = {k: v for k, v in {"checkpoint": args.checkpoint, "max_seq_len": args.context_len}.items() if v is not None}
     return dataclasses.replace(

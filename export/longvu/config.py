@@ -147,11 +147,11 @@ class LongVUConfig:
         object.__setattr__(self, "backend", parse_enum(Backend, self.backend, "backend"))
         if self.dino.family is not VitFamily.DINOV2 or self.siglip.family is not VitFamily.SIGLIP:
             raise HandheldError("dino must be a DINOv2 config and siglip a SigLIP config", "use DINO_PRESETS / SIGLIP_PRESETS")
-        if self.backend is not Backend.EXECUTORCH and (self.quantize_vision or (self.llm.quant.weight_bits, self.llm.quant.embedding_bits, self.llm.quant.output_bits) != (16, 0, 0)):
-            raise HandheldError(
-                f"the {self.backend.value} LongVU export is fp32 (int8 vision and 8da4w are ExecuTorch-only here)",
-                "use --preset longvu-smollm2-fp32 (the CLI's default for this backend)",
-            )
+        fp32_llm = (self.llm.quant.weight_bits, self.llm.quant.embedding_bits, self.llm.quant.output_bits) == (16, 0, 0)
+        if self.backend is Backend.ONNX and (self.quantize_vision or not fp32_llm):
+            raise HandheldError("the onnx LongVU export is fp32 (int8 vision and 8da4w are ExecuTorch-only here)", "use --preset longvu-smollm2-fp32 (the CLI's default for onnx)")
+        if self.backend is Backend.COREML and self.quantize_vision:
+            raise HandheldError("the coreml LongVU export keeps its vision methods fp32 (PT2E int8 is XNNPACK's)", "use --preset longvu-smollm2-coreml (the CLI's default for coreml)")
         if not 1 <= self.max_new_tokens < self.context_len // 2:
             raise HandheldError(f"max_new_tokens={self.max_new_tokens}", f"use 1..{self.context_len // 2 - 1}")
 
@@ -186,6 +186,8 @@ PRESETS: dict[str, LongVUConfig] = {
     "longvu-smollm2": LongVUConfig(),
     # tiny random encoders on the real SmolLM2 decoder: the whole path in seconds
     "longvu-tiny": LongVUConfig(dino=DINO_PRESETS["tiny-test"], siglip=SIGLIP_PRESETS["tiny-test"], video=VideoConfig(decode_size=64)),
+    # CoreML vision methods (fp32) + the 8da4w decoder on ExecuTorch
+    "longvu-smollm2-coreml": LongVUConfig(backend=Backend.COREML, quantize_vision=False),
     # unquantized everything: the eager reference the artifacts' quantization is measured against
     "longvu-smollm2-fp32": LongVUConfig(llm=LLMExportConfig(max_seq_len=1024, quant=FP32_LLM), quantize_vision=False),
 }

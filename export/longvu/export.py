@@ -113,6 +113,29 @@ def _lower_executorch(m: LongVUModel, folder: Path) -> dict:
     return {"model_file": MODEL_FILE, "methods": methods, "delegation": summary}
 
 
+@LONGVU_BACKENDS.register("coreml")
+def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
+    """Vision methods as fp32 .mlpackages, `embed`/`decode` as the ExecuTorch program."""
+    from export.longvu.coreml import COREML_METHODS
+    from export.sam.lower import to_coreml
+
+    parts = pieces(m)
+    methods = {}
+    for name in tqdm(COREML_METHODS, desc="longvu: coreml convert", unit="method"):
+        p, file = parts.pop(name), f"{name}.mlpackage"
+        try:
+            to_coreml(p.module, p.example_inputs, ([s["name"] for s in p.inputs], [s["name"] for s in p.outputs]), folder / file, int8=False)
+        except Exception as err:
+            raise HandheldError(f"CoreML conversion of LongVU's {name} failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}",
+                                "report it with the config; the ExecuTorch backend is the reference path") from err
+        methods[name] = {"file": file, "inputs": p.inputs, "outputs": p.outputs}
+    meta = {"get_max_seq_len": m.cfg.context_len, "get_vocab_size": m.decoder.model.args.vocab_size, "get_eos_ids": list(m.checkpoint.eos_ids)}
+    summary = lower_program(parts, folder / MODEL_FILE, meta)
+    methods |= {name: {"inputs": p.inputs, "outputs": p.outputs} for name, p in parts.items()}
+    return {"model_file": MODEL_FILE, "methods": methods, "delegation": summary,
+            "coreml": {"deployment_target": "iOS17", "precision": "fp32", "checked_on_linux": "MIL programs interpreted with PyTorch ops (export/longvu/coreml.py)"}}
+
+
 ONNX_OPSET = 18
 
 

@@ -177,7 +177,7 @@ def check_longvu_parity(folder: Path, model=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ref_tok = eager_tokenizer(model.checkpoint, tmp)
         float_ref = None
-        if model.float_vision is not None:
+        if getattr(model, "float_vision", None) is not None:
             dino, siglip, projector = model.float_vision
             float_ref = EagerPieces(dataclasses.replace(model, dino=dino, siglip=siglip, projector=projector))
         metrics = measure(art, EagerPieces(model), art_tok, ref_tok, cfg, float_ref)
