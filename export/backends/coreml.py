@@ -76,6 +76,7 @@ def quantize_weights(mlmodel, vocab: int, weight_bits: int, output_bits: int, em
         names.update({n: int8 for n in roles["lm_head"]})
     if embedding_bits == 8:
         names.update({n: int8 for n in roles["embedding"]})
+    roles["requested"] = sorted(names)
     if not names:
         return mlmodel, roles
     config = cto.OptimizationConfig(global_config=None, op_name_configs=names)
@@ -98,6 +99,10 @@ def export_coreml(decoder, out_package: Path, weight_bits: int = 4, output_bits:
         stages.update()
         stages.set_description("coreml: 4-bit weights")
         mlmodel, roles = quantize_weights(mlmodel, decoder.model.args.vocab_size, weight_bits, output_bits, embedding_bits)
+        wanted = len(roles["requested"])
+        got = sum(op.op_type.startswith("constexpr_") for op in mlmodel._mil_program.functions["main"].operations)
+        if got < wanted:  # coremltools skips (with a log line) a weight whose in-dim is not a multiple of the block
+            raise HandheldError(f"only {got} of {wanted} weights were quantized", f"every linear's input size must be a multiple of {BLOCK}")
         stages.update()
         stages.set_description("coreml: save")
         mlmodel.save(str(out_package))
@@ -126,7 +131,11 @@ def lower_llm_coreml(prepared, folder: Path) -> dict:
 
     quant = prepared.quant
     check_coreml_quant_config(quant)
-    decoder = StatefulDecoder(copy.deepcopy(prepared.float_model), prepared.wrapper.max_seq_len).eval()
+    from export.llm.quantize import untie_embeddings
+
+    # untied: the embedding (per-row) and lm_head (per-channel) each get their own int8 constant
+    model = untie_embeddings(copy.deepcopy(prepared.float_model))
+    decoder = StatefulDecoder(model, prepared.wrapper.max_seq_len).eval()
     summary = export_coreml(decoder, folder / "model.mlpackage", quant.weight_bits, quant.output_bits, quant.embedding_bits)
     return {
         "model_file": "model.mlpackage",

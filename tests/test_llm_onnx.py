@@ -1,0 +1,194 @@
+"""ONNX backend mechanics on tiny random decoders with odd sizes (fast): the past/present
+wrapper, the exported graph (MatMulNBits where intended, Hadamards left alone), the eager
+MatMulNBits simulation against onnxruntime's own quantized weights and outputs, the runner
+contract. Real-SmolLM2 parity lives in test_llm_onnx_smollm2.py."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from export.config import LLMExportConfig, LLMQuantConfig
+from export.errors import HandheldError
+from export.llm.model import Llama
+from tests.conftest import tiny_llama_args
+
+FFN = 176  # not a multiple of the 32 block: exercises MatMulNBits' K padding
+
+
+def _tiny(**overrides):
+    torch.manual_seed(0)
+    model = Llama(tiny_llama_args(**{"ffn_dim": FFN, **overrides})).eval().requires_grad_(False)
+    for p in model.parameters():
+        if p.dim() == 1:
+            p.data.uniform_(0.5, 1.5)
+    return model
+
+
+class _TinyCheckpoint:
+    def __init__(self, model):
+        self.model, self.family, self.source, self.bos_id, self.eos_ids = model, "llama", "tiny-random", 1, (2,)
+
+
+def _export(model, tmp_path, quant=LLMQuantConfig(), max_seq_len=40):
+    """Through the real pipeline (prepare -> LLM_BACKENDS['onnx'] -> manifest), tokenizer stubbed."""
+    import export.llm.pipeline as pipeline
+    from export.llm.quant_onnx import simulate_matmulnbits
+    from export.llm.wrapper import CachedDecoder
+
+    cfg = LLMExportConfig(backend="onnx", max_seq_len=max_seq_len, quant=quant)
+    simulated = copy.deepcopy(model)
+    report = simulate_matmulnbits(simulated, quant)
+    prepared = pipeline.PreparedModel(_TinyCheckpoint(model), simulated, CachedDecoder(simulated, max_seq_len).eval(), report, model, quant)
+    save = pipeline._save_tokenizer
+    pipeline._save_tokenizer = lambda ck, folder: (folder / "tokenizer.json").write_text("{}") and {"file": "tokenizer.json", "eos_ids": [2]}
+    try:
+        manifest = pipeline.export_prepared(cfg, prepared, tmp_path / "onnx", check_parity=False)
+    finally:
+        pipeline._save_tokenizer = save
+    return tmp_path / "onnx", manifest, prepared
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    return _export(_tiny(), tmp_path_factory.mktemp("tiny_onnx"))
+
+
+def _chunks(runner_or_step, tokens, splits):
+    """Feed tokens in chunks at increasing positions; logits after each chunk."""
+    out, pos = [], 0
+    for n in splits:
+        out.append(runner_or_step(tokens[pos : pos + n], pos))
+        pos += n
+    return out
+
+
+def test_past_kv_wrapper_matches_full_sequence_eager():
+    from export.llm.wrapper_onnx import PastKVDecoder
+
+    model = _tiny()
+    dec = PastKVDecoder(model, 32).eval()
+    tokens = torch.randint(0, model.args.vocab_size, (1, 11))
+    with torch.no_grad():
+        ref = model(tokens)[0]
+        past = dec.empty_past()
+        pos = 0
+        for n in (5, 1, 3, 2):
+            logits, *past = dec(tokens[:, pos : pos + n], *past)
+            pos += n
+            torch.testing.assert_close(logits[0], ref[pos - 1], atol=1e-4, rtol=1e-4)
+    assert past[0].shape == (1, model.args.n_kv_heads, 11, model.args.head_dim)
+
+
+def test_float_graph_matches_eager_with_dynamic_lengths(tmp_path):
+    from runtime.generate import LLMStepper
+    from runtime.runner import open_runner
+
+    model = _tiny()
+    folder, manifest, _ = _export(model, tmp_path, LLMQuantConfig(weight_bits=16, dynamic_activations=False, embedding_bits=0, output_bits=0))
+    assert manifest["onnx_graph"]["matmulnbits_by_bits"] == {}
+    step = LLMStepper(open_runner(folder, threads=1))
+    tokens = torch.randint(0, model.args.vocab_size, (13,))
+    with torch.no_grad():
+        ref = model(tokens[None])[0]
+    got = _chunks(step, tokens, (6, 1, 1, 4, 1))
+    for logits, end in zip(got, (6, 7, 8, 12, 13)):
+        torch.testing.assert_close(logits, ref[end - 1], atol=2e-4, rtol=1e-4)
+
+
+def test_every_transformer_linear_is_matmulnbits_4bit_and_lm_head_8bit(tiny_onnx):
+    _, manifest, _ = tiny_onnx
+    g = manifest["onnx_graph"]
+    n_linears = 2 * 7
+    assert g["matmulnbits_by_bits"] == {"4": n_linears, "8": 1}
+    assert g["float_constant_matmuls"] == 0  # no float weight left behind (no Hadamards in this model)
+    assert "Gemm" not in g["op_counts"]
+    assert g["op_counts"]["Gather"] >= 1 and g["op_counts"].get("GatherBlockQuantized", 0) == 0
+
+
+def _initializer_weights(path):
+    """MatMulNBits node -> dequantized weight [N, K] read back from the .onnx file."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    weights = {}
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits":
+            continue
+        attrs = {a.name: a.i for a in node.attribute}
+        n, k, bits, block = attrs["N"], attrs["K"], attrs["bits"], attrs["block_size"]
+        packed, scales = inits[node.input[1]].reshape(n, -1), inits[node.input[2]].reshape(n, -1)
+        if bits == 4:
+            q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, -1).astype(np.int32) - 8
+        else:
+            q = packed.astype(np.int32) - 128
+        w = (q.reshape(n, -1, block) * scales[:, :, None]).reshape(n, -1)[:, :k].astype(np.float32)
+        weights[node.name] = (bits, w)
+    return weights
+
+
+def test_simulated_weights_equal_the_quantizers_exactly(tiny_onnx):
+    folder, _, prepared = tiny_onnx
+    onnx_weights = sorted((w.shape, bits, w.tobytes()) for bits, w in _initializer_weights(folder / "model.onnx").values())
+    sim = [m for m in prepared.model.modules() if type(m).__name__ == "MatMulNBitsLinear"]
+    sim_weights = sorted((tuple(m.weight.shape), m.bits, m.weight.numpy().astype(np.float32).tobytes()) for m in sim)
+    assert len(onnx_weights) == len(sim_weights) == 15
+    for (shape_a, bits_a, a), (shape_b, bits_b, b) in zip(onnx_weights, sim_weights):
+        assert (shape_a, bits_a) == (shape_b, bits_b)
+        wa, wb = np.frombuffer(a, np.float32), np.frombuffer(b, np.float32)
+        np.testing.assert_allclose(wa, wb, rtol=0, atol=1e-6 * np.abs(wb).max())
+
+
+def test_artifact_matches_matmulnbits_simulation_through_prefill_and_decode(tiny_onnx):
+    from export.llm.parity import EagerLLMRunner
+    from runtime.generate import LLMStepper
+    from runtime.runner import open_runner
+
+    folder, manifest, prepared = tiny_onnx
+    art = LLMStepper(open_runner(folder, threads=1))
+    ref = LLMStepper(EagerLLMRunner(prepared.wrapper, manifest["max_seq_len"]))
+    tokens = torch.randint(0, 133, (17,), generator=torch.Generator().manual_seed(1))
+    for a, r in zip(_chunks(art, tokens, (9, 1, 1, 1, 5)), _chunks(ref, tokens, (9, 1, 1, 1, 5))):
+        assert torch.nn.functional.cosine_similarity(a.double(), r.double(), dim=0) > 0.9999
+        assert int(a.argmax()) == int(r.argmax())
+
+
+def test_runner_rewinds_like_the_static_cache_and_refuses_gaps(tiny_onnx):
+    from runtime.runner import open_runner
+
+    folder, _, _ = tiny_onnx
+    runner = open_runner(folder, threads=1)
+    t = torch.tensor([[5, 6, 7, 8]])
+    first = runner.run({"tokens": t, "input_pos": torch.tensor([0])})["logits"]
+    runner.run({"tokens": torch.tensor([[9]]), "input_pos": torch.tensor([4])})
+    again = runner.run({"tokens": t, "input_pos": torch.tensor([0])})["logits"]  # a new conversation
+    torch.testing.assert_close(first, again)
+    assert first.shape == (1, 133)
+    with pytest.raises(HandheldError, match="skips past"):
+        runner.run({"tokens": torch.tensor([[1]]), "input_pos": torch.tensor([9])})
+
+
+def test_hadamards_stay_float_matmuls_and_the_graph_matches(tmp_path):
+    rotation = pytest.importorskip("export.rotation", reason="SpinQuant rotations (export/rotation) not in this checkout")
+    model = rotation.apply_rotation(_tiny(ffn_dim=192), "quarot", quantized_kv=True)  # 192 = 12 x 16 -> a 12-factor Hadamard
+    folder, manifest, prepared = _export(model, tmp_path)
+    g = manifest["onnx_graph"]
+    assert g["matmulnbits_by_bits"] == {"4": 14, "8": 1}
+    assert g["roles"]["other"] > 4  # attention matmuls + Hadamard factors, none quantized
+    from export.llm.parity import EagerLLMRunner
+    from runtime.generate import LLMStepper
+    from runtime.runner import open_runner
+
+    tokens = torch.randint(0, 133, (12,), generator=torch.Generator().manual_seed(2))
+    a = _chunks(LLMStepper(open_runner(folder, threads=1)), tokens, (8, 1, 3))
+    r = _chunks(LLMStepper(EagerLLMRunner(prepared.wrapper, 40)), tokens, (8, 1, 3))
+    for x, y in zip(a, r):
+        assert torch.nn.functional.cosine_similarity(x.double(), y.double(), dim=0) > 0.9999
+
+
+def test_unsupported_quantization_is_refused(tmp_path):
+    with pytest.raises(HandheldError, match="MatMulNBits with block 32"):
+        _export(_tiny(), tmp_path, LLMQuantConfig(group_size=64))
