@@ -70,7 +70,8 @@ def build_executorch_baseline(out_pte: Path, checkpoint: str | None = None, max_
             f"export.output_dir={out_pte.parent}", f"export.output_name={out_pte.name}",
         ]
         print("building ExecuTorch's own export_llm baseline (about 13 min on 2 cores) ...", flush=True)
-        proc = subprocess.run(cmd, cwd=tmp)
+        # export_llm writes output_name relative to its working directory
+        proc = subprocess.run(cmd, cwd=out_pte.parent)
     if proc.returncode != 0 or not out_pte.is_file():
         raise HandheldError(f"ExecuTorch's export_llm failed (exit {proc.returncode})", "see its log above")
     return out_pte
