@@ -11,7 +11,7 @@ from export.config import LLMExportConfig, LLMQuantConfig
 def add_export_parser(export_sub) -> None:
     p = export_sub.add_parser("llm", help="export a Llama-family LLM (default: offline SmolLM2-135M)")
     p.add_argument("--checkpoint", help="HF folder or .gguf file (default: the offline SmolLM2 demo weights)")
-    p.add_argument("--backend", default="executorch", help="executorch")
+    p.add_argument("--backend", default="executorch", help="executorch | onnx | coreml | all (a folder per backend under --out)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--max-seq-len", type=int, default=LLMExportConfig.max_seq_len)
     p.add_argument("--weight-bits", type=int, default=LLMQuantConfig.weight_bits, help="4 (8da4w), 8, or 16 (fp32)")
@@ -47,11 +47,30 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.weight_bits == 16
         else LLMQuantConfig(weight_bits=args.weight_bits, group_size=args.group_size)
     )
-    cfg = LLMExportConfig(checkpoint=args.checkpoint, backend=args.backend, max_seq_len=args.max_seq_len, quant=quant)
+    backend = "executorch" if args.backend == "all" else args.backend  # `all` replaces it per backend
+    cfg = LLMExportConfig(checkpoint=args.checkpoint, backend=backend, max_seq_len=args.max_seq_len, quant=quant)
+    if args.backend == "all":
+        return _export_all(args, cfg)
     manifest = export_llm(cfg, args.out, check_parity=not args.no_parity)
     print(f"wrote {args.out} ({manifest['model_file']})")
     parity = manifest.get("parity")
     return 0 if parity is None or parity["passed"] else 1
+
+
+def _export_all(args: argparse.Namespace, cfg: LLMExportConfig) -> int:
+    from export.llm.pipeline import export_all_backends
+
+    ok = True
+    for name, manifest in export_all_backends(cfg, args.out, check_parity=not args.no_parity).items():
+        parity = manifest.get("parity")
+        if "error" in manifest:
+            ok = False
+            print(f"{name:10} FAILED (see above)")
+            continue
+        ok &= parity is None or parity["passed"]
+        status = "parity not checked" if parity is None else f"parity {'PASS' if parity['passed'] else 'FAIL'}"
+        print(f"{name:10} {args.out / name}/{manifest['model_file']}  {status}")
+    return 0 if ok else 1
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -145,3 +145,26 @@ def export_prepared(cfg: LLMExportConfig, prepared: PreparedModel, out: Path, ch
         if check_parity:
             manifest["parity"] = check_llm_parity(folder, prepared)
     return manifest
+
+
+ALL_BACKENDS = ("executorch", "onnx", "coreml")
+
+
+def export_all_backends(cfg: LLMExportConfig, out_root: Path, check_parity: bool = True) -> dict[str, dict]:
+    """`--backend all`: one checkpoint, one rotation/quantization config, a folder per backend
+    under `out_root`. A backend that fails gets its error recorded and printed (never a silent
+    skip); the others still export. Returns backend -> manifest, or {"error": message}."""
+    import dataclasses
+
+    from export.errors import HandheldError
+
+    checkpoint = load_checkpoint(cfg.checkpoint)
+    results: dict[str, dict] = {}
+    for name in ALL_BACKENDS:
+        backend_cfg = dataclasses.replace(cfg, backend=name)
+        try:
+            results[name] = export_prepared(backend_cfg, prepare_model(backend_cfg, checkpoint), Path(out_root) / name, check_parity)
+        except HandheldError as err:
+            print(f"backend {name}: FAILED: {err}")
+            results[name] = {"error": str(err)}
+    return results
