@@ -67,7 +67,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     backends = [b for b in Backend] if args.backend == "all" else [Backend(args.backend)]
     for backend in backends:
         out = args.out / backend.value if args.backend == "all" else args.out
-        cfg = SamExportConfig(checkpoint=args.checkpoint, backend=backend, with_teacher=args.with_teacher,
+        # the teacher is a bench baseline: with `all`, skip it for CoreML (no prediction on Linux)
+        teacher = args.with_teacher and not (args.backend == "all" and backend is Backend.COREML)
+        cfg = SamExportConfig(checkpoint=args.checkpoint, backend=backend, with_teacher=teacher,
                               calibration_images=args.calibration_images)
         report = export_sam(cfg, out)
         print(f"wrote {out}")

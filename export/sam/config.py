@@ -63,8 +63,12 @@ class SqueezeSamConfig:
             raise HandheldError(f"blocks_per_stage={self.blocks_per_stage}", "use 0..8")
 
     @property
-    def in_channels(self) -> int:
-        return 3 + 2 + int(self.prev_mask_channel)
+    def click_channels(self) -> int:  # positive, negative (, previous mask)
+        return 2 + int(self.prev_mask_channel)
+
+    @property
+    def in_channels(self) -> int:  # RGB + click channels, fused at the input
+        return 3 + self.click_channels
 
     def to_dict(self) -> dict:
         return to_jsonable(self)
@@ -134,7 +138,7 @@ class SamExportConfig:
     checkpoint: str | None = None  # None = the shipped export/sam/weights checkpoint
     backend: Backend = Backend.EXECUTORCH
     int8: bool = True  # static int8 (weights + activations); False = fp32
-    calibration_images: int = 8  # real photos fed through the model to calibrate activations
+    calibration_images: int = 16  # real photos (with click maps) fed through the model to calibrate activations
     with_teacher: bool = False  # also export the LiteMedSAM teacher the same way (for bench)
     enforce_parity: bool = True  # raise when a tolerance is missed (tests of random tiny models turn it off)
 

@@ -61,7 +61,7 @@ def manifest_fields(config: SqueezeSamConfig) -> dict:
     return {
         "inputs": [
             {"name": inputs[0], "shape": [1, 3, s, s], "dtype": "float32"},
-            {"name": inputs[1], "shape": [1, config.in_channels, s, s], "dtype": "float32"},
+            {"name": inputs[1], "shape": [1, config.click_channels, s, s], "dtype": "float32"},
         ],
         "outputs": [{"name": outputs[0], "shape": [1, 1, s, s], "dtype": "float32"}],
         "mask_threshold": 0.0,
