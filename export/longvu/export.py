@@ -1,7 +1,7 @@
 """`handheld export longvu`: the five fixed-shape pieces as methods of one ExecuTorch program.
 
-    dino(pixels [1, 3, Sd, Sd])          -> feats [1, Nd, Dd]       int8 (PT2E) on XNNPACK
-    siglip(pixels [1, 3, Ss, Ss])        -> feats [1, g*g, Dv]      int8 (PT2E) on XNNPACK
+    dino(pixels [1, 3, Sd, Sd])          -> feats [1, Nd, Dd]       XNNPACK fp32 (int8 PT2E: quantize_vision)
+    siglip(pixels [1, 3, Ss, Ss])        -> feats [1, g*g, Dv]      XNNPACK fp32 (int8 PT2E: quantize_vision)
     project(feats [1, g*g, Dv])          -> hi [1, 144, dim], lo [1, 64, dim]
     embed(tokens [1, L])                 -> embeds [1, L, dim]      int8 table (embedding_byte)
     decode(embeds [1, S, dim], pos [1])  -> logits [1, vocab]       8da4w, static KV cache
