@@ -153,3 +153,17 @@ def test_int8_embedding_eager_path_equals_the_exported_op():
     assert torch.equal(q(tokens), op)
     ep = torch.export.export(q, (tokens,))
     assert [str(n.target) for n in ep.graph.nodes if n.op == "call_function"] == ["quantized_decomposed.embedding_byte.dtype"]
+
+
+def test_bench_reports_both_artifacts_and_their_ratios(tiny_artifact):
+    from export.llm.bench import bench_artifact
+
+    out, _, _ = tiny_artifact
+    # the bare .pte goes through the baseline path (ExecuTorch export_llm's artifacts are bare .pte files)
+    report = bench_artifact(out, baseline=out / "model.pte", threads=(1,), runs=1, prompt_tokens=8, decode_steps=16)
+    ours = report["results"]["handheld"]["by_threads"]["1"]
+    base = report["results"]["executorch_export_llm"]["by_threads"]["1"]
+    for m in (ours, base):
+        assert m["prefill_tok_s"] > 0 and m["decode_tok_s"] > 0 and m["peak_rss_mb"] > 50
+    ratio = report["ratios_vs_executorch_export_llm"]["1"]
+    assert ratio["decode_tok_s"] == pytest.approx(ours["decode_tok_s"] / base["decode_tok_s"])

@@ -21,7 +21,7 @@ from pathlib import Path
 PROMPT_TOKENS, DECODE_STEPS = 64, 128
 
 
-def _worker(target: str, threads: int, runs: int) -> dict:
+def _worker(target: str, threads: int, runs: int, prompt_tokens: int = PROMPT_TOKENS, decode_steps: int = DECODE_STEPS) -> dict:
     import resource
 
     import torch
@@ -49,14 +49,14 @@ def _worker(target: str, threads: int, runs: int) -> dict:
             with native_stderr_silenced():  # the same per-call cost as Handheld's runner
                 return method.execute([t, torch.tensor([pos], dtype=torch.long)])[0].reshape(-1)
 
-    prompt = torch.arange(1000, 1000 + PROMPT_TOKENS)  # fixed ids; speed does not depend on content
+    prompt = torch.arange(100, 100 + prompt_tokens)  # fixed ids; speed does not depend on content
     samples = []
     for i in range(runs + 1):
         t0 = time.perf_counter()
         logits = step(prompt, 0)
         t1 = time.perf_counter()
         token = int(logits.argmax())
-        for pos in range(PROMPT_TOKENS, PROMPT_TOKENS + DECODE_STEPS):
+        for pos in range(prompt_tokens, prompt_tokens + decode_steps):
             token = int(step([token], pos).argmax())
         t2 = time.perf_counter()
         if i:  # the first run warms up caches and XNNPACK's weight packing
@@ -65,17 +65,18 @@ def _worker(target: str, threads: int, runs: int) -> dict:
     decode = statistics.median(s[1] for s in samples)
     return {
         "threads": threads,
-        "prefill_tok_s": PROMPT_TOKENS / prefill,
-        "decode_tok_s": DECODE_STEPS / decode,
+        "prefill_tok_s": prompt_tokens / prefill,
+        "decode_tok_s": decode_steps / decode,
         "time_to_first_token_ms": prefill * 1000,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "runs": runs,
     }
 
 
-def _measure(target: Path, threads: int, runs: int) -> dict:
+def _measure(target: Path, threads: int, runs: int, prompt_tokens: int, decode_steps: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    code = f"import json; from export.llm.bench import _worker; print('RESULT', json.dumps(_worker({str(target)!r}, {threads}, {runs})))"
+    call = f"_worker({str(target)!r}, {threads}, {runs}, {prompt_tokens}, {decode_steps})"
+    code = f"import json; from export.llm.bench import _worker; print('RESULT', json.dumps({call}))"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -90,27 +91,41 @@ def _size_mb(target: Path) -> float:
     return sum(p.stat().st_size for p in files) / 2**20
 
 
-def bench_artifact(folder: Path, baseline: Path | None = None, threads=(1, 2), runs: int = 3) -> dict:
+def bench_artifact(
+    folder: Path,
+    baseline: Path | None = None,
+    threads=(1, 2),
+    runs: int = 3,
+    prompt_tokens: int = PROMPT_TOKENS,
+    decode_steps: int = DECODE_STEPS,
+) -> dict:
     from tqdm import tqdm
 
     from export.manifest import load_manifest
 
     folder = Path(folder)
     manifest = load_manifest(folder)
+    if prompt_tokens + decode_steps > manifest["max_seq_len"]:
+        from export.errors import HandheldError
+
+        raise HandheldError(
+            f"the bench needs {prompt_tokens + decode_steps} positions but {folder} has a context of {manifest['max_seq_len']}",
+            "re-export with a larger --max-seq-len",
+        )
     targets = {"handheld": folder}
     if baseline:
         targets["executorch_export_llm"] = Path(baseline)
     results: dict = {name: {"size_mb": _size_mb(t), "path": str(t), "by_threads": {}} for name, t in targets.items()}
     jobs = [(name, t) for name in targets for t in threads]
     for name, t in tqdm(jobs, desc="bench", unit="config"):
-        results[name]["by_threads"][str(t)] = _measure(targets[name], t, runs)
+        results[name]["by_threads"][str(t)] = _measure(targets[name], t, runs, prompt_tokens, decode_steps)
     report = {
         "kind": "llm",
         "artifact": str(folder),
         "backend": manifest["backend"],
         "quantization": manifest.get("quantization", {}).get("scheme"),
-        "prompt_tokens": PROMPT_TOKENS,
-        "decode_steps": DECODE_STEPS,
+        "prompt_tokens": prompt_tokens,
+        "decode_steps": decode_steps,
         "results": results,
     }
     if baseline:
