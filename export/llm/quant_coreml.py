@@ -28,7 +28,7 @@ LINEAR_DTYPE, OUTPUT_DTYPE = "int4", "int8"
 
 
 def coreml_symmetric_dequantized(w: torch.Tensor, bits: int, block: int | None) -> torch.Tensor:
-    """w: [out, in] -> what the package dequantizes to (fp32 view of fp16-scaled integers).
+    """w: [out, in] -> what the package dequantizes to (fp16 values, returned as fp32).
 
     block=None: one scale per output row; else blocks of `block` along the input dim."""
     w16 = w.detach().float().numpy().astype(np.float16)
@@ -41,7 +41,8 @@ def coreml_symmetric_dequantized(w: torch.Tensor, bits: int, block: int | None) 
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.clip(np.round(wb / scale), -qmax, qmax)
     q = np.nan_to_num(q)
-    return torch.from_numpy((q.astype(np.float32) * scale.astype(np.float32)).reshape(out_f, in_f))
+    # the program dequantizes to fp16 (q * scale rounded to fp16), then runs fp16
+    return torch.from_numpy((q.astype(np.float16) * scale).astype(np.float32).reshape(out_f, in_f))
 
 
 class CoreMLWeightLinear(nn.Module):

@@ -1,0 +1,178 @@
+"""CoreML backend mechanics on a tiny random decoder (fast): the stateful wrapper, the converted
+iOS 18 program (states, int4 per-block weights, Hadamards left fp16), the package's weights
+against the eager simulation, and the saved program evaluated op by op with coremltools' value
+inference (Linux) against eager. Real prediction needs macOS and is tested there only."""
+
+import copy
+import platform
+
+import numpy as np
+import pytest
+import torch
+
+from export.config import LLMExportConfig, LLMQuantConfig
+from export.errors import HandheldError
+from export.llm.model import Llama
+from tests.conftest import tiny_llama_args
+
+
+def _tiny(**overrides):
+    torch.manual_seed(0)
+    model = Llama(tiny_llama_args(**overrides)).eval().requires_grad_(False)
+    for p in model.parameters():
+        if p.dim() == 1:
+            p.data.uniform_(0.5, 1.5)
+    return model
+
+
+class _TinyCheckpoint:
+    def __init__(self, model):
+        self.model, self.family, self.source, self.bos_id, self.eos_ids = model, "llama", "tiny-random", 1, (2,)
+
+
+def _export(model, tmp_path, quant=LLMQuantConfig(), max_seq_len=40):
+    import export.llm.pipeline as pipeline
+    from export.llm.quant_coreml import simulate_coreml_weights
+    from export.llm.wrapper import CachedDecoder
+
+    cfg = LLMExportConfig(backend="coreml", max_seq_len=max_seq_len, quant=quant)
+    simulated = copy.deepcopy(model)
+    report = simulate_coreml_weights(simulated, quant)
+    prepared = pipeline.PreparedModel(_TinyCheckpoint(model), simulated, CachedDecoder(simulated, max_seq_len).eval(), report, model, quant)
+    save = pipeline._save_tokenizer
+    pipeline._save_tokenizer = lambda ck, folder: (folder / "tokenizer.json").write_text("{}") and {"file": "tokenizer.json", "eos_ids": [2]}
+    try:
+        manifest = pipeline.export_prepared(cfg, prepared, tmp_path / "coreml", check_parity=False)
+    finally:
+        pipeline._save_tokenizer = save
+    return tmp_path / "coreml", manifest, prepared
+
+
+@pytest.fixture(scope="module")
+def tiny_coreml(tmp_path_factory):
+    return _export(_tiny(), tmp_path_factory.mktemp("tiny_coreml"))
+
+
+def _chunks(step, tokens, splits):
+    out, pos = [], 0
+    for n in splits:
+        out.append(step(tokens[pos : pos + n], pos))
+        pos += n
+    return out
+
+
+def test_stateful_wrapper_matches_full_sequence_eager():
+    from export.llm.wrapper_coreml import StatefulDecoder, causal_mask
+
+    model = _tiny()
+    dec = StatefulDecoder(model, 32).eval()
+    tokens = torch.randint(0, model.args.vocab_size, (1, 11))
+    with torch.no_grad():
+        ref = model(tokens)[0]
+        pos = 0
+        for n in (5, 1, 3, 2):
+            logits = dec(tokens[:, pos : pos + n].int(), causal_mask(pos, n))
+            pos += n
+            torch.testing.assert_close(logits[0], ref[pos - 1], atol=1e-4, rtol=1e-4)
+
+
+def test_program_is_stateful_ios18_with_int4_block_weights(tiny_coreml):
+    _, manifest, _ = tiny_coreml
+    c = manifest["coreml"]
+    assert c["deployment_target"] == "iOS18"
+    assert sorted(c["states"]) == ["key_cache", "value_cache"]
+    assert c["op_counts"]["read_state"] == 2 and c["op_counts"]["coreml_update_state"] == 2
+    assert c["quantized_consts"]["linear"] == 14 and c["quantized_consts"]["lm_head"] == 1 and c["quantized_consts"]["embedding"] == 1
+    # the tiny model ties its embedding: coremltools deduplicates the identical int8 table and lm_head
+    assert c["op_counts"]["constexpr_blockwise_shift_scale"] == c["quantized_consts"]["requested"] == 15
+
+
+def test_package_weights_equal_the_simulation(tiny_coreml):
+    from runtime.mil_interpreter import MILInterpreter
+
+    folder, _, prepared = tiny_coreml
+    interp = MILInterpreter(folder / "model.mlpackage")
+    package = {}
+    for op in interp.fn.operations:
+        if op.op_type.startswith("constexpr_"):
+            w = interp.consts[op.outputs[0].name]
+            package.setdefault(w.shape, []).append(w)
+    sim = [m.weight.numpy() for m in prepared.model.modules() if type(m).__name__ == "CoreMLWeightLinear"]
+    sim.append(prepared.model.embed_tokens.weight.numpy())
+    assert sum(len(v) for v in package.values()) == 15 and len(sim) == 16  # tied table + lm_head: one constant
+    for w in sim:
+        # every simulated weight is in the package, bit for bit
+        assert any(np.array_equal(w, p) for p in package[w.shape]), f"no package weight matches a simulated {w.shape} weight"
+    from coremltools.converters.mil.mil import types
+
+    int4 = [op for op in interp.fn.operations if op.op_type == "constexpr_blockwise_shift_scale" and types.builtin_to_string(op.data.dtype) == "int4"]
+    assert len(int4) == 14
+
+
+def test_mil_program_matches_eager_simulation_through_prefill_and_decode(tiny_coreml):
+    from export.llm.parity import EagerLLMRunner
+    from runtime.coreml_runner import CoreMLRunner
+    from runtime.generate import LLMStepper
+    from export.manifest import load_manifest
+
+    folder, manifest, prepared = tiny_coreml
+    art = LLMStepper(CoreMLRunner(folder, load_manifest(folder), interpreter=True))
+    ref = LLMStepper(EagerLLMRunner(prepared.wrapper, manifest["max_seq_len"]))
+    tokens = torch.randint(0, 133, (15,), generator=torch.Generator().manual_seed(1))
+    for a, r in zip(_chunks(art, tokens, (7, 1, 1, 6)), _chunks(ref, tokens, (7, 1, 1, 6))):
+        # fp16 constants (norm gains) are the only difference from the fp32 reference
+        assert torch.nn.functional.cosine_similarity(a.double(), r.double(), dim=0) > 0.9999
+        assert int(a.argmax()) == int(r.argmax())
+    # a rewind to 0 starts a new conversation: stale cache rows are masked out
+    again = _chunks(art, tokens, (7,))[0]
+    first = _chunks(ref, tokens, (7,))[0]
+    assert torch.nn.functional.cosine_similarity(again.double(), first.double(), dim=0) > 0.9999
+
+
+def test_hadamards_stay_fp16_matmuls(tmp_path):
+    rotation = pytest.importorskip("export.rotation", reason="SpinQuant rotations (export/rotation) not in this checkout")
+    model = rotation.apply_rotation(_tiny(ffn_dim=192), "quarot", quantized_kv=True)
+    folder, manifest, prepared = _export(model, tmp_path)
+    c = manifest["coreml"]
+    assert c["op_counts"]["constexpr_blockwise_shift_scale"] == 16  # untied by the rotation; Hadamard factors not compressed
+    assert c["op_counts"]["matmul"] > 2 * 2  # attention (2 per layer) + the online Hadamards
+    from export.llm.parity import EagerLLMRunner
+    from export.manifest import load_manifest
+    from runtime.coreml_runner import CoreMLRunner
+    from runtime.generate import LLMStepper
+
+    tokens = torch.randint(0, 133, (10,), generator=torch.Generator().manual_seed(2))
+    a = _chunks(LLMStepper(CoreMLRunner(folder, load_manifest(folder), interpreter=True)), tokens, (6, 1, 3))
+    r = _chunks(LLMStepper(EagerLLMRunner(prepared.wrapper, 40)), tokens, (6, 1, 3))
+    for x, y in zip(a, r):
+        assert torch.nn.functional.cosine_similarity(x.double(), y.double(), dim=0) > 0.999
+
+
+def test_linux_runner_says_it_is_not_apples_runtime(tiny_coreml, capsys):
+    from export.manifest import load_manifest
+    from runtime.coreml_runner import CoreMLRunner
+
+    folder, _, _ = tiny_coreml
+    runner = CoreMLRunner(folder, load_manifest(folder), interpreter=True)
+    assert runner.engine == "mil-interpreter"
+    assert "needs macOS" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(platform.system() != "Darwin", reason="CoreML prediction needs macOS (Apple's runtime); Linux checks the MIL program instead")
+def test_apple_runtime_matches_eager_simulation(tiny_coreml):
+    from export.llm.parity import EagerLLMRunner
+    from runtime.generate import LLMStepper
+    from runtime.runner import open_runner
+
+    folder, manifest, prepared = tiny_coreml
+    art = LLMStepper(open_runner(folder))
+    assert art.runner.engine == "coreml"
+    ref = LLMStepper(EagerLLMRunner(prepared.wrapper, manifest["max_seq_len"]))
+    tokens = torch.randint(0, 133, (12,), generator=torch.Generator().manual_seed(1))
+    for a, r in zip(_chunks(art, tokens, (8, 1, 3)), _chunks(ref, tokens, (8, 1, 3))):
+        assert torch.nn.functional.cosine_similarity(a.double(), r.double(), dim=0) > 0.99  # fp16 compute
+
+
+def test_unsupported_quantization_is_refused(tmp_path):
+    with pytest.raises(HandheldError, match="per block of 32"):
+        _export(_tiny(), tmp_path, LLMQuantConfig(group_size=64))
