@@ -3,7 +3,8 @@
 Apple's CoreML runtime exists only on macOS. What Linux can still do is load the program the
 package contains (the protobuf + weight blob, via coremltools' milproto loader) and run every
 operation through the `value_inference` coremltools itself defines for it (numpy math, the
-code its constant folding uses). A few ops (`shape`, whose inference reads the static type) have no value inference and get a rule here:
+code its constant folding uses). A few ops (`shape`, whose inference reads the static type; `slice_update` and `linear`, done
+in place / without per-call copies for speed, with coremltools' slice solver) have no value inference and get a rule here:
 states (`read_state`, `coreml_update_state`), `silu`, and the weight decompression ops
 (materialised once, with coremltools' own `materialized_val_inference`).
 
@@ -51,6 +52,12 @@ def _silu(op, env):
     return x / (1.0 + np.exp(-x))
 
 
+def _linear(op, env):
+    """x @ W^T + b (coremltools' own inference transposes a non-contiguous view per call: slow)."""
+    y = np.matmul(env(op.x), env(op.weight).T)
+    return y if op.bias is None else y + env(op.bias)
+
+
 def _cast(op, env):
     x = env(op.x)
     dtype = op.dtype.val
@@ -72,8 +79,19 @@ class MILInterpreter:
                 self.consts[op.outputs[0].name] = _f32(op.materialized_val_inference())
             elif op.op_type == "const":
                 self.consts[op.outputs[0].name] = _f32(op.outputs[0].val)
+        # last op index reading each var; vars dead after op i (outputs are never freed)
+        self.last_use: dict[str, int] = {}
+        for i, op in enumerate(self.fn.operations):
+            for var in _input_vars(op):
+                self.last_use[var.name] = i
+        keep = {v.name for v in self.fn.outputs}
+        self.dead_after: list[list[str]] = [[] for _ in self.fn.operations]
+        for name, i in self.last_use.items():
+            if name not in keep and name not in self.consts:
+                self.dead_after[i].append(name)
         self.rules = {
-            "read_state": lambda op, env: self.states[op.input.name].copy(),
+            "read_state": lambda op, env: self.states[op.input.name],  # never written in place (see _slice_update)
+            "linear": _linear,
             "coreml_update_state": self._update_state,
             "silu": _silu,
             # coremltools' shape value inference reads the static (symbolic) type; use the runtime shape
@@ -89,8 +107,8 @@ class MILInterpreter:
                 self.states[name] = np.zeros([int(d) for d in t.get_shape()], dtype=np.float32)
 
     def _update_state(self, op, env):
-        value = env(op.value)
-        self.states[op.state.name] = value.astype(np.float32).copy()
+        value = np.asarray(env(op.value), dtype=np.float32)
+        self.states[op.state.name] = value
         return value
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -103,17 +121,36 @@ class MILInterpreter:
                 return values[var.name]
             return self.consts[var.name] if var.name in self.consts else var.val
 
-        for op in self.fn.operations:
+        for i, op in enumerate(self.fn.operations):
             out = op.outputs[0].name if op.outputs else None
             if out in self.consts:
                 continue
-            if op.op_type in self.rules:
+            if op.op_type == "slice_update":
+                values[out] = self._slice_update(op, env, i)
+            elif op.op_type in self.rules:
                 values[out] = self.rules[op.op_type](op, env)
-                continue
-            results = self._value_inference(op, env)
-            for var, val in zip(op.outputs, results):
-                values[var.name] = val
+            else:
+                for var, val in zip(op.outputs, self._value_inference(op, env)):
+                    values[var.name] = val
+            for name in self.dead_after[i]:  # free intermediates (a decode step touches GBs otherwise)
+                values.pop(name, None)
         return {v.name: np.asarray(values[v.name]) for v in self.fn.outputs}
+
+    def _slice_update(self, op, env, index: int):
+        """coremltools' slice_update semantics (its own slice solver), in place when `x` is dead
+        afterwards and not a state: its value inference copies the whole KV cache per call."""
+        from coremltools.converters.mil.mil.ops.defs._utils import solve_slice_by_index_slice
+
+        x = env(op.x)
+        owned = op.x.name not in self.consts and op.x.name not in self.fn.inputs
+        if not (owned and self.last_use[op.x.name] == index and all(x is not s for s in self.states.values())):
+            x = np.array(x, copy=True)
+        opt = lambda v: None if v is None else env(v)  # noqa: E731
+        slices = solve_slice_by_index_slice(
+            x.shape, env(op.begin), env(op.end), opt(op.stride), opt(op.begin_mask), opt(op.end_mask), opt(op.squeeze_mask)
+        )
+        x[slices] = np.reshape(env(op.update), x[slices].shape)
+        return x
 
     @staticmethod
     def _value_inference(op, env) -> list:

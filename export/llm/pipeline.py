@@ -44,6 +44,21 @@ SIMULATED_QUANT = {
 }
 
 
+# backends whose parity check differs from the harness default (CoreML: MIL program on Linux)
+PARITY_CHECKS = {"coreml": "export.llm.coreml_check:check_coreml_parity"}
+
+
+def _parity_check(backend: str) -> Callable:
+    import importlib
+
+    from export.llm.parity import check_llm_parity
+
+    if backend not in PARITY_CHECKS:
+        return check_llm_parity
+    module, _, name = PARITY_CHECKS[backend].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _simulated_quantizer(backend: str) -> Callable:
     import importlib
 
@@ -121,8 +136,6 @@ def export_llm(cfg: LLMExportConfig, out: Path, check_parity: bool = True) -> di
 
 
 def export_prepared(cfg: LLMExportConfig, prepared: PreparedModel, out: Path, check_parity: bool = True) -> dict:
-    from export.llm.parity import check_llm_parity
-
     lower = LLM_BACKENDS.get(cfg.backend.value)
     inputs, outputs = io_specs(prepared.wrapper)
     with atomic_artifact_dir(Path(out)) as folder:
@@ -143,7 +156,7 @@ def export_prepared(cfg: LLMExportConfig, prepared: PreparedModel, out: Path, ch
             **fields,
         )
         if check_parity:
-            manifest["parity"] = check_llm_parity(folder, prepared)
+            manifest["parity"] = _parity_check(cfg.backend.value)(folder, prepared)
     return manifest
 
 
