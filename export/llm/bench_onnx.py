@@ -186,8 +186,10 @@ def bench_vs_genai(folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3)
     targets = {"handheld_onnx": folder, "genai_builder_int4": genai_dir}
     results: dict = {name: {"size_mb": _size_mb(t), "path": str(t), "by_threads": {}} for name, t in targets.items()}
     for name, t in tqdm([(n, t) for n in targets for t in threads], desc="bench vs genai", unit="config"):
-        measure = _measure if name == "handheld_onnx" else _measure_genai
-        results[name]["by_threads"][str(t)] = measure(targets[name], t, runs)
+        if name == "handheld_onnx":
+            results[name]["by_threads"][str(t)] = _measure(targets[name], t, runs, PROMPT_TOKENS, DECODE_STEPS)
+        else:
+            results[name]["by_threads"][str(t)] = _measure_genai(targets[name], t, runs)
     tokenizer = load_checkpoint(manifest["config"].get("checkpoint")).tokenizer
     results["handheld_onnx"]["perplexity"], n = teacher_forced_perplexity(LLMStepper(open_runner(folder, threads=2)), tokenizer)
     results["genai_builder_int4"]["perplexity"], _ = teacher_forced_perplexity(GenaiStepper(genai_dir, 2), tokenizer)
