@@ -12,6 +12,19 @@ DEMO_PRESET = "longvu-smollm2"
 DEMO_QUESTION = "What animal appears in this video?"
 
 
+def _reusable(out: Path) -> dict | None:
+    """An earlier demo artifact of the same config that passed parity (the export takes ~30 min on 2 cores)."""
+    from export.errors import HandheldError
+    from export.manifest import load_manifest
+
+    try:
+        manifest = load_manifest(out, verify=True)
+    except HandheldError:
+        return None
+    same = manifest.get("config") == PRESETS[DEMO_PRESET].to_dict() and manifest.get("parity", {}).get("passed")
+    return manifest if same else None
+
+
 def run_demo(out_root: Path) -> list[str]:
     from export.cli.longvu import format_report
     from export.longvu.bench import bench_artifact
@@ -21,7 +34,7 @@ def run_demo(out_root: Path) -> list[str]:
     from runtime.video_qa import ask, open_pieces
 
     out = Path(out_root) / "longvu-executorch"
-    manifest = export_longvu(PRESETS[DEMO_PRESET], out)
+    manifest = _reusable(out) or export_longvu(PRESETS[DEMO_PRESET], out)
     pieces, tokenizer, _ = open_pieces(out, threads=2)
     answer = ask(pieces, tokenizer, decode(sample_videos()["bigbuckbunny"], pieces.cfg.video), DEMO_QUESTION)
     bench = bench_artifact(out, threads=(2,), runs=1)
