@@ -159,7 +159,8 @@ def print_report(report: dict) -> None:
             f"(frames {c['frames_sampled']}->{c['frames_after_dedup']}, tokens {c['tokens_sampled']}->{c['tokens_after_dedup']}"
             f"->{c['tokens_after_query']}->{c['tokens_after_stc']}->{c['tokens_after_truncation']}); "
             f"feature cosine min {min(f['cosine_min'] for f in v['features'].values()):.4f}; logits cosine {v['logits_cosine']:.4f}; "
-            f"greedy agreement {v['greedy_agreement']:.2f} (prefix {v['greedy_identical_prefix']}/{GREEDY_TOKENS})"
+            f"decoder greedy agreement {v['greedy_agreement']:.2f} (prefix {v['greedy_identical_prefix']}/{GREEDY_TOKENS}); "
+            f"end-to-end answer agreement {v['answer_agreement_end_to_end']:.2f}"
         )
         if v.get("int8_vs_fp32_vision"):
             f = v["int8_vs_fp32_vision"]
