@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from export.llm.model import Llama
+from export.llm.model import Llama, RMSNorm
 
 
 def past_names(n_layers: int) -> list[str]:
@@ -63,6 +63,27 @@ class PastKVSDPA(nn.Module):
         return out.reshape(b, h, s, d).transpose(1, 2)  # [1, S, H, D]
 
 
+class DivRMSNorm(nn.Module):
+    """RMSNorm written as x / sqrt(mean(x^2) + eps): the pattern onnxruntime fuses into one
+    SimplifiedLayerNormalization kernel (the rsqrt form stays five ops per norm)."""
+
+    def __init__(self, norm: RMSNorm):
+        super().__init__()
+        self.weight, self.eps = norm.weight, norm.eps
+
+    def forward(self, x):  # [..., dim]
+        return self.weight * (x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+def fusable_norms(model: nn.Module) -> nn.Module:
+    """Swap every RMSNorm for DivRMSNorm in place (the same function)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, RMSNorm):
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, DivRMSNorm(module))
+    return model
+
+
 class PastKVDecoder(nn.Module):
     """forward(tokens, *past) -> (logits, *present); see the module docstring."""
 
@@ -75,7 +96,7 @@ class PastKVDecoder(nn.Module):
             layer.self_attn.sdpa = sdpa
         model.rope_cos = model.rope_cos[:max_seq_len].clone()  # [max_seq_len, head_dim]
         model.rope_sin = model.rope_sin[:max_seq_len].clone()
-        self.model = model
+        self.model = fusable_norms(model)
 
     @property
     def n_layers(self) -> int:
