@@ -44,7 +44,7 @@ class LLMQuantConfig:
     group_size: int = 32
     dynamic_activations: bool = True  # int8 per-token activations into every linear
     embedding_bits: int = 8  # 0 keeps the embedding table fp32
-    output_bits: int = 8  # lm_head: int8 per-channel weights (0 = fp32)
+    output_bits: int = 8  # lm_head: int8 per-channel weights; 4 = group-wise like the linears; 0 = fp32
     kv_cache_bits: int = 0  # 0 = fp32 cache, 8 = int8 cache
 
     def __post_init__(self):
@@ -54,8 +54,8 @@ class LLMQuantConfig:
             raise HandheldError(f"group_size={self.group_size} is not supported", "use a multiple of 16, e.g. 32")
         if self.embedding_bits not in (0, 8):
             raise HandheldError(f"embedding_bits={self.embedding_bits}", "use 8 or 0 (fp32)")
-        if self.output_bits not in (0, 8):
-            raise HandheldError(f"output_bits={self.output_bits}", "use 8 or 0 (fp32)")
+        if self.output_bits not in (0, 4, 8):
+            raise HandheldError(f"output_bits={self.output_bits}", "use 8, 4 or 0 (fp32)")
         if self.kv_cache_bits not in (0, 8):
             raise HandheldError(f"kv_cache_bits={self.kv_cache_bits}", "use 8 or 0 (fp32)")
 

@@ -16,6 +16,7 @@ def add_export_parser(export_sub) -> None:
     p.add_argument("--max-seq-len", type=int, default=LLMExportConfig.max_seq_len)
     p.add_argument("--weight-bits", type=int, default=LLMQuantConfig.weight_bits, help="4 (8da4w), 8, or 16 (fp32)")
     p.add_argument("--group-size", type=int, default=LLMQuantConfig.group_size)
+    p.add_argument("--output-bits", type=int, default=LLMQuantConfig.output_bits, help="lm_head: 8 (per-channel), 4 (group-wise) or 0 (fp32)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
     p.set_defaults(func=cmd_export)
 
@@ -45,7 +46,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     quant = (
         LLMQuantConfig(weight_bits=16, dynamic_activations=False, embedding_bits=0, output_bits=0)
         if args.weight_bits == 16
-        else LLMQuantConfig(weight_bits=args.weight_bits, group_size=args.group_size)
+        else LLMQuantConfig(weight_bits=args.weight_bits, group_size=args.group_size, output_bits=args.output_bits)
     )
     backend = "executorch" if args.backend == "all" else args.backend  # `all` replaces it per backend
     cfg = LLMExportConfig(checkpoint=args.checkpoint, backend=backend, max_seq_len=args.max_seq_len, quant=quant)

@@ -84,8 +84,11 @@ def quantize_llm(model: Llama, cfg: LLMQuantConfig) -> dict:
         errs = [sqnr_db(before[n], _dequantized(m.weight)) for n, m in model.linears().items()]
         report["linear_weight_sqnr_db_min"] = min(errs)
         report["linear_weight_sqnr_db_mean"] = sum(errs) / len(errs)
-    if cfg.output_bits == 8:
-        out_cfg = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
+    if cfg.output_bits:
+        out_cfg = Int8DynamicActivationIntxWeightConfig(
+            weight_dtype=torch.int8 if cfg.output_bits == 8 else torch.int4,
+            weight_granularity=PerAxis(0) if cfg.output_bits == 8 else PerGroup(cfg.group_size),
+        )
         quantize_(model, out_cfg, filter_fn=lambda m, fqn: fqn == "lm_head")
         report["lm_head_weight_sqnr_db"] = sqnr_db(before["lm_head"], _dequantized(model.lm_head.weight))
     if cfg.embedding_bits == 8:
