@@ -179,3 +179,26 @@ def lower_llm_onnx(prepared, folder: Path) -> dict:
             **summary,
         },
     }
+
+
+def judge_onnx(metrics: dict) -> dict:
+    failures = [
+        f"{key}={metrics[key]:.4g} ({kind} {limit})"
+        for key, (kind, limit) in ONNX_TOLERANCES.items()
+        if not (metrics[key] >= limit if kind == "min" else metrics[key] <= limit)
+    ]
+    return {"passed": not failures, "failures": failures, "tolerances": ONNX_TOLERANCES}
+
+
+def check_onnx_parity(folder: Path, prepared=None) -> dict:
+    """The harness (export/llm/parity.py), labelled with this reference and judged again with ONNX_TOLERANCES."""
+    from export.llm.parity import check_llm_parity
+    from export.manifest import update_manifest
+
+    report = check_llm_parity(folder, prepared)
+    report["reference"] = f"MatMulNBits simulated (4-bit block {BLOCK} symmetric, int8 block activations; export/llm/quant_onnx.py)"
+    report["onnx_tolerances"] = judge_onnx(report["metrics"])
+    update_manifest(folder, parity=report)
+    if report["onnx_tolerances"]["failures"]:
+        print(f"  outside the ONNX tolerances: {report['onnx_tolerances']['failures']}")
+    return report

@@ -31,6 +31,7 @@ def check_coreml_parity(folder: Path, prepared=None) -> dict:
         return parity.check_llm_parity(folder, prepared)
     with mock.patch.multiple(parity, **LINUX_PROTOCOL):
         report = parity.check_llm_parity(folder, prepared)
+    report["reference"] = "coremltools int4 per-block / int8 weights simulated, fp32 activations (export/llm/quant_coreml.py)"
     report["engine"] = "mil-interpreter (coremltools value inference, fp32; not Apple's runtime)"
     report["protocol"] = dict(LINUX_PROTOCOL)
     update_manifest(folder, parity=report)

@@ -44,8 +44,8 @@ SIMULATED_QUANT = {
 }
 
 
-# backends whose parity check differs from the harness default (CoreML: MIL program on Linux)
-PARITY_CHECKS = {"coreml": "export.llm.coreml_check:check_coreml_parity"}
+# backends whose parity check wraps the harness (CoreML: MIL program on Linux; ONNX: own tolerances too)
+PARITY_CHECKS = {"coreml": "export.llm.coreml_check:check_coreml_parity", "onnx": "export.backends.onnx:check_onnx_parity"}
 
 
 def _parity_check(backend: str) -> Callable:
