@@ -192,3 +192,28 @@ def test_hadamards_stay_float_matmuls_and_the_graph_matches(tmp_path):
 def test_unsupported_quantization_is_refused(tmp_path):
     with pytest.raises(HandheldError, match="MatMulNBits with block 32"):
         _export(_tiny(), tmp_path, LLMQuantConfig(group_size=64))
+
+
+def test_backend_all_exports_every_backend_and_reports_a_failure(monkeypatch, tmp_path, capsys):
+    """`handheld export llm --backend all`: one config, a folder per backend; a failing backend is
+    printed and makes the command fail, the others still export (stubs: mechanics only)."""
+    import export.llm.pipeline as pipeline
+    from export.cli import main
+
+    seen = []
+
+    def fake_export(cfg, prepared, out, check_parity=True):
+        seen.append((cfg.backend.value, out.name, cfg.rotation.value, cfg.max_seq_len))
+        if cfg.backend.value == "coreml":
+            raise HandheldError("CoreML conversion failed: stub", "fix it")
+        return {"model_file": f"model.{cfg.backend.value}", "parity": {"passed": True}}
+
+    monkeypatch.setattr(pipeline, "load_checkpoint", lambda path: "checkpoint")
+    monkeypatch.setattr(pipeline, "prepare_model", lambda cfg, ck: ("prepared", cfg.backend.value))
+    monkeypatch.setattr(pipeline, "export_prepared", fake_export)
+    rc = main(["export", "llm", "--backend", "all", "--out", str(tmp_path), "--max-seq-len", "64"])
+    assert rc == 1
+    assert [s[:2] for s in seen] == [("executorch", "executorch"), ("onnx", "onnx"), ("coreml", "coreml")]
+    assert len({s[2:] for s in seen}) == 1  # one rotation/quantization config for all
+    out = capsys.readouterr().out
+    assert "backend coreml: FAILED" in out and "onnx" in out
