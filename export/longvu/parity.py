@@ -5,9 +5,10 @@ Measured per video:
 - selection: the frames kept by dedup, the frames at full resolution and every kept token
   position must be identical (the host code is shared; only the pieces differ);
 - features: cosine / SQNR of every piece's output on the video's own frames;
-- decoder: prefill logits on the eager multimodal prompt (cosine, max-abs, top-1) and greedy
-  continuations of both decoders from that same prompt (position-wise agreement, identical
-  prefix); the answers of the two full pipelines are compared too, for information.
+- decoder: from the eager multimodal prompt, the prefill logits and the logits along the eager
+  greedy answer fed to both decoders (teacher-forced cosine and top-1), plus both decoders'
+  free-running greedy answers (position-wise agreement, identical prefix; reported, not gated);
+  the answers of the two full pipelines are compared too, for information.
 Random inputs hide divergences (a DINOv2 on XNNPACK once drifted by ~10 in logits on real images
 while a random-input test passed), so only real frames are used.
 """
@@ -27,9 +28,13 @@ from export.metrics import cosine, max_abs, sqnr_db
 TOLERANCES = {
     "selection_identical_fraction": ("min", 1.0),  # every sample video selects exactly the same tokens
     "feature_cosine_min": ("min", 0.99),  # worst piece output over all videos
-    "logits_cosine_min": ("min", 0.99),
-    "greedy_agreement": ("min", 0.75),  # decoders greedy from the same prompt embeddings
+    "logits_cosine_min": ("min", 0.99),  # prefill and every teacher-forced answer position
+    "teacher_forced_top1": ("min", 0.9),  # argmax agreement along the eager greedy answer
 }
+# Free-running greedy agreement is reported, not gated: 8da4w on XNNPACK and its torchao
+# simulation differ by a few logits units on SmolLM2's outlier-heavy activations, and on the
+# random-vision prompts near-ties flip after 5-7 identical tokens; the teacher-forced numbers
+# above catch real decoder bugs (cache positions, masks) without that amplification.
 PARITY_FPS = 2.0  # more frames per short sample video than the 1 fps default
 QUESTION = "What is happening in this video?"
 GREEDY_TOKENS = 24
@@ -77,6 +82,14 @@ def _selection_margins(feats_fn, frames, cfg: LongVUConfig) -> float:
     return min(margins) if margins else float("inf")
 
 
+def _teacher_forced(pieces, embeds: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+    """[1 + len(tokens) - 1, vocab] logits: the prefill, then one decode call per answer token fed in."""
+    rows, pos = [pieces.decode(embeds, 0)], embeds.shape[1]
+    for i, t in enumerate(tokens[:-1]):
+        rows.append(pieces.decode(pieces.embed(torch.tensor([[t]], dtype=torch.long)), pos + i))
+    return torch.stack(rows)
+
+
 def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig, float_ref=None) -> dict:
     """art/ref: Pieces to compare; float_ref: optional Pieces with fp32 vision, for the
     (informational) effect of int8 vision on what gets selected."""
@@ -100,7 +113,9 @@ def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig, float_ref=None) -> di
         # decoder parity: both decoders greedy from the SAME multimodal prompt (the eager one), so
         # vision differences (already measured above) do not masquerade as decoder drift
         ga, gr = (generate(EmbedsStepper(p, embeds), [0] * embeds.shape[1], sampling, stop_ids=ref_tok.eos_ids).tokens for p in (art, ref))
-        same = [x == y for x, y in zip(ga, gr)]
+        same = [x == y for x, y in zip(ga, gr)] if (ga or gr) else [True]  # both stopping at once agree
+        tf_art, tf_ref = (_teacher_forced(p, embeds, gr) for p in (art, ref))
+        tf_cos = torch.nn.functional.cosine_similarity(tf_art.double(), tf_ref.double(), dim=-1)
         end_to_end = [x == y for x, y in zip(a.generation.tokens, r.generation.tokens)]
         per_video[name] = {
             "frames_sampled": len(video.frames),
@@ -116,7 +131,9 @@ def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig, float_ref=None) -> di
             "logits_cosine": cosine(la, lr),
             "logits_max_abs": max_abs(la, lr),
             "top1_same": int(la.argmax()) == int(lr.argmax()),
-            "greedy_agreement": sum(same) / max(len(gr), 1),
+            "teacher_forced_top1": float((tf_art.argmax(-1) == tf_ref.argmax(-1)).double().mean()),
+            "teacher_forced_logits_cosine_min": float(tf_cos.min()),
+            "greedy_agreement": sum(same) / len(same),
             "greedy_identical_prefix": same.index(False) if False in same else len(same),
             "answer_agreement_end_to_end": sum(end_to_end) / max(len(r.generation.tokens), 1),
             "int8_vs_fp32_vision": None if float_sel is None else {
@@ -133,7 +150,8 @@ def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig, float_ref=None) -> di
         "videos": per_video,
         "selection_identical_fraction": sum(v["selection_identical"] for v in videos) / len(videos),
         "feature_cosine_min": min(f["cosine_min"] for v in videos for f in v["features"].values()),
-        "logits_cosine_min": min(v["logits_cosine"] for v in videos),
+        "logits_cosine_min": min(min(v["logits_cosine"], v["teacher_forced_logits_cosine_min"]) for v in videos),
+        "teacher_forced_top1": min(v["teacher_forced_top1"] for v in videos),
         "greedy_agreement": sum(v["greedy_agreement"] for v in videos) / len(videos),
         "fps": PARITY_FPS,
         "question": QUESTION,
@@ -159,7 +177,7 @@ def print_report(report: dict) -> None:
             f"(frames {c['frames_sampled']}->{c['frames_after_dedup']}, tokens {c['tokens_sampled']}->{c['tokens_after_dedup']}"
             f"->{c['tokens_after_query']}->{c['tokens_after_stc']}->{c['tokens_after_truncation']}); "
             f"feature cosine min {min(f['cosine_min'] for f in v['features'].values()):.4f}; logits cosine {v['logits_cosine']:.4f}; "
-            f"decoder greedy agreement {v['greedy_agreement']:.2f} (prefix {v['greedy_identical_prefix']}/{GREEDY_TOKENS}); "
+            f"teacher-forced top-1 {v['teacher_forced_top1']:.2f}; decoder greedy agreement {v['greedy_agreement']:.2f} (prefix {v['greedy_identical_prefix']}/{GREEDY_TOKENS}); "
             f"end-to-end answer agreement {v['answer_agreement_end_to_end']:.2f}"
         )
         if v.get("int8_vs_fp32_vision"):
