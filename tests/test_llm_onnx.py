@@ -217,3 +217,17 @@ def test_backend_all_exports_every_backend_and_reports_a_failure(monkeypatch, tm
     assert len({s[2:] for s in seen}) == 1  # one rotation/quantization config for all
     out = capsys.readouterr().out
     assert "backend coreml: FAILED" in out and "onnx" in out
+
+
+def test_4bit_lm_head_option(tmp_path):
+    from export.llm.parity import EagerLLMRunner
+    from runtime.generate import LLMStepper
+    from runtime.runner import open_runner
+
+    folder, manifest, prepared = _export(_tiny(), tmp_path, LLMQuantConfig(output_bits=4))
+    assert manifest["onnx_graph"]["matmulnbits_by_bits"] == {"4": 15}
+    tokens = torch.randint(0, 133, (9,), generator=torch.Generator().manual_seed(3))
+    a = _chunks(LLMStepper(open_runner(folder, threads=1)), tokens, (8, 1))
+    r = _chunks(LLMStepper(EagerLLMRunner(prepared.wrapper, 40)), tokens, (8, 1))
+    for x, y in zip(a, r):
+        assert torch.nn.functional.cosine_similarity(x.double(), y.double(), dim=0) > 0.9999

@@ -72,8 +72,8 @@ def quantize_weights(mlmodel, vocab: int, weight_bits: int, output_bits: int, em
     names: dict[str, object] = {}
     if weight_bits == 4:
         names.update({n: int4 for n in roles["linear"]})
-    if output_bits == 8:
-        names.update({n: int8 for n in roles["lm_head"]})
+    if output_bits:
+        names.update({n: int8 if output_bits == 8 else int4 for n in roles["lm_head"]})
     if embedding_bits == 8:
         names.update({n: int8 for n in roles["embedding"]})
     roles["requested"] = sorted(names)
@@ -142,7 +142,7 @@ def lower_llm_coreml(prepared, folder: Path) -> dict:
         "coreml": {
             "inputs": ["tokens [1, S] int32", "causal_mask [1, 1, S, input_pos + S] fp32 (0 / -inf)"],
             "states": "key_cache, value_cache [n_layers, n_kv_heads, max_seq_len, head_dim] fp16",
-            "weights": f"int4 per-block {BLOCK} linear_symmetric (transformer linears); int8 per-channel lm_head and embedding; fp16 rest",
+            "weights": f"int4 per-block {BLOCK} linear_symmetric (transformer linears); lm_head {quant.output_bits or 16}-bit; int8 per-row embedding; fp16 rest",
             **summary,
         },
     }

@@ -135,8 +135,8 @@ def export_onnx(decoder: torch.nn.Module, out_file: Path, weight_bits: int = LIN
         with _in_temp_dir():
             if weight_bits == 4:
                 model = _quantize_nodes(model, roles["linear"], LINEAR_BITS)
-            if output_bits == OUTPUT_BITS and roles["lm_head"]:
-                model = _quantize_nodes(model, roles["lm_head"], OUTPUT_BITS)
+            if output_bits in (4, 8) and roles["lm_head"]:
+                model = _quantize_nodes(model, roles["lm_head"], output_bits)
         stages.update()
         stages.set_description("onnx: save")
         onnx.save_model(model, str(out_file))
@@ -175,7 +175,7 @@ def lower_llm_onnx(prepared, folder: Path) -> dict:
             "present": decoder.output_names()[1:],
             "kv_shape": [1, a.n_kv_heads, 0, a.head_dim],
             "kv_layout": "[1, n_kv_heads, positions, head_dim], fp32; position of tokens[0, 0] = past length",
-            "weights": f"MatMulNBits {LINEAR_BITS}-bit (lm_head {OUTPUT_BITS}-bit) block {BLOCK} symmetric, accuracy_level {ACCURACY_LEVEL} (int8 activations); int8 per-row embedding",
+            "weights": f"MatMulNBits {LINEAR_BITS}-bit (lm_head {quant.output_bits or 'fp32'}-bit) block {BLOCK} symmetric, accuracy_level {ACCURACY_LEVEL} (int8 activations); int8 per-row embedding",
             **summary,
         },
     }

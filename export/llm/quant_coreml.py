@@ -83,8 +83,8 @@ def simulate_coreml_weights(model: Llama, cfg: LLMQuantConfig) -> dict:
             setattr(model.get_submodule(parent), leaf, q)
         report["linear_weight_sqnr_db_min"] = min(errs)
         report["linear_weight_sqnr_db_mean"] = sum(errs) / len(errs)
-    if cfg.output_bits == 8:
-        q = CoreMLWeightLinear(model.lm_head, 8, None)
+    if cfg.output_bits:  # 8: per channel; 4: per block like the linears
+        q = CoreMLWeightLinear(model.lm_head, cfg.output_bits, None if cfg.output_bits == 8 else BLOCK)
         report["lm_head_weight_sqnr_db"] = sqnr_db(model.lm_head.weight.detach(), q.weight)
         model.lm_head = q
     if cfg.embedding_bits == 8:

@@ -10,7 +10,7 @@ then quantizes its weights. "Eager with the same quantization simulated" means, 
   of each activation row is quantized symmetrically, scale = max|a| / 127 (MLAS
   QuantizeARow_CompInt8), then int8 x int4 dot products are rescaled. Simulated as
   quant-dequant of both operands followed by an fp32 matmul (exact up to summation order).
-- lm_head -> MatMulNBits bits=8, block 32, symmetric (extreme -> -128), same int8 activations.
+- lm_head -> MatMulNBits bits=8 (or 4 with --output-bits 4), block 32, symmetric (extreme -> -128), same int8 activations.
 - embedding -> int8 per-row symmetric table (the same `QuantizedEmbedding` numbers as the
   ExecuTorch export), exported as standard Gather + Cast + Mul: onnxruntime's
   GatherBlockQuantized is fed int4 only by its Python quantizer, and a gather of [S, dim]
@@ -95,7 +95,7 @@ def check_onnx_quant_config(cfg: LLMQuantConfig) -> None:
             f"the ONNX backend runs 4-bit weights as MatMulNBits with block {BLOCK}; got {cfg.name}",
             f"use --weight-bits 4 --group-size {BLOCK} (or 16 for fp32)",
         )
-    if cfg.output_bits not in (0, OUTPUT_BITS) or cfg.kv_cache_bits:
+    if cfg.kv_cache_bits:
         raise HandheldError(f"the ONNX backend has no {cfg} variant", "use int8 output, fp32 KV cache")
 
 
@@ -116,8 +116,8 @@ def simulate_matmulnbits(model: Llama, cfg: LLMQuantConfig) -> dict:
             setattr(model.get_submodule(parent), leaf, q)
         report["linear_weight_sqnr_db_min"] = min(errs)
         report["linear_weight_sqnr_db_mean"] = sum(errs) / len(errs)
-    if cfg.output_bits == OUTPUT_BITS:
-        q = MatMulNBitsLinear(model.lm_head, OUTPUT_BITS, acts)
+    if cfg.output_bits:  # 8 (default) or 4, MatMulNBits block 32 either way
+        q = MatMulNBitsLinear(model.lm_head, cfg.output_bits, acts)
         report["lm_head_weight_sqnr_db"] = sqnr_db(model.lm_head.weight.detach(), q.weight)
         model.lm_head = q
     if cfg.embedding_bits == 8:
