@@ -17,7 +17,7 @@ from pathlib import Path
 
 from export.errors import HandheldError
 
-FAMILY_CLIS = ["export.cli.llm", "export.cli.bundle", "export.cli.longvu", "export.cli.sam"]
+FAMILY_CLIS = ["export.cli.llm", "export.cli.bundle", "export.cli.longvu", "export.cli.sam", "export.cli.llm_eval"]
 
 
 def _families():
