@@ -24,7 +24,7 @@ def smollm2_onnx(tmp_path_factory, smollm2):
 def test_real_model_graph(smollm2_onnx):
     _, manifest, _ = smollm2_onnx
     g = manifest["onnx_graph"]
-    assert g["matmulnbits_by_bits"] == {"4": 30 * 7, "8": 1}
+    assert g["matmulnbits_by_bits"] == {"4": 30 * 4, "8": 1}  # q|k|v and gate|up fused
     assert g["float_constant_matmuls"] == 30  # R4's [128, 128] Sylvester factor per layer stays float
     assert g["roles"]["other"] == 30 * 4  # 2 attention + 2 R4 (x S_128, 12 x 12 factor) per layer, none quantized
 

@@ -84,6 +84,54 @@ def fusable_norms(model: nn.Module) -> nn.Module:
     return model
 
 
+class SharedInputLinears(nn.Module):
+    """Linears that read the same input (q/k/v; gate/up) computed as one: one MatMulNBits call
+    instead of three/two. MatMulNBits' blocks run along the input dim, so every output column
+    quantizes exactly as it would in its own linear (the simulation stays per-linear)."""
+
+    def __init__(self, linears: list[nn.Linear]):
+        super().__init__()
+        biases = [l.bias for l in linears]
+        self.fused = nn.Linear(linears[0].in_features, sum(l.out_features for l in linears), bias=biases[0] is not None)
+        self.fused.weight = nn.Parameter(torch.cat([l.weight.detach() for l in linears]), requires_grad=False)
+        if biases[0] is not None:
+            self.fused.bias = nn.Parameter(torch.cat([b.detach() for b in biases]), requires_grad=False)
+        self.sizes = [l.out_features for l in linears]
+        self._x, self._parts = None, None
+
+    def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        if x is not self._x:  # the first of the group computes all; the others reuse it
+            self._x, self._parts = x, self.fused(x).split(self.sizes, dim=-1)
+        return self._parts[index]
+
+    def clear(self) -> None:
+        self._x = self._parts = None
+
+
+class LinearPart(nn.Module):
+    """Stands in for one of a SharedInputLinears group (same call signature as the linear)."""
+
+    def __init__(self, shared: SharedInputLinears, index: int):
+        super().__init__()
+        self._shared, self.index = [shared], index  # a list: not registered twice
+
+    def forward(self, x):
+        return self._shared[0].part(x, self.index)
+
+
+def share_input_linears(model: Llama) -> list[SharedInputLinears]:
+    """q/k/v and gate/up of every block become one fused linear each (in place)."""
+    groups = []
+    for layer in model.layers:
+        for parent, names, attr in ((layer.self_attn, ("q_proj", "k_proj", "v_proj"), "qkv_proj"), (layer.mlp, ("gate_proj", "up_proj"), "gate_up_proj")):
+            shared = SharedInputLinears([getattr(parent, n) for n in names])
+            setattr(parent, attr, shared)
+            for i, n in enumerate(names):
+                setattr(parent, n, LinearPart(shared, i))
+            groups.append(shared)
+    return groups
+
+
 class PastKVDecoder(nn.Module):
     """forward(tokens, *past) -> (logits, *present); see the module docstring."""
 
@@ -97,6 +145,7 @@ class PastKVDecoder(nn.Module):
         model.rope_cos = model.rope_cos[:max_seq_len].clone()  # [max_seq_len, head_dim]
         model.rope_sin = model.rope_sin[:max_seq_len].clone()
         self.model = fusable_norms(model)
+        self.shared = share_input_linears(model) if all(isinstance(l, nn.Linear) for l in model.linears().values()) else []
 
     @property
     def n_layers(self) -> int:
@@ -113,6 +162,8 @@ class PastKVDecoder(nn.Module):
         present = [t for sdpa in self.sdpas for t in sdpa.present]
         for sdpa in self.sdpas:
             sdpa.past = sdpa.present = None
+        for group in self.shared:
+            group.clear()
         return (logits, *present)
 
     def empty_past(self, length: int = 0) -> list[torch.Tensor]:
