@@ -73,8 +73,8 @@ class LLMExportConfig:
     backend: Backend = Backend.EXECUTORCH
     max_seq_len: int = 512  # static KV cache length (prompt + generated tokens)
     quant: LLMQuantConfig = field(default_factory=LLMQuantConfig)
-    rotation: Rotation = Rotation.NONE
-    rotation_file: str | None = None  # learned rotations to fold (spinquant)
+    rotation: Rotation = Rotation.SPINQUANT
+    rotation_file: str | None = None  # learned R1/R2 (spinquant); None = the shipped SmolLM2 file
 
     def __post_init__(self):
         object.__setattr__(self, "backend", parse_enum(Backend, self.backend, "backend"))
@@ -105,6 +105,10 @@ def llm_config_from_dict(d: dict) -> LLMExportConfig:
 
 
 LLM_PRESETS: dict[str, LLMExportConfig] = {
-    "smollm2-8da4w": LLMExportConfig(),
-    "smollm2-fp32": LLMExportConfig(quant=LLMQuantConfig(weight_bits=16, dynamic_activations=False, embedding_bits=0, output_bits=0)),
+    "smollm2-8da4w": LLMExportConfig(),  # SpinQuant rotations (shipped), 8da4w
+    "smollm2-8da4w-quarot": LLMExportConfig(rotation=Rotation.QUAROT),
+    "smollm2-8da4w-norot": LLMExportConfig(rotation=Rotation.NONE),
+    "smollm2-fp32": LLMExportConfig(
+        rotation=Rotation.NONE, quant=LLMQuantConfig(weight_bits=16, dynamic_activations=False, embedding_bits=0, output_bits=0)
+    ),
 }

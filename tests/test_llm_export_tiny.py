@@ -28,7 +28,7 @@ def tiny_artifact(tmp_path_factory):
 
     torch.manual_seed(0)
     model = Llama(tiny_llama_args()).eval().requires_grad_(False)
-    cfg = LLMExportConfig(max_seq_len=40)
+    cfg = LLMExportConfig(max_seq_len=40, rotation="none")
     fp = Llama(tiny_llama_args()).eval()
     fp.load_state_dict(model.state_dict())
     report = quantize_llm(model, cfg.quant)

@@ -17,6 +17,8 @@ def add_export_parser(export_sub) -> None:
     p.add_argument("--weight-bits", type=int, default=LLMQuantConfig.weight_bits, help="4 (8da4w), 8, or 16 (fp32)")
     p.add_argument("--group-size", type=int, default=LLMQuantConfig.group_size)
     p.add_argument("--output-bits", type=int, default=LLMQuantConfig.output_bits, help="lm_head: 8 (per-channel), 4 (group-wise) or 0 (fp32)")
+    p.add_argument("--rotation", default=LLMExportConfig.rotation.value, help="none | quarot | spinquant (learned, folded into the weights)")
+    p.add_argument("--rotation-file", help="learned rotations from `handheld learn-rotations` (default: the shipped SmolLM2 file)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
     p.set_defaults(func=cmd_export)
 
@@ -49,7 +51,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         else LLMQuantConfig(weight_bits=args.weight_bits, group_size=args.group_size, output_bits=args.output_bits)
     )
     backend = "executorch" if args.backend == "all" else args.backend  # `all` replaces it per backend
-    cfg = LLMExportConfig(checkpoint=args.checkpoint, backend=backend, max_seq_len=args.max_seq_len, quant=quant)
+    cfg = LLMExportConfig(
+        checkpoint=args.checkpoint,
+        backend=backend,
+        max_seq_len=args.max_seq_len,
+        quant=quant,
+        rotation=args.rotation,
+        rotation_file=args.rotation_file,
+    )
     if args.backend == "all":
         return _export_all(args, cfg)
     manifest = export_llm(cfg, args.out, check_parity=not args.no_parity)

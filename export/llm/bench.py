@@ -22,8 +22,6 @@ PROMPT_TOKENS, DECODE_STEPS = 64, 128
 
 
 def _worker(target: str, threads: int, runs: int, prompt_tokens: int = PROMPT_TOKENS, decode_steps: int = DECODE_STEPS) -> dict:
-    import resource
-
     import torch
 
     from runtime.executorch_runner import set_threads
@@ -68,9 +66,20 @@ def _worker(target: str, threads: int, runs: int, prompt_tokens: int = PROMPT_TO
         "prefill_tok_s": prompt_tokens / prefill,
         "decode_tok_s": decode_steps / decode,
         "time_to_first_token_ms": prefill * 1000,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "runs": runs,
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM belongs to the address space created at exec, unlike
+    ru_maxrss, which a worker started from a big parent inherits."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _measure(target: Path, threads: int, runs: int, prompt_tokens: int, decode_steps: int) -> dict:

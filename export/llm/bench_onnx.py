@@ -118,7 +118,7 @@ def _with_threads(folder: Path, threads: int) -> Path:
 
 
 def _genai_worker(model_dir: str, threads: int, runs: int) -> dict:
-    import resource
+    from export.llm.bench import peak_rss_mb
 
     import torch
 
@@ -142,7 +142,7 @@ def _genai_worker(model_dir: str, threads: int, runs: int) -> dict:
         "prefill_tok_s": PROMPT_TOKENS / prefill,
         "decode_tok_s": DECODE_STEPS / decode,
         "time_to_first_token_ms": prefill * 1000,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "runs": runs,
     }
 
