@@ -107,8 +107,20 @@ def _in_subprocess(kind: str, folder: Path, variant: str, threads: int, runs: in
 
 def _measure_here(kind: str, folder: Path, variant: str, threads: int, runs: int) -> dict:
     numbers = measure_teacher(folder, threads, runs) if kind == "teacher" else measure_squeezesam(folder, variant, threads, runs)
-    numbers["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+    numbers["peak_rss_mb"] = round(peak_rss_kib() / 1024, 1)
     return numbers
+
+
+def peak_rss_kib() -> int:
+    """This process's peak RSS. VmHWM belongs to the current program image; ru_maxrss would
+    carry the parent's peak across fork+exec on Linux and make every model look alike."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == "darwin" else 1)
 
 
 def bench_artifact(folder: Path, baseline: Path | None = None, threads=(1, 2), runs: int = 5) -> dict:
