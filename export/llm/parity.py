@@ -153,7 +153,10 @@ def check_llm_parity(folder: Path, prepared=None) -> dict:
         prepared.checkpoint.model,
         prepared.checkpoint.tokenizer,
     )
-    report = {"reference": f"{cfg.quant.name} simulated (torchao)", "metrics": metrics, **judge(metrics)}
+    from export.llm.pipeline import SIMULATED_QUANT
+
+    simulator = SIMULATED_QUANT.get(cfg.backend.value, "torchao").rpartition(":")[2]
+    report = {"reference": f"{cfg.quant.name} simulated ({simulator})", "metrics": metrics, **judge(metrics)}
     update_manifest(folder, parity=report)
     print_report(report)
     return report
