@@ -47,6 +47,14 @@ def _worker(target: str, threads: int, runs: int, prompt_tokens: int = PROMPT_TO
             with native_stderr_silenced():  # the same per-call cost as Handheld's runner
                 return method.execute([t, torch.tensor([pos], dtype=torch.long)])[0].reshape(-1)
 
+    return time_generation(step, threads, runs, prompt_tokens, decode_steps)
+
+
+def time_generation(step, threads: int, runs: int, prompt_tokens: int = PROMPT_TOKENS, decode_steps: int = DECODE_STEPS) -> dict:
+    """One warm-up then `runs` measured (prefill, greedy decode) passes through `step(tokens, pos)`;
+    medians. Shared by every LLM worker so all artifacts are timed identically."""
+    import torch
+
     prompt = torch.arange(100, 100 + prompt_tokens)  # fixed ids; speed does not depend on content
     samples = []
     for i in range(runs + 1):
@@ -57,7 +65,7 @@ def _worker(target: str, threads: int, runs: int, prompt_tokens: int = PROMPT_TO
         for pos in range(prompt_tokens, prompt_tokens + decode_steps):
             token = int(step([token], pos).argmax())
         t2 = time.perf_counter()
-        if i:  # the first run warms up caches and XNNPACK's weight packing
+        if i:  # the first run warms up caches and weight packing
             samples.append((t1 - t0, t2 - t1))
     prefill = statistics.median(s[0] for s in samples)
     decode = statistics.median(s[1] for s in samples)

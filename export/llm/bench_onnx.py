@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from export.llm.bench import DECODE_STEPS, PROMPT_TOKENS, _size_mb
@@ -118,33 +116,9 @@ def _with_threads(folder: Path, threads: int) -> Path:
 
 
 def _genai_worker(model_dir: str, threads: int, runs: int) -> dict:
-    from export.llm.bench import peak_rss_mb
+    from export.llm.bench import time_generation
 
-    import torch
-
-    step = GenaiStepper(Path(model_dir), threads)
-    prompt = torch.arange(1000, 1000 + PROMPT_TOKENS)
-    samples = []
-    for i in range(runs + 1):
-        t0 = time.perf_counter()
-        logits = step(prompt, 0)
-        t1 = time.perf_counter()
-        token = int(logits.argmax())
-        for pos in range(PROMPT_TOKENS, PROMPT_TOKENS + DECODE_STEPS):
-            token = int(step([token], pos).argmax())
-        t2 = time.perf_counter()
-        if i:
-            samples.append((t1 - t0, t2 - t1))
-    prefill = statistics.median(s[0] for s in samples)
-    decode = statistics.median(s[1] for s in samples)
-    return {
-        "threads": threads,
-        "prefill_tok_s": PROMPT_TOKENS / prefill,
-        "decode_tok_s": DECODE_STEPS / decode,
-        "time_to_first_token_ms": prefill * 1000,
-        "peak_rss_mb": peak_rss_mb(),
-        "runs": runs,
-    }
+    return time_generation(GenaiStepper(Path(model_dir), threads), threads, runs, PROMPT_TOKENS, DECODE_STEPS)
 
 
 def _measure_genai(model_dir: Path, threads: int, runs: int) -> dict:
