@@ -18,8 +18,7 @@ from rotation_helpers import TINY, tiny_llama, tokens
 
 @pytest.fixture
 def schemes(monkeypatch):
-    """Extra schemes to isolate each quantization point (no clipping search: the learner
-    quantizes weights by plain RTN inside the loss)."""
+    """Extra schemes to isolate each quantization point."""
     extra = {
         "A4": quant.QuantScheme("A4", a_bits=4),
         "KV4": quant.QuantScheme("KV4", kv_bits=4),
@@ -31,9 +30,11 @@ def schemes(monkeypatch):
     return quant.SCHEMES
 
 
-@pytest.mark.parametrize("scheme, weights_in_loss", [("A4", False), ("KV4", False), ("A4KV4", False), ("A4KV4", True), ("W4A4KV4-noclip", True)])
+@pytest.mark.parametrize("scheme, weights_in_loss", [("A4", False), ("KV4", False), ("A4KV4", False), ("A4KV4", True), ("W4A4KV4-noclip", True), ("W4A4KV4", True), ("W4A16g32", True)])
 def test_learner_computes_the_folded_quantized_model(schemes, scheme, weights_in_loss):
-    """Before any step, the learner is exactly QuaRot + fake quantization."""
+    """Before any step, the learner is exactly QuaRot + fake quantization, with the same weight
+    quantizer (clipping search included) as the evaluation: a learner blind to the clipping
+    search learns rotations that the clipped RTN of `handheld eval llm` then punishes."""
     m, x = tiny_llama(), tokens()
     r1, r2 = quarot_rotations(slots_for(m))
     learner, rot = build_learner(m, r1, r2, scheme, weights_in_loss)
@@ -41,7 +42,14 @@ def test_learner_computes_the_folded_quantized_model(schemes, scheme, weights_in
     folded = fake_quantize_model(apply_rotation(copy.deepcopy(m), "quarot", None, quantized_kv=s.quantized_kv), s)
     with torch.no_grad():
         rot.refresh()
-        torch.testing.assert_close(learner(x), folded(x), atol=1e-4, rtol=1e-4)
+        a, b = learner(x), folded(x)
+        if s.w_bits < 16 and s.w_clip_search:
+            # float32 (learner) vs float64 (fold) rotated weights break a few near-ties of the
+            # per-row clipping search; a learner blind to the clipping differs everywhere
+            close = (a - b).abs() <= 1e-4 + 1e-4 * b.abs()
+            assert float(close.float().mean()) > 0.95
+        else:
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
         assert float((folded(x) - m(x)).abs().max()) > 1e-2  # the quantization is really on
 
 

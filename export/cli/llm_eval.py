@@ -27,7 +27,7 @@ def add_commands(sub) -> None:
     learn.add_argument("--lr", type=float)
     learn.add_argument("--momentum", type=float)
     learn.add_argument("--seed", type=int)
-    learn.add_argument("--weight-quant-in-loss", dest="weight_quant_in_loss", action="store_true", default=None, help="also fake-quantize weights in the loss (about 2x the step cost)")
+    learn.add_argument("--weight-quant-in-loss", dest="weight_quant_in_loss", action=argparse.BooleanOptionalAction, default=None, help="fake-quantize the weights in the loss too (default; --no-weight-quant-in-loss learns from activations only, about half the step cost)")
     learn.set_defaults(func=cmd_learn)
 
     ev = sub.add_parser("eval", help="measure accuracy of quantized models")
@@ -40,6 +40,8 @@ def add_commands(sub) -> None:
     llm.add_argument("--seq-len", dest="seq_len", type=int)
     llm.add_argument("--schemes", help="comma-separated subset of W4A16g32,W4A8KV8,W4A4KV4")
     llm.add_argument("--methods", help="comma-separated subset of fp,rtn,quarot,spinquant")
+    llm.add_argument("--gptq", action="store_true", default=None, help="also measure every rotation with GPTQ weights (rows gptq, quarot+gptq, spinquant+gptq)")
+    llm.add_argument("--gptq-windows", dest="gptq_windows", type=int, help="calibration windows for GPTQ (default 32)")
     llm.set_defaults(func=cmd_eval_llm)
 
 
@@ -56,7 +58,7 @@ def cmd_learn(args) -> int:
 def cmd_eval_llm(args) -> int:
     from export.llm.eval import EvalConfig, run_eval
 
-    fields = _given(args, ["checkpoint", "rotation_file", "n_windows", "seq_len"])
+    fields = _given(args, ["checkpoint", "rotation_file", "n_windows", "seq_len", "gptq", "gptq_windows"])
     for name in ("schemes", "methods"):
         if getattr(args, name):
             fields[name] = tuple(x.strip() for x in getattr(args, name).split(",") if x.strip())

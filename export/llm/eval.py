@@ -3,7 +3,8 @@ quantization settings (W4A16 g32, W4A8KV8, W4A4KV4), as JSON and a PNG chart.
 
 Every quantized model is the float checkpoint, optionally rotated by `apply_rotation` (the
 function the export calls), then fake-quantized (`export.quant.simulate`): RTN weights with
-clipping search, per-token asymmetric activations into every block linear, per-head
+clipping search (or, with `--gptq`, GPTQ weights on the same grid: rows `gptq`,
+`quarot+gptq`, `spinquant+gptq`), per-token asymmetric activations into every block linear, per-head
 asymmetric K/V; embedding and lm_head stay float. Text: the `evaluation` split of the offline
 Wikipedia (rotations are learned on the disjoint `calibration` split).
 """
@@ -40,6 +41,8 @@ class EvalConfig:
     seq_len: int = 512
     schemes: tuple[str, ...] = tuple(SCHEMES)
     methods: tuple[str, ...] = METHODS
+    gptq: bool = False  # also measure every rotation with GPTQ weights
+    gptq_windows: int = 32  # calibration windows of `seq_len` tokens for GPTQ's Hessians
 
     def __post_init__(self):
         bad = [s for s in self.schemes if s not in SCHEMES] + [m for m in self.methods if m not in METHODS]
@@ -53,6 +56,7 @@ class EvalConfig:
 def perplexity(model, windows: torch.Tensor, batch: int = 1) -> float:
     """exp(mean next-token cross-entropy) over windows [n, S]."""
     total, count = 0.0, 0
+    windows = windows.to(next(model.parameters()).device)
     for i in range(0, len(windows), batch):
         w = windows[i : i + batch]
         logits = model(w)
@@ -61,23 +65,36 @@ def perplexity(model, windows: torch.Tensor, batch: int = 1) -> float:
     return math.exp(total / count)
 
 
-def quantized_model(model, method: str, scheme_name: str, rotation_file: str | None):
-    """A fresh copy of `model`, rotated per `method` and fake-quantized per the scheme."""
+def quantized_model(model, method: str, scheme_name: str, rotation_file: str | None, gptq_windows: torch.Tensor | None = None, device: str = "cpu", progress: bool = False):
+    """A fresh copy of `model`, rotated per `method` (on the CPU, in float64) and fake-quantized
+    per the scheme on `device`; with `gptq_windows` ([n, S] calibration tokens) the weights
+    are GPTQ's instead of RTN's."""
+    from export.quant.gptq import gptq_quantizer, gptq_weights
     from export.rotation import apply_rotation
 
     scheme = SCHEMES[scheme_name]
     m = copy.deepcopy(model)
-    m = apply_rotation(m, ROTATION_OF[method], rotation_file if method == "spinquant" else None, quantized_kv=scheme.quantized_kv)
-    return fake_quantize_model(m, scheme)
+    m = apply_rotation(m, ROTATION_OF[method], rotation_file if method == "spinquant" else None, quantized_kv=scheme.quantized_kv).to(device)
+    weights = None
+    if gptq_windows is not None:
+        weights = gptq_quantizer(gptq_weights(m, gptq_windows.to(device), scheme, progress=progress))
+    return fake_quantize_model(m, scheme, weights)
 
 
-def gap_ratios(table: dict, fp: float) -> dict:
-    """Per scheme: (SpinQuant - FP) / (QuaRot - FP)."""
+def row_name(method: str, gptq: bool) -> str:
+    if not gptq:
+        return method
+    return "gptq" if method == "rtn" else f"{method}+gptq"
+
+
+def gap_ratios(table: dict, fp: float, suffix: str = "") -> dict:
+    """Per scheme: (SpinQuant - FP) / (QuaRot - FP), for the RTN rows (or `suffix` "+gptq")."""
     out = {}
-    for s in table.get("spinquant", {}):
-        q = table.get("quarot", {}).get(s)
+    spin, quarot = table.get("spinquant" + suffix, {}), table.get("quarot" + suffix, {})
+    for s in spin:
+        q = quarot.get(s)
         if q is not None and q > fp:
-            out[s] = (table["spinquant"][s] - fp) / (q - fp)
+            out[s] = (spin[s] - fp) / (q - fp)
     return out
 
 
@@ -120,12 +137,19 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
 
     t0 = time.perf_counter()
     ck = load_checkpoint(cfg.checkpoint)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     windows = token_windows(ck.tokenizer, "evaluation", cfg.seq_len, cfg.n_windows)
-    fp = perplexity(ck.model, windows)
-    runs = [(m, s) for m in cfg.methods if m != "fp" for s in cfg.schemes]
+    fp = perplexity(copy.deepcopy(ck.model).to(device), windows)
+    calib = None
+    if cfg.gptq:
+        from export.rotation.learn import calibration_windows
+
+        calib = calibration_windows(ck.tokenizer, cfg.seq_len, cfg.gptq_windows, cfg.gptq_windows)
+    runs = [(m, s, g) for g in (False, True)[: 1 + cfg.gptq] for m in cfg.methods if m != "fp" for s in cfg.schemes]
     table: dict[str, dict[str, float]] = {}
-    for method, scheme in tqdm(runs, desc="perplexity", disable=not progress):
-        table.setdefault(method, {})[scheme] = perplexity(quantized_model(ck.model, method, scheme, cfg.rotation_file), windows)
+    for method, scheme, g in tqdm(runs, desc="perplexity", disable=not progress):
+        model = quantized_model(ck.model, method, scheme, cfg.rotation_file, calib if g else None, device)
+        table.setdefault(row_name(method, g), {})[scheme] = perplexity(model, windows)
     result = {
         "model": Path(ck.source).name or ck.source,
         "config": to_jsonable(cfg),
@@ -135,6 +159,7 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
         "fp": fp,
         "perplexity": table,
         "spinquant_gap_over_quarot_gap": gap_ratios(table, fp),
+        "spinquant_gap_over_quarot_gap_gptq": gap_ratios(table, fp, "+gptq"),
         "target_gap_ratio": TARGET_GAP_RATIO,
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -143,7 +168,8 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, out / "eval.png")
     print(format_table(fp, table, cfg.schemes))
-    for s, r in result["spinquant_gap_over_quarot_gap"].items():
-        print(f"{s}: SpinQuant gap / QuaRot gap = {r:.2f} (target <= {TARGET_GAP_RATIO})")
+    for key, label in (("spinquant_gap_over_quarot_gap", "RTN"), ("spinquant_gap_over_quarot_gap_gptq", "GPTQ")):
+        for s, r in result[key].items():
+            print(f"{s} {label}: SpinQuant gap / QuaRot gap = {r:.2f} (target <= {TARGET_GAP_RATIO})")
     print(f"wrote {out / 'eval.json'} and {out / 'eval.png'}")
     return result

@@ -31,7 +31,7 @@ def _symmetric(w: torch.Tensor, bits: int, clip: torch.Tensor | float = 1.0) -> 
 def _best_clip(w: torch.Tensor, bits: int) -> torch.Tensor:
     """[rows, 1] clipping ratio from CLIP_GRID minimising each row's squared error."""
     errs = torch.stack([(_symmetric(w, bits, c) - w).pow(2).sum(-1) for c in CLIP_GRID])  # [G, rows]
-    return torch.tensor(CLIP_GRID, dtype=w.dtype)[errs.argmin(0)].unsqueeze(-1)
+    return torch.tensor(CLIP_GRID, dtype=w.dtype, device=w.device)[errs.argmin(0)].unsqueeze(-1)
 
 
 def fake_quant_weight(w: torch.Tensor, bits: int, group: int | None = None, clip_search: bool = False) -> torch.Tensor:
