@@ -36,6 +36,10 @@ def parse_enum(enum: type[Enum], value: Any, what: str) -> Enum:
         raise HandheldError(f"unknown {what} {value!r}", f"use one of: {known}") from None
 
 
+WEIGHT_METHODS = ("gptq", "rtn")
+GPTQ_SEQ_LEN = 512
+
+
 @dataclass(frozen=True)
 class LLMQuantConfig:
     """8da4w by default: 4-bit group-wise weights, int8 dynamic per-token activations."""
@@ -46,6 +50,10 @@ class LLMQuantConfig:
     embedding_bits: int = 8  # 0 keeps the embedding table fp32
     output_bits: int = 8  # lm_head: int8 per-channel weights; 4 = group-wise like the linears; 0 = fp32
     kv_cache_bits: int = 0  # 0 = fp32 cache, 8 = int8 cache
+    # block linears' weights: "gptq" (error spread through calibration Hessians, on the
+    # exporter's own grid) or "rtn"; GPTQ applies to the ExecuTorch 8da4w path
+    weight_method: str = "gptq"
+    gptq_windows: int = 16  # calibration windows of 512 tokens (the Wikipedia calibration split)
 
     def __post_init__(self):
         if self.weight_bits not in (4, 8, 16):
@@ -58,6 +66,10 @@ class LLMQuantConfig:
             raise HandheldError(f"output_bits={self.output_bits}", "use 8, 4 or 0 (fp32)")
         if self.kv_cache_bits not in (0, 8):
             raise HandheldError(f"kv_cache_bits={self.kv_cache_bits}", "use 8 or 0 (fp32)")
+        if self.weight_method not in WEIGHT_METHODS:
+            raise HandheldError(f"weight_method={self.weight_method!r}", f"use one of: {', '.join(WEIGHT_METHODS)}")
+        if self.gptq_windows < 1:
+            raise HandheldError(f"gptq_windows={self.gptq_windows}", "use at least 1 calibration window")
 
     @property
     def name(self) -> str:
@@ -73,9 +85,8 @@ class LLMExportConfig:
     backend: Backend = Backend.EXECUTORCH
     max_seq_len: int = 512  # static KV cache length (prompt + generated tokens)
     quant: LLMQuantConfig = field(default_factory=LLMQuantConfig)
-    # Off by default: on the demo SmolLM2 (weights already on a 4-bit grid) the measured 8da4w
-    # perplexity is best unrotated; see README "SpinQuant" for the numbers.
-    rotation: Rotation = Rotation.NONE
+    # SpinQuant + GPTQ: the best measured 8da4w perplexity on SmolLM2 (README "SpinQuant")
+    rotation: Rotation = Rotation.SPINQUANT
     rotation_file: str | None = None  # learned R1/R2 (spinquant); None = the shipped SmolLM2 file
 
     def __post_init__(self):
@@ -107,9 +118,9 @@ def llm_config_from_dict(d: dict) -> LLMExportConfig:
 
 
 LLM_PRESETS: dict[str, LLMExportConfig] = {
-    "smollm2-8da4w": LLMExportConfig(),  # unrotated: the best measured 8da4w perplexity on SmolLM2
+    "smollm2-8da4w": LLMExportConfig(),  # SpinQuant + GPTQ: the best measured 8da4w perplexity
     "smollm2-8da4w-quarot": LLMExportConfig(rotation=Rotation.QUAROT),
-    "smollm2-8da4w-spinquant": LLMExportConfig(rotation=Rotation.SPINQUANT),
+    "smollm2-8da4w-rtn": LLMExportConfig(rotation=Rotation.NONE, quant=LLMQuantConfig(weight_method="rtn")),  # no rotation, RTN
     "smollm2-fp32": LLMExportConfig(
         rotation=Rotation.NONE, quant=LLMQuantConfig(weight_bits=16, dynamic_activations=False, embedding_bits=0, output_bits=0)
     ),

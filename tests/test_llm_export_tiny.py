@@ -31,7 +31,9 @@ def tiny_artifact(tmp_path_factory):
     cfg = LLMExportConfig(max_seq_len=40, rotation="none")
     fp = Llama(tiny_llama_args()).eval()
     fp.load_state_dict(model.state_dict())
-    report = quantize_llm(model, cfg.quant)
+    calibration = torch.randint(0, tiny_llama_args().vocab_size, (4, 24), generator=torch.Generator().manual_seed(5))
+    report = quantize_llm(model, cfg.quant, calibration)  # GPTQ (the default) on torchao's grid
+    assert report["weight_method"] == "gptq"
     prepared = PreparedModel(_TinyCheckpoint(fp), model, CachedDecoder(model, cfg.max_seq_len).eval(), report)
     out = tmp_path_factory.mktemp("tiny") / "llm"
     import export.llm.pipeline as pipeline
@@ -43,6 +45,37 @@ def tiny_artifact(tmp_path_factory):
     finally:
         pipeline._save_tokenizer = save
     return out, manifest, prepared
+
+
+def test_gptq_keeps_torchao_scales_and_beats_rtn():
+    """GPTQ rewrites torchao's integer weights on torchao's own scales, and the quantized
+    decoder lands closer to the float one than torchao's RTN does."""
+    import copy
+
+    from export.config import LLMQuantConfig
+    from export.llm.model import Llama
+    from tests.conftest import tiny_llama_args
+
+    torch.manual_seed(0)
+    fp = Llama(tiny_llama_args()).eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(7)
+    calibration = torch.randint(0, tiny_llama_args().vocab_size, (8, 24), generator=gen)
+    held_out = torch.randint(0, tiny_llama_args().vocab_size, (4, 24), generator=gen)
+    rtn, gptq = copy.deepcopy(fp), copy.deepcopy(fp)
+    assert quantize_llm(rtn, LLMQuantConfig(weight_method="rtn"))["weight_method"] == "rtn"
+    quantize_llm(gptq, LLMQuantConfig(), calibration)
+    changed = 0
+    for (name, a), b in zip(rtn.linears().items(), gptq.linears().values()):
+        torch.testing.assert_close(a.weight.scale, b.weight.scale)
+        assert int(b.weight.qdata.min()) >= -8 and int(b.weight.qdata.max()) <= 7, name
+        changed += int((a.weight.qdata != b.weight.qdata).sum())
+    assert changed > 0
+    with torch.no_grad():
+        ref = fp(held_out)
+        err = {k: float((m(held_out) - ref).pow(2).mean()) for k, m in (("rtn", rtn), ("gptq", gptq))}
+    assert err["gptq"] < err["rtn"], err
+    with pytest.raises(HandheldError, match="calibration"):
+        quantize_llm(copy.deepcopy(fp), LLMQuantConfig())
 
 
 def test_every_transformer_linear_is_a_delegated_4bit_gemm(tiny_artifact):

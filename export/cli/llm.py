@@ -19,6 +19,8 @@ def add_export_parser(export_sub) -> None:
     p.add_argument("--output-bits", type=int, default=LLMQuantConfig.output_bits, help="lm_head: 8 (per-channel), 4 (group-wise) or 0 (fp32)")
     p.add_argument("--rotation", default=LLMExportConfig.rotation.value, help="none | quarot | spinquant (learned, folded into the weights)")
     p.add_argument("--rotation-file", help="learned rotations from `handheld learn-rotations` (default: the shipped SmolLM2 file)")
+    p.add_argument("--weight-method", default=LLMQuantConfig.weight_method, help="gptq (calibrated on the Wikipedia split; ExecuTorch) | rtn")
+    p.add_argument("--gptq-windows", type=int, default=LLMQuantConfig.gptq_windows, help="GPTQ calibration windows of 512 tokens")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
     p.set_defaults(func=cmd_export)
 
@@ -48,7 +50,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     quant = (
         LLMQuantConfig(weight_bits=16, dynamic_activations=False, embedding_bits=0, output_bits=0)
         if args.weight_bits == 16
-        else LLMQuantConfig(weight_bits=args.weight_bits, group_size=args.group_size, output_bits=args.output_bits)
+        else LLMQuantConfig(
+            weight_bits=args.weight_bits,
+            group_size=args.group_size,
+            output_bits=args.output_bits,
+            weight_method=args.weight_method,
+            gptq_windows=args.gptq_windows,
+        )
     )
     backend = "executorch" if args.backend == "all" else args.backend  # `all` replaces it per backend
     cfg = LLMExportConfig(

@@ -68,6 +68,16 @@ def _simulated_quantizer(backend: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
+def gptq_calibration(ck: Checkpoint, quant: LLMQuantConfig) -> torch.Tensor | None:
+    """GPTQ's calibration windows (the Wikipedia calibration split), when the config asks for GPTQ."""
+    if quant.weight_method != "gptq" or quant.weight_bits == 16:
+        return None
+    from export.config import GPTQ_SEQ_LEN
+    from export.rotation.learn import calibration_windows
+
+    return calibration_windows(ck.tokenizer, GPTQ_SEQ_LEN, quant.gptq_windows, quant.gptq_windows)
+
+
 def prepare_model(cfg: LLMExportConfig, checkpoint: Checkpoint | None = None) -> PreparedModel:
     """Load and transform the model exactly as the export does (also the parity reference)."""
     import copy
@@ -79,7 +89,11 @@ def prepare_model(cfg: LLMExportConfig, checkpoint: Checkpoint | None = None) ->
 
         model = apply_rotation(model, cfg.rotation, cfg.rotation_file, quantized_kv=cfg.quant.kv_cache_bits > 0)
     float_model = copy.deepcopy(model) if cfg.backend.value in SIMULATED_QUANT else None
-    report = _simulated_quantizer(cfg.backend.value)(model, cfg.quant)
+    if cfg.backend.value in SIMULATED_QUANT:
+        report = _simulated_quantizer(cfg.backend.value)(model, cfg.quant)
+        report["weight_method"] = "rtn"  # GPTQ rides on torchao's grid: the ExecuTorch path only
+    else:
+        report = quantize_llm(model, cfg.quant, gptq_calibration(ck, cfg.quant))
     return PreparedModel(ck, model, CachedDecoder(model, cfg.max_seq_len).eval(), report, float_model, cfg.quant)
 
 

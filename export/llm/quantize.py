@@ -16,7 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import copy
+
 from export.config import LLMQuantConfig
+from export.errors import HandheldError
 from export.llm.model import Llama
 from export.metrics import sqnr_db
 
@@ -62,8 +65,37 @@ def _dequantized(weight) -> torch.Tensor:
     return weight.dequantize() if hasattr(weight, "dequantize") else weight
 
 
-def quantize_llm(model: Llama, cfg: LLMQuantConfig) -> dict:
-    """Quantize `model` in place; return the weight error (SQNR dB) per part, quantizers report their error."""
+def _gptq_into_torchao(model: Llama, float_model: Llama, calibration: torch.Tensor, cfg: LLMQuantConfig) -> dict:
+    """Replace the integer weights torchao chose (RTN) by GPTQ's, on torchao's own scales (so
+    the lowered kernels and the eager reference compute exactly the GPTQ weights)."""
+    import time
+
+    from export.quant import QuantScheme
+    from export.quant.gptq import gptq_weights
+
+    t0 = time.perf_counter()
+    linears = model.linears()
+    scales, ranges = {}, {}
+    for name, lin in linears.items():
+        w = lin.weight
+        groups = w.scale.shape[-1] if w.scale.dim() > 1 else 1
+        scales[name] = w.scale.detach().float().reshape(w.shape[0], groups).repeat_interleave(w.shape[1] // groups, dim=1)
+        ranges[name] = (-(2 ** (cfg.weight_bits - 1)), 2 ** (cfg.weight_bits - 1) - 1)
+    scheme = QuantScheme("export", w_bits=cfg.weight_bits, w_group=cfg.group_size if cfg.weight_bits == 4 else None, w_clip_search=False)
+    quantized = gptq_weights(float_model, calibration, scheme, scales=scales)
+    for name, lin in linears.items():
+        lo, hi = ranges[name]
+        q = torch.clamp(torch.round(quantized[name].float() / scales[name]), lo, hi)
+        if lin.weight.zero_point is not None and bool((lin.weight.zero_point != 0).any()):
+            raise RuntimeError(f"{name}: GPTQ expects torchao's symmetric weights")
+        lin.weight.qdata.copy_(q.to(lin.weight.qdata.dtype))
+    return {"weight_method": "gptq", "gptq_tokens": int(calibration.numel()), "gptq_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def quantize_llm(model: Llama, cfg: LLMQuantConfig, calibration: torch.Tensor | None = None) -> dict:
+    """Quantize `model` in place; return the weight error (SQNR dB) per part, quantizers report their error.
+
+    calibration: [n, S] tokens for GPTQ (`cfg.weight_method == "gptq"`); required then."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
 
@@ -80,7 +112,12 @@ def quantize_llm(model: Llama, cfg: LLMQuantConfig) -> dict:
             if cfg.dynamic_activations
             else IntxWeightOnlyConfig(weight_dtype=dtype, granularity=gran)
         )
+        gptq = cfg.weight_method == "gptq"
+        if gptq and calibration is None:
+            raise HandheldError("GPTQ needs calibration tokens", "pass calibration windows, or use weight_method='rtn'")
+        float_model = copy.deepcopy(model) if gptq else None
         quantize_(model, linear_cfg, filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn.startswith("layers."))
+        report.update(_gptq_into_torchao(model, float_model, calibration, cfg) if gptq else {"weight_method": "rtn"})
         errs = [sqnr_db(before[n], _dequantized(m.weight)) for n, m in model.linears().items()]
         report["linear_weight_sqnr_db_min"] = min(errs)
         report["linear_weight_sqnr_db_mean"] = sum(errs) / len(errs)

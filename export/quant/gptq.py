@@ -40,15 +40,19 @@ def gptq_quantize(
     block: int = 128,
     damp: float = 0.01,
     act_order: bool = True,
+    scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """w: [out, in]; hessian: [in, in] (sum of x^T x) -> dequantized weight, same shape/dtype."""
+    """w: [out, in]; hessian: [in, in] (sum of x^T x) -> dequantized weight, same shape/dtype.
+
+    `scale` ([out, in], one value per column) imposes another quantizer's grid (an exporter's
+    own scales); by default the RTN scales of `bits`/`group`/`clip_search` are used."""
     if group is not None and w.shape[1] % group:
         raise HandheldError(f"in_features {w.shape[1]} is not a multiple of group {group}", "use a group size that divides every linear's input size")
     dtype = w.dtype
     w = w.detach().double().clone()
     h = hessian.detach().double().clone()
     qmax = 2 ** (bits - 1) - 1
-    scale = _scales(w, bits, group, clip_search)
+    scale = _scales(w, bits, group, clip_search) if scale is None else scale.detach().double().to(w.device).expand_as(w).clone()
     dead = torch.diag(h) == 0  # inputs never seen: any value works, keep RTN there
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
@@ -84,12 +88,15 @@ def _layer_inputs(model, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 @torch.no_grad()
-def gptq_weights(model, windows: torch.Tensor, scheme: QuantScheme, batch: int = 8, progress: bool = True) -> dict[str, torch.Tensor]:
+def gptq_weights(
+    model, windows: torch.Tensor, scheme: QuantScheme, batch: int = 8, progress: bool = True, scales: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """GPTQ every block linear of `model` (as `model.linears()` names them) on calibration
     `windows` [n, S]. Returns {name: quantized weight}; `model` is left unchanged.
 
-    `model` is the model about to be fake-quantized (rotated already, if it is); activation
-    quantization is not applied while the Hessians are collected, as in QuaRot/SpinQuant."""
+    `model` is the float model about to be quantized (rotated already, if it is); activation
+    quantization is not applied while the Hessians are collected, as in QuaRot/SpinQuant.
+    `scales` ({name: [out, in] per-column scale}) imposes an exporter's grid."""
     from tqdm import tqdm
 
     if scheme.w_bits >= 16:
@@ -116,7 +123,8 @@ def gptq_weights(model, windows: torch.Tensor, scheme: QuantScheme, batch: int =
         originals = {}
         for m in linears:
             originals[id(m)] = m.weight.data
-            q = gptq_quantize(m.weight.data, 2 * hess[id(m)], scheme.w_bits, scheme.w_group, scheme.w_clip_search)
+            given = None if scales is None else scales[names[id(m)]]
+            q = gptq_quantize(m.weight.data, 2 * hess[id(m)], scheme.w_bits, scheme.w_group, scheme.w_clip_search, scale=given)
             out[names[id(m)]] = q
             m.weight.data = q
         x = [layer(xi, cos, sin, 0) for xi in x]  # the next layer sees the quantized layer's output
