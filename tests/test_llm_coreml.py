@@ -35,7 +35,7 @@ def _export(model, tmp_path, quant=LLMQuantConfig(), max_seq_len=40):
     from export.llm.quant_coreml import simulate_coreml_weights
     from export.llm.wrapper import CachedDecoder
 
-    cfg = LLMExportConfig(backend="coreml", max_seq_len=max_seq_len, quant=quant)
+    cfg = LLMExportConfig(backend="coreml", max_seq_len=max_seq_len, quant=quant, rotation="none")
     simulated = copy.deepcopy(model)
     report = simulate_coreml_weights(simulated, quant)
     prepared = pipeline.PreparedModel(_TinyCheckpoint(model), simulated, CachedDecoder(simulated, max_seq_len).eval(), report, model, quant)

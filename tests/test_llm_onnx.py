@@ -37,7 +37,7 @@ def _export(model, tmp_path, quant=LLMQuantConfig(), max_seq_len=40):
     from export.llm.quant_onnx import simulate_matmulnbits
     from export.llm.wrapper import CachedDecoder
 
-    cfg = LLMExportConfig(backend="onnx", max_seq_len=max_seq_len, quant=quant)
+    cfg = LLMExportConfig(backend="onnx", max_seq_len=max_seq_len, quant=quant, rotation="none")
     simulated = copy.deepcopy(model)
     report = simulate_matmulnbits(simulated, quant)
     prepared = pipeline.PreparedModel(_TinyCheckpoint(model), simulated, CachedDecoder(simulated, max_seq_len).eval(), report, model, quant)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from export.config import Backend, LLMExportConfig, LLMQuantConfig, llm_config_from_dict, parse_enum, to_jsonable
+from export.config import Backend, LLMExportConfig, LLMQuantConfig, Rotation, llm_config_from_dict, parse_enum, to_jsonable
 from export.errors import HandheldError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # DINOv2's preprocessing
@@ -189,8 +189,14 @@ PRESETS: dict[str, LongVUConfig] = {
     "longvu-smollm2": LongVUConfig(),
     # int8 vision: ~2-3x smaller/faster encoders, selection may differ near thresholds (see parity)
     "longvu-smollm2-int8vision": LongVUConfig(quantize_vision=True),
-    # tiny random encoders on the real SmolLM2 decoder: the whole path in seconds
-    "longvu-tiny": LongVUConfig(dino=DINO_PRESETS["tiny-test"], siglip=SIGLIP_PRESETS["tiny-test"], video=VideoConfig(decode_size=64)),
+    # tiny random encoders on the real SmolLM2 decoder: the whole path in seconds (QuaRot: its
+    # rotations are generated, so any decoder works, the tests' tiny random one included)
+    "longvu-tiny": LongVUConfig(
+        dino=DINO_PRESETS["tiny-test"],
+        siglip=SIGLIP_PRESETS["tiny-test"],
+        video=VideoConfig(decode_size=64),
+        llm=LLMExportConfig(max_seq_len=1024, rotation=Rotation.QUAROT),
+    ),
     # CoreML vision methods (fp32) + the 8da4w decoder on ExecuTorch
     "longvu-smollm2-coreml": LongVUConfig(backend=Backend.COREML),
     # unquantized everything: the eager reference the artifacts' quantization is measured against
