@@ -39,7 +39,9 @@ def _export(model, tmp_path, quant=LLMQuantConfig(), max_seq_len=40):
 
     cfg = LLMExportConfig(backend="onnx", max_seq_len=max_seq_len, quant=quant, rotation="none")
     simulated = copy.deepcopy(model)
-    report = simulate_matmulnbits(simulated, quant)
+    gen = torch.Generator().manual_seed(5)
+    calibration = torch.randint(0, model.args.vocab_size, (4, 24), generator=gen) if quant.weight_method == "gptq" else None
+    report = simulate_matmulnbits(simulated, quant, calibration)
     prepared = pipeline.PreparedModel(_TinyCheckpoint(model), simulated, CachedDecoder(simulated, max_seq_len).eval(), report, model, quant)
     save = pipeline._save_tokenizer
     pipeline._save_tokenizer = lambda ck, folder: (folder / "tokenizer.json").write_text("{}") and {"file": "tokenizer.json", "eos_ids": [2]}
@@ -128,6 +130,16 @@ def _initializer_weights(path):
         w = (q.reshape(n, -1, block) * scales[:, :, None]).reshape(n, -1)[:, :k].astype(np.float32)
         weights[node.name] = (bits, w)
     return weights
+
+
+def test_gptq_integers_are_written_on_the_quantizers_scales(tiny_onnx, tmp_path):
+    """The default (GPTQ) export stores GPTQ's integers in every block MatMulNBits; an RTN
+    export rewrites nothing, so the simulation and onnxruntime's quantizer agree bit for bit."""
+    _, manifest, prepared = tiny_onnx
+    assert prepared.quant_report["weight_method"] == "gptq"
+    assert manifest["onnx_graph"]["block_integers_rewritten"] == 2 * 4
+    _, rtn, _ = _export(_tiny(), tmp_path, quant=LLMQuantConfig(weight_method="rtn"))
+    assert rtn["onnx_graph"]["block_integers_rewritten"] == 0
 
 
 def test_simulated_weights_equal_the_quantizers_exactly(tiny_onnx):

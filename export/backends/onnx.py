@@ -92,6 +92,48 @@ def _quantize_nodes(model, names: list[str], bits: int):
     return q.model.model
 
 
+def _pack_int4(q: torch.Tensor, block: int) -> "np.ndarray":
+    """[N, K] ints in [-8, 7] -> MatMulNBits' B: uint8 [N, ceil(K / block), block / 2], q + 8,
+    the even element in the low nibble; K is padded to whole blocks with zero bytes, as
+    onnxruntime's quantizer pads (the kernel never reads them)."""
+    import numpy as np
+
+    q = torch.nn.functional.pad(q, (0, (-q.shape[1]) % block), value=-8)
+    n, k = q.shape
+    u = (q.to(torch.int16) + 8).to(torch.uint8).numpy().reshape(n, k // block, block // 2, 2)
+    return (u[..., 0] | (u[..., 1] << 4)).astype(np.uint8)
+
+
+def write_block_integers(model, module_paths: dict[str, str], weights: dict[str, torch.Tensor]) -> int:
+    """Rewrite the 4-bit integers of quantized linears with `weights` (dequantized, [N, K], on
+    the scales the quantizer chose: GPTQ's), keyed by module path; returns how many changed.
+    The scales are the quantizer's; a weight that is not on them is an error."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    changed = 0
+    for node in model.graph.node:
+        path = module_paths.get(node.name.removesuffix("_Q4"))
+        if node.op_type != "MatMulNBits" or path not in weights:
+            continue
+        attrs = {a.name: a.i for a in node.attribute}
+        block, bits = attrs["block_size"], attrs["bits"]
+        if bits != 4 or len(node.input) > 3:
+            raise HandheldError(f"{node.name}: expected symmetric 4-bit MatMulNBits", "report this with the model config")
+        w = weights[path].double()
+        scale = torch.from_numpy(numpy_helper.to_array(inits[node.input[2]]).copy()).double().reshape(w.shape[0], -1)
+        col = scale.repeat_interleave(block, dim=1)[:, : w.shape[1]]  # blocks past K are padding
+        q = torch.round(w / torch.where(col == 0, torch.ones_like(col), col)).clamp(-8, 7)
+        err = float((q * col - w).abs().max())
+        if err > 1e-5 * float(w.abs().max()) + 1e-12:
+            raise HandheldError(f"{path}: the weights are not on the quantizer's grid (max error {err:.3g})", "quantize them on MatMulNBits' block scales")
+        packed = _pack_int4(q.long(), block)
+        old = numpy_helper.to_array(inits[node.input[1]])
+        changed += int((packed != old).any())
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(packed, node.input[1]))
+    return changed
+
+
 def graph_summary(model) -> dict:
     ops = collections.Counter(n.op_type for n in model.graph.node)
     bits = collections.Counter()
@@ -108,8 +150,16 @@ def graph_summary(model) -> dict:
     }
 
 
-def export_onnx(decoder: torch.nn.Module, out_file: Path, weight_bits: int = LINEAR_BITS, output_bits: int = OUTPUT_BITS) -> dict:
-    """decoder: a float `PastKVDecoder`. Writes `out_file`; returns the graph summary."""
+def export_onnx(
+    decoder: torch.nn.Module,
+    out_file: Path,
+    weight_bits: int = LINEAR_BITS,
+    output_bits: int = OUTPUT_BITS,
+    block_weights: dict[str, torch.Tensor] | None = None,
+) -> dict:
+    """decoder: a float `PastKVDecoder`. Writes `out_file`; returns the graph summary.
+    block_weights: {module path: dequantized [N, K]} integers to store instead of the
+    quantizer's RTN ones (GPTQ), on the quantizer's own scales."""
     import onnx
 
     stages = tqdm(total=3, desc="onnx: export", unit="stage")
@@ -130,11 +180,13 @@ def export_onnx(decoder: torch.nn.Module, out_file: Path, weight_bits: int = LIN
         stages.update()
         stages.set_description("onnx: MatMulNBits")
         roles = select_weight_matmuls(model)
+        paths = {n.name: _module_path(n) for n in model.graph.node if n.name in set(roles["linear"])}
         if weight_bits == 4 and not roles["linear"]:
             raise HandheldError("no transformer linear found in the exported ONNX graph", "report this with the model config")
         with _in_temp_dir():
             if weight_bits == 4:
                 model = _quantize_nodes(model, roles["linear"], LINEAR_BITS)
+                rewritten = write_block_integers(model, paths, block_weights) if block_weights else 0
             if output_bits in (4, 8) and roles["lm_head"]:
                 model = _quantize_nodes(model, roles["lm_head"], output_bits)
         stages.update()
@@ -152,7 +204,22 @@ def export_onnx(decoder: torch.nn.Module, out_file: Path, weight_bits: int = LIN
         stages.close()
     summary = graph_summary(model)
     summary["roles"] = {k: len(v) for k, v in roles.items()}
+    if block_weights:
+        summary["block_integers_rewritten"] = rewritten
     return summary
+
+
+def fused_block_weights(simulated) -> dict[str, torch.Tensor]:
+    """The simulated model's block weights under the ONNX graph's module paths (q|k|v and
+    gate|up fused as `PastKVDecoder` fuses them)."""
+    out = {}
+    for i, layer in enumerate(simulated.layers):
+        att, mlp, pre = layer.self_attn, layer.mlp, f"model.layers.{i}"
+        out[f"{pre}.self_attn.qkv_proj.fused"] = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight])
+        out[f"{pre}.self_attn.o_proj"] = att.o_proj.weight
+        out[f"{pre}.mlp.gate_up_proj.fused"] = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
+        out[f"{pre}.mlp.down_proj"] = mlp.down_proj.weight
+    return out
 
 
 def lower_llm_onnx(prepared, folder: Path) -> dict:
@@ -166,7 +233,10 @@ def lower_llm_onnx(prepared, folder: Path) -> dict:
     check_onnx_quant_config(quant)
     model = int8_embedding(copy.deepcopy(prepared.float_model), quant)
     decoder = PastKVDecoder(model, prepared.wrapper.max_seq_len).eval()
-    summary = export_onnx(decoder, folder / "model.onnx", weight_bits=quant.weight_bits, output_bits=quant.output_bits)
+    # the simulated model's integers go into the file: GPTQ's, or (RTN) the quantizer's own,
+    # in which case nothing changes (`block_integers_rewritten` = 0 checks the simulation)
+    block_weights = fused_block_weights(prepared.model) if quant.weight_bits == 4 else None
+    summary = export_onnx(decoder, folder / "model.onnx", weight_bits=quant.weight_bits, output_bits=quant.output_bits, block_weights=block_weights)
     a = model.args
     return {
         "model_file": "model.onnx",

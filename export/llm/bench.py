@@ -5,7 +5,8 @@ artifact alone and OMP_NUM_THREADS=1 is set before torch loads. A worker prefill
 PROMPT_TOKENS-token prompt of real text at position 0, then runs DECODE_STEPS single-token
 decode calls (greedy, stop tokens ignored), once to warm up and `runs` times measured;
 medians are reported. A `--baseline` .pte (ExecuTorch's own export_llm output, same
-forward(tokens, input_pos) signature) goes through the identical worker in the same run.
+forward(tokens, input_pos) signature) or another Handheld artifact folder (e.g. the unrotated
+export, to price the rotations) goes through the identical worker in the same run.
 """
 
 from __future__ import annotations
@@ -130,8 +131,13 @@ def bench_artifact(
             "re-export with a larger --max-seq-len",
         )
     targets = {"handheld": folder}
+    # a bare .pte baseline is ExecuTorch's export_llm; a folder is another Handheld artifact
+    # (e.g. the unrotated export, to price the rotations in the same run)
+    base_name = None
     if baseline:
-        targets["executorch_export_llm"] = Path(baseline)
+        baseline = Path(baseline)
+        base_name = f"handheld:{baseline.name}" if baseline.is_dir() else "executorch_export_llm"
+        targets[base_name] = baseline
     results: dict = {name: {"size_mb": _size_mb(t), "path": str(t), "by_threads": {}} for name, t in targets.items()}
     jobs = [(name, t) for name in targets for t in threads]
     for name, t in tqdm(jobs, desc="bench", unit="config"):
@@ -146,9 +152,9 @@ def bench_artifact(
         "results": results,
     }
     if baseline:
-        report["ratios_vs_executorch_export_llm"] = {
+        report[f"ratios_vs_{base_name}"] = {
             str(t): {
-                metric: results["handheld"]["by_threads"][str(t)][metric] / results["executorch_export_llm"]["by_threads"][str(t)][metric]
+                metric: results["handheld"]["by_threads"][str(t)][metric] / results[base_name]["by_threads"][str(t)][metric]
                 for metric in ("prefill_tok_s", "decode_tok_s")
             }
             for t in threads
@@ -163,5 +169,7 @@ def print_table(report: dict) -> None:
     for name, r in report["results"].items():
         for t, m in r["by_threads"].items():
             print(f"{name:24} {t:>3} {m['prefill_tok_s']:14.1f} {m['decode_tok_s']:13.1f} {m['time_to_first_token_ms']:8.1f} {m['peak_rss_mb']:12.0f} {r['size_mb']:8.1f}")
-    for t, ratio in report.get("ratios_vs_executorch_export_llm", {}).items():
-        print(f"handheld / executorch export_llm @ {t} thread(s): prefill {ratio['prefill_tok_s']:.2f}x, decode {ratio['decode_tok_s']:.2f}x")
+    for key, by_threads in report.items():
+        if key.startswith("ratios_vs_"):
+            for t, ratio in by_threads.items():
+                print(f"handheld / {key.removeprefix('ratios_vs_')} @ {t} thread(s): prefill {ratio['prefill_tok_s']:.2f}x, decode {ratio['decode_tok_s']:.2f}x")

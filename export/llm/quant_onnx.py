@@ -57,13 +57,25 @@ def int8_block_act_quant_dequant(x: torch.Tensor, block: int = BLOCK) -> torch.T
     return (q * (amax / 127.0)).reshape(*x.shape[:-1], -1)[..., :k]
 
 
-class MatMulNBitsLinear(nn.Module):
-    """Eager MatMulNBits: block-quantized weight (stored dequantized), int8 block activations."""
+def block_scales(w: torch.Tensor, bits: int, block: int = BLOCK) -> torch.Tensor:
+    """The quantizer's per-block scale (extreme / lo) repeated per column: [out, in]."""
+    out_f, in_f = w.shape
+    wb = nn.functional.pad(w.double(), (0, (-in_f) % block)).reshape(out_f, -1, block)
+    mx, mn = wb.amax(-1, keepdim=True), wb.amin(-1, keepdim=True)
+    extreme = torch.where(mx.abs() > mn.abs(), mx, mn)
+    scale = (extreme / -(2 ** (bits - 1))).float().double()
+    return scale.expand_as(wb).reshape(out_f, -1)[:, :in_f]
 
-    def __init__(self, linear: nn.Linear, bits: int, int8_activations: bool):
+
+class MatMulNBitsLinear(nn.Module):
+    """Eager MatMulNBits: block-quantized weight (stored dequantized), int8 block activations.
+    `weight` overrides the RTN weight (GPTQ's, on the same block scales)."""
+
+    def __init__(self, linear: nn.Linear, bits: int, int8_activations: bool, weight: torch.Tensor | None = None):
         super().__init__()
         self.bits, self.int8_activations = bits, int8_activations
-        self.register_buffer("weight", block_quantize_symmetric(linear.weight.detach().float(), bits))
+        w = block_quantize_symmetric(linear.weight.detach().float(), bits) if weight is None else weight.float()
+        self.register_buffer("weight", w)
         self.bias = None if linear.bias is None else linear.bias.detach().float()
 
     def forward(self, x):
@@ -99,18 +111,38 @@ def check_onnx_quant_config(cfg: LLMQuantConfig) -> None:
         raise HandheldError(f"the ONNX backend has no {cfg} variant", "use int8 output, fp32 KV cache")
 
 
-def simulate_matmulnbits(model: Llama, cfg: LLMQuantConfig) -> dict:
-    """Quantize `model` in place the way the ONNX artifact is; return weight SQNR per part."""
+def gptq_matmulnbits_weights(model: Llama, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
+    """GPTQ weights of every block linear on MatMulNBits' own block scales (so the artifact's
+    integers, written by `export.backends.onnx`, are exactly these)."""
+    from export.quant import QuantScheme
+    from export.quant.gptq import gptq_weights
+
+    scales = {n: block_scales(lin.weight.detach(), LINEAR_BITS) for n, lin in model.linears().items()}
+    scheme = QuantScheme("matmulnbits", w_bits=LINEAR_BITS, w_group=BLOCK, w_clip_search=False)
+    return gptq_weights(model, calibration, scheme, scales=scales)
+
+
+def simulate_matmulnbits(model: Llama, cfg: LLMQuantConfig, calibration: torch.Tensor | None = None) -> dict:
+    """Quantize `model` in place the way the ONNX artifact is; return weight SQNR per part.
+    With `cfg.weight_method == "gptq"`, `calibration` ([n, S] tokens) feeds GPTQ."""
     check_onnx_quant_config(cfg)
     if cfg.weight_bits == 16 and not cfg.embedding_bits and not cfg.output_bits:
         return {}
     untie_embeddings(model)
-    report: dict[str, float] = {}
+    report: dict = {}
     acts = cfg.dynamic_activations
     if cfg.weight_bits == 4:
+        gptq = None
+        if cfg.weight_method == "gptq":
+            if calibration is None:
+                from export.errors import HandheldError
+
+                raise HandheldError("GPTQ needs calibration tokens", "pass calibration windows, or use weight_method='rtn'")
+            gptq = gptq_matmulnbits_weights(model, calibration)
+        report["weight_method"] = cfg.weight_method
         errs = []
         for name, lin in model.linears().items():
-            q = MatMulNBitsLinear(lin, LINEAR_BITS, acts)
+            q = MatMulNBitsLinear(lin, LINEAR_BITS, acts, None if gptq is None else gptq[name])
             errs.append(sqnr_db(lin.weight.detach(), q.weight))
             parent, _, leaf = name.rpartition(".")
             setattr(model.get_submodule(parent), leaf, q)

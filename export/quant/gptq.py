@@ -46,13 +46,14 @@ def gptq_quantize(
 
     `scale` ([out, in], one value per column) imposes another quantizer's grid (an exporter's
     own scales); by default the RTN scales of `bits`/`group`/`clip_search` are used."""
-    if group is not None and w.shape[1] % group:
+    if scale is None and group is not None and w.shape[1] % group:
         raise HandheldError(f"in_features {w.shape[1]} is not a multiple of group {group}", "use a group size that divides every linear's input size")
     dtype = w.dtype
     w = w.detach().double().clone()
     h = hessian.detach().double().clone()
     qmax = 2 ** (bits - 1) - 1
     scale = _scales(w, bits, group, clip_search) if scale is None else scale.detach().double().to(w.device).expand_as(w).clone()
+    scale[scale == 0] = 1e-12  # an all-zero block: any scale reproduces it
     dead = torch.diag(h) == 0  # inputs never seen: any value works, keep RTN there
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
