@@ -203,8 +203,9 @@ class CoreMLPieces(ExecuTorchPieces):
 
 @PIECES_BACKENDS.register("onnx")
 class OnnxPieces:
-    """One onnxruntime session per method. `decode` has no cache: the context so far is kept
-    here and re-run whole for every token (positions past `pos` are dropped first)."""
+    """One onnxruntime session per method. `decode` carries the KV cache as past/present
+    tensors: the presents of one call are the pasts of the next, cut to `pos` first (so a
+    rewind behaves like the static cache of the ExecuTorch program)."""
 
     def __init__(self, folder: Path, manifest: dict, threads: int | None = None):
         import onnxruntime as ort
@@ -220,7 +221,9 @@ class OnnxPieces:
             name: ort.InferenceSession(str(Path(folder) / spec["file"]), opts, providers=["CPUExecutionProvider"])
             for name, spec in manifest["methods"].items()
         }
-        self.context = torch.zeros(1, 0, 0)
+        dec = self.sessions["decode"].get_inputs()
+        self.past_names = [i.name for i in dec[1:]]
+        self.past: list = [np.zeros((1, i.shape[1], 0, i.shape[3]), dtype=np.float32) for i in dec[1:]]
 
     def _call(self, name: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
         outs = self.sessions[name].run(None, {k: v.contiguous().numpy() for k, v in inputs.items()})
@@ -240,10 +243,14 @@ class OnnxPieces:
         return self._call("embed", tokens=tokens)[0]
 
     def decode(self, embeds, pos: int):
-        if pos > self.context.shape[1]:
-            raise HandheldError(f"decode at position {pos} after a {self.context.shape[1]}-token context", "decode positions must be contiguous")
-        self.context = torch.cat([self.context[:, :pos], embeds], dim=1) if pos else embeds
-        return self._call("decode", embeds=self.context)[0].reshape(-1)
+        have = self.past[0].shape[2]
+        if pos > have:
+            raise HandheldError(f"decode at position {pos} after a {have}-token context", "decode positions must be contiguous")
+        if pos + embeds.shape[1] > self.max_seq_len:
+            raise HandheldError(f"{pos + embeds.shape[1]} positions exceed the {self.max_seq_len}-token context", "ask a shorter question or use fewer frames")
+        feed = {"embeds": embeds.contiguous().numpy(), **{n: p[:, :, :pos] for n, p in zip(self.past_names, self.past)}}
+        logits, *self.past = self.sessions["decode"].run(None, feed)
+        return torch.from_numpy(logits).reshape(-1)
 
 
 def open_pieces(folder: Path, threads: int | None = None):

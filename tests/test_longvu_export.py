@@ -102,7 +102,7 @@ def test_tampered_artifact_is_refused(artifact, tmp_path):
 
 
 def test_onnx_pieces_select_the_same_and_answer_the_same(model, tmp_path):
-    """fp32 ONNX files (cache-free decode), same host selection, checked on the sample videos."""
+    """fp32 ONNX files (decode with a past/present KV cache), same host selection, checked on the sample videos."""
     from export.longvu.config import FP32_LLM
     from export.longvu.export import export_longvu
     from export.longvu.pipeline import build_model

@@ -13,13 +13,12 @@ the decoder here is exactly the one `handheld export llm` produces, minus its to
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from export.llm.model import Llama
 from export.llm.wrapper import CachedDecoder
+from export.llm.wrapper_onnx import PastKVDecoder, past_names
 
 
 class EmbedsDecoder(nn.Module):
@@ -64,43 +63,20 @@ class TokenEmbedding(nn.Module):
         return {"tokens": {1: torch.export.Dim("len", min=1, max=self.max_len - 1)}}
 
 
-class CausalMatmulSDPA(nn.Module):
-    """Causal GQA attention from MatMul/Softmax and an arange mask; slots into `Attention.sdpa`.
-    (The default slot picks `is_causal` from the sequence length, which a dynamic export cannot.)"""
+class PastKVEmbedsDecoder(PastKVDecoder):
+    """ONNX's decode piece: the LLM ONNX wrapper (`PastKVDecoder`: the KV cache as explicit
+    past/present tensors, dynamic lengths) with embeddings in instead of token ids.
 
-    def forward(self, q, k, v, start_pos):  # q: [1, S, H, D]; k, v: [1, S, Hkv, D]
-        rep = q.shape[2] // k.shape[2]
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2).repeat_interleave(rep, dim=1), v.transpose(1, 2).repeat_interleave(rep, dim=1)
-        s = q.shape[2]
-        scores = torch.matmul(q, k.transpose(2, 3)) * q.shape[-1] ** -0.5  # [1, H, S, S]
-        future = torch.arange(s)[None, :] > torch.arange(s)[:, None]
-        out = torch.matmul(scores.masked_fill(future, float("-inf")).softmax(dim=-1), v)
-        return out.transpose(1, 2)  # [1, S, H, D]
-
-
-class FullSequenceDecoder(nn.Module):
-    """ONNX's decode piece: the whole context so far in, no cache (plain MatMul/Softmax attention).
-
-    embeds [1, S, dim], S >= 2 -> logits [1, vocab] for the last position. The runner keeps the
-    context and re-runs it per token (quadratic, but every ONNX runtime runs it as is)."""
+    embeds [1, S, dim] fp32, past_{key,value}_{i} [1, n_kv_heads, P, head_dim]
+    -> logits [1, vocab] (last position), present_{key,value}_{i} [1, n_kv_heads, P + S, head_dim];
+    the position of embeds[0, 0] is P."""
 
     def __init__(self, model: Llama, max_seq_len: int):
-        super().__init__()
-        model = copy.deepcopy(model)
-        model.embed_tokens = nn.Identity()
-        for layer in model.layers:
-            layer.self_attn.sdpa = CausalMatmulSDPA()
-        model.rope_cos = model.rope_cos[:max_seq_len].clone()  # [max_seq_len, head_dim]
-        model.rope_sin = model.rope_sin[:max_seq_len].clone()
-        self.model = model
-        self.max_seq_len = max_seq_len
+        super().__init__(model, max_seq_len)
+        self.model.embed_tokens = nn.Identity()  # `hidden(embeds)` then starts at the blocks
 
-    def forward(self, embeds: torch.Tensor) -> torch.Tensor:
-        return self.model.lm_head(self.model.hidden_from_embeds(embeds, 0)[:, -1, :])
+    def example_inputs(self, seq_len: int = 3, past_len: int = 5) -> tuple:
+        return (torch.zeros(1, seq_len, self.model.args.dim), *self.empty_past(past_len))
 
-    def example_inputs(self) -> tuple[torch.Tensor]:
-        return (torch.zeros(1, 3, self.model.args.dim),)
-
-    def dynamic_shapes(self):
-        # min 2: a 1-token context is never run (the prompt is longer), and S > 1 keeps attention causal
-        return {"embeds": {1: torch.export.Dim("seq", min=2, max=self.max_seq_len)}}
+    def input_names(self) -> list[str]:
+        return ["embeds", *past_names(self.n_layers)]

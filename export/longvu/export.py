@@ -141,16 +141,18 @@ ONNX_OPSET = 18
 
 @LONGVU_BACKENDS.register("onnx")
 def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
-    """One .onnx per method (fp32); decode is the cache-free `FullSequenceDecoder`."""
-    from export.longvu.decoder import FullSequenceDecoder
+    """One .onnx per method (fp32); decode carries its KV cache as past/present tensors."""
+    from export.llm.wrapper_onnx import past_names, present_names
+    from export.longvu.decoder import PastKVEmbedsDecoder
 
     parts = pieces(m)
-    full = FullSequenceDecoder(m.llm, m.cfg.context_len).eval()
-    dim = m.llm.args.dim
-    parts["decode"] = Piece(full, full.example_inputs(), full.dynamic_shapes(),
-                            [{"name": "embeds", "dtype": "float32", "shape": [1, "seq", dim], "dynamic": {"seq": [2, m.cfg.context_len]},
-                              "note": "the whole context so far; no KV cache"}],
-                            parts["decode"].outputs)
+    dec = PastKVEmbedsDecoder(m.llm, m.cfg.context_len).eval()
+    a, ctx = m.llm.args, m.cfg.context_len
+    kv = lambda n, length: {"name": n, "dtype": "float32", "shape": [1, a.n_kv_heads, length, a.head_dim]}
+    inputs = [{"name": "embeds", "dtype": "float32", "shape": [1, "seq", a.dim], "dynamic": {"seq": [1, ctx]}}]
+    inputs += [{**kv(n, "past"), "dynamic": {"past": [0, ctx - 1]}, "note": "cached positions (0 for the prompt)"} for n in past_names(a.n_layers)]
+    outputs = parts["decode"].outputs + [{**kv(n, "past + seq")} for n in present_names(a.n_layers)]
+    parts["decode"] = Piece(dec, dec.example_inputs(), dec.dynamic_shapes(), inputs, outputs)
     methods = {}
     for name, p in tqdm(parts.items(), desc="longvu: onnx export", unit="method"):
         file = f"{name}.onnx"
