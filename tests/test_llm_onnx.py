@@ -106,6 +106,7 @@ def test_every_transformer_linear_is_matmulnbits_4bit_and_lm_head_8bit(tiny_onnx
     assert g["matmulnbits_by_bits"] == {"4": n_gemms, "8": 1}
     assert g["float_constant_matmuls"] == 0  # no float weight left behind (no Hadamards in this model)
     assert "Gemm" not in g["op_counts"]
+    assert g["op_counts"]["GroupQueryAttention"] == 2 and "Softmax" not in g["op_counts"]  # one fused attention per layer
     assert g["op_counts"]["Gather"] >= 1 and g["op_counts"].get("GatherBlockQuantized", 0) == 0
 
 

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from export.errors import HandheldError
+from export.llm.onnx_attention import onnx_translations
 from export.llm.quant_onnx import ACCURACY_LEVEL, BLOCK, LINEAR_BITS, OUTPUT_BITS
 
 OPSET = 18  # MatMulNBits is com.microsoft; 18 keeps the standard ops runnable on older ORT builds
@@ -169,6 +170,7 @@ def export_onnx(
                 decoder,
                 decoder.example_inputs(),
                 dynamo=True,
+                custom_translation_table=onnx_translations(),
                 dynamic_shapes=decoder.dynamic_shapes(),
                 input_names=decoder.input_names(),
                 output_names=decoder.output_names(),

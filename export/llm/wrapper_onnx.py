@@ -10,20 +10,20 @@
 
 The position of tokens[0, 0] is P (the past length), so no position input is needed: the
 runner (runtime/onnx_runner.py) truncates its past to `input_pos` and so presents the same
-`forward(tokens, input_pos) -> logits` contract as the ExecuTorch artifact. Attention is
-plain ops (MatMul/Softmax) that every ONNX runtime runs; the model file is untouched: a
-`PastKVSDPA` module goes into each `Attention.sdpa` slot, the wrapper hands it its past and
-collects its present.
+`forward(tokens, input_pos) -> logits` contract as the ExecuTorch artifact. Attention is one
+onnxruntime GroupQueryAttention node per layer (`export/llm/onnx_attention.py`); the model
+file is untouched: a `PastKVSDPA` module goes into each `Attention.sdpa` slot, the wrapper
+hands it its past and collects its present.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
 
+import export.llm.onnx_attention  # noqa: F401  (registers torch.ops.handheld.gqa)
 from export.llm.model import Llama, RMSNorm
 
 
@@ -47,20 +47,10 @@ class PastKVSDPA(nn.Module):
 
     def forward(self, q, k, v, start_pos):  # q: [1, S, H, D]; k, v: [1, S, Hkv, D]
         past_k, past_v = self.past
-        k = torch.cat((past_k, k.transpose(1, 2)), dim=2)  # [1, Hkv, T, D], T = P + S
-        v = torch.cat((past_v, v.transpose(1, 2)), dim=2)
-        self.present = (k, v)
         b, s, h, d = q.shape
-        hkv, t = k.shape[1], k.shape[2]
-        # GQA without repeating the cache: query heads grouped per kv head, [1, Hkv, rep*S, D]
-        q = q.transpose(1, 2).reshape(b, hkv, (h // hkv) * s, d)
-        scores = torch.matmul(q, k.transpose(2, 3)) * (1.0 / math.sqrt(d))  # [1, Hkv, rep*S, T]
-        # query i (row r*S + i) sits at position T - S + i and sees keys 0..T-S+i
-        q_pos = (t - s) + torch.arange(s).repeat(h // hkv)  # [rep*S]
-        masked = torch.arange(t)[None, :] > q_pos[:, None]  # [rep*S, T]
-        scores = scores.masked_fill(masked, float("-inf"))
-        out = torch.matmul(torch.softmax(scores, dim=-1), v)  # [1, Hkv, rep*S, D]
-        return out.reshape(b, h, s, d).transpose(1, 2)  # [1, S, H, D]
+        hkv = k.shape[2]
+        out, *self.present = torch.ops.handheld.gqa(q.reshape(b, s, h * d), k.reshape(b, s, hkv * d), v.reshape(b, s, hkv * d), past_k, past_v, h, hkv)
+        return out.view(b, s, h, d)
 
 
 class DivRMSNorm(nn.Module):

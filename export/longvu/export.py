@@ -142,6 +142,7 @@ ONNX_OPSET = 18
 @LONGVU_BACKENDS.register("onnx")
 def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
     """One .onnx per method (fp32); decode carries its KV cache as past/present tensors."""
+    from export.llm.onnx_attention import onnx_translations
     from export.llm.wrapper_onnx import past_names, present_names
     from export.longvu.decoder import PastKVEmbedsDecoder
 
@@ -159,7 +160,7 @@ def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
         names_in, names_out = [s["name"] for s in p.inputs], [s["name"] for s in p.outputs]
         try:
             with torch.no_grad():
-                program = torch.onnx.export(p.module, p.example_inputs, dynamo=True, dynamic_shapes=p.dynamic_shapes,
+                program = torch.onnx.export(p.module, p.example_inputs, dynamo=True, dynamic_shapes=p.dynamic_shapes, custom_translation_table=onnx_translations(),
                                             input_names=names_in, output_names=names_out, opset_version=ONNX_OPSET, optimize=True, verbose=False)
             program.save(str(folder / file))
         except Exception as err:
