@@ -1,4 +1,4 @@
-"""The ONNX artifact of the real SmolLM2 (QuaRot-rotated, MatMulNBits 4-bit) against eager with
+"""The ONNX artifact of the real SmolLM2 (QuaRot-rotated, GPTQ on MatMulNBits 4-bit) against eager with
 MatMulNBits simulated, on held-out Wikipedia text; and a real chat answer from the artifact.
 Exported once per session without the full harness (tests stay minutes long); the judged
 numbers are the ONNX tolerances of export/backends/onnx.py."""
@@ -26,7 +26,8 @@ def test_real_model_graph(smollm2_onnx):
     g = manifest["onnx_graph"]
     assert g["matmulnbits_by_bits"] == {"4": 30 * 4, "8": 1}  # q|k|v and gate|up fused
     assert g["float_constant_matmuls"] == 30  # R4's [128, 128] Sylvester factor per layer stays float
-    assert g["roles"]["other"] == 30 * 4  # 2 attention + 2 R4 (x S_128, 12 x 12 factor) per layer, none quantized
+    assert g["roles"]["other"] == 30 * 2  # R4's two factors (x S_128, 12 x 12) per layer, not quantized
+    assert g["op_counts"]["GroupQueryAttention"] == 30  # attention: one fused node per layer
 
 
 def test_teacher_forced_logits_match_matmulnbits_simulation(smollm2_onnx, smollm2):
