@@ -3,49 +3,22 @@ iOS 18 program (states, int4 per-block weights, Hadamards left fp16), the packag
 against the eager simulation, and the saved program evaluated op by op with coremltools' value
 inference (Linux) against eager. Real prediction needs macOS and is tested there only."""
 
-import copy
 import platform
 
 import numpy as np
 import pytest
 import torch
 
-from export.config import LLMExportConfig, LLMQuantConfig
+from export.config import LLMQuantConfig
 from export.errors import HandheldError
-from export.llm.model import Llama
-from tests.conftest import tiny_llama_args
-
-
-def _tiny(**overrides):
-    torch.manual_seed(0)
-    model = Llama(tiny_llama_args(**overrides)).eval().requires_grad_(False)
-    for p in model.parameters():
-        if p.dim() == 1:
-            p.data.uniform_(0.5, 1.5)
-    return model
-
-
-class _TinyCheckpoint:
-    def __init__(self, model):
-        self.model, self.family, self.source, self.bos_id, self.eos_ids = model, "llama", "tiny-random", 1, (2,)
+from tests.llm_helpers import export_tiny
+from tests.llm_helpers import tiny_decoder as _tiny
 
 
 def _export(model, tmp_path, quant=LLMQuantConfig(), max_seq_len=40):
-    import export.llm.pipeline as pipeline
     from export.llm.quant_coreml import simulate_coreml_weights
-    from export.llm.wrapper import CachedDecoder
 
-    cfg = LLMExportConfig(backend="coreml", max_seq_len=max_seq_len, quant=quant, rotation="none")
-    simulated = copy.deepcopy(model)
-    report = simulate_coreml_weights(simulated, quant)
-    prepared = pipeline.PreparedModel(_TinyCheckpoint(model), simulated, CachedDecoder(simulated, max_seq_len).eval(), report, model, quant)
-    save = pipeline._save_tokenizer
-    pipeline._save_tokenizer = lambda ck, folder: (folder / "tokenizer.json").write_text("{}") and {"file": "tokenizer.json", "eos_ids": [2]}
-    try:
-        manifest = pipeline.export_prepared(cfg, prepared, tmp_path / "coreml", check_parity=False)
-    finally:
-        pipeline._save_tokenizer = save
-    return tmp_path / "coreml", manifest, prepared
+    return export_tiny(model, tmp_path / "coreml", "coreml", simulate_coreml_weights, quant, max_seq_len)
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +103,9 @@ def test_mil_program_matches_eager_simulation_through_prefill_and_decode(tiny_co
 
 
 def test_hadamards_stay_fp16_matmuls(tmp_path):
-    rotation = pytest.importorskip("export.rotation", reason="SpinQuant rotations (export/rotation) not in this checkout")
-    model = rotation.apply_rotation(_tiny(ffn_dim=192), "quarot", quantized_kv=True)
+    from export.rotation import apply_rotation
+
+    model = apply_rotation(_tiny(ffn_dim=192), "quarot", quantized_kv=True)
     folder, manifest, prepared = _export(model, tmp_path)
     c = manifest["coreml"]
     assert c["op_counts"]["constexpr_blockwise_shift_scale"] == 16  # untied by the rotation; Hadamard factors not compressed

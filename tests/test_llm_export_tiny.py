@@ -9,16 +9,10 @@ import torch
 
 from export.config import LLMExportConfig
 from export.errors import HandheldError
-from export.llm.pipeline import PreparedModel, export_prepared
+from export.llm.pipeline import PreparedModel
 from export.llm.quantize import quantize_llm
 from export.llm.wrapper import CachedDecoder
-
-
-class _TinyCheckpoint:
-    """Stands in for a loaded checkpoint: the real tokenizer is not needed for mechanics."""
-
-    def __init__(self, model):
-        self.model, self.family, self.source, self.bos_id, self.eos_ids = model, "llama", "tiny-random", 1, (2,)
+from tests.llm_helpers import TinyCheckpoint, random_calibration, stub_tokenizer_export
 
 
 @pytest.fixture(scope="module")
@@ -31,20 +25,11 @@ def tiny_artifact(tmp_path_factory):
     cfg = LLMExportConfig(max_seq_len=40, rotation="none")
     fp = Llama(tiny_llama_args()).eval()
     fp.load_state_dict(model.state_dict())
-    calibration = torch.randint(0, tiny_llama_args().vocab_size, (4, 24), generator=torch.Generator().manual_seed(5))
-    report = quantize_llm(model, cfg.quant, calibration)  # GPTQ (the default) on torchao's grid
+    report = quantize_llm(model, cfg.quant, random_calibration(model))  # GPTQ (the default) on torchao's grid
     assert report["weight_method"] == "gptq"
-    prepared = PreparedModel(_TinyCheckpoint(fp), model, CachedDecoder(model, cfg.max_seq_len).eval(), report)
+    prepared = PreparedModel(TinyCheckpoint(fp), model, CachedDecoder(model, cfg.max_seq_len).eval(), report)
     out = tmp_path_factory.mktemp("tiny") / "llm"
-    import export.llm.pipeline as pipeline
-
-    save = pipeline._save_tokenizer
-    pipeline._save_tokenizer = lambda ck, folder: (folder / "tokenizer.json").write_text("{}") and {"file": "tokenizer.json", "eos_ids": [2]}
-    try:
-        manifest = export_prepared(cfg, prepared, out, check_parity=False)
-    finally:
-        pipeline._save_tokenizer = save
-    return out, manifest, prepared
+    return out, stub_tokenizer_export(cfg, prepared, out), prepared
 
 
 def test_gptq_keeps_torchao_scales_and_beats_rtn():

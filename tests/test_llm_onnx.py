@@ -3,53 +3,28 @@ wrapper, the exported graph (MatMulNBits where intended, Hadamards left alone), 
 MatMulNBits simulation against onnxruntime's own quantized weights and outputs, the runner
 contract. Real-SmolLM2 parity lives in test_llm_onnx_smollm2.py."""
 
-import copy
-
 import numpy as np
 import pytest
 import torch
 
-from export.config import LLMExportConfig, LLMQuantConfig
+from export.config import LLMQuantConfig
 from export.errors import HandheldError
-from export.llm.model import Llama
-from tests.conftest import tiny_llama_args
+from tests.llm_helpers import export_tiny, random_calibration, tiny_decoder
 
 FFN = 176  # not a multiple of the 32 block: exercises MatMulNBits' K padding
 
 
 def _tiny(**overrides):
-    torch.manual_seed(0)
-    model = Llama(tiny_llama_args(**{"ffn_dim": FFN, **overrides})).eval().requires_grad_(False)
-    for p in model.parameters():
-        if p.dim() == 1:
-            p.data.uniform_(0.5, 1.5)
-    return model
-
-
-class _TinyCheckpoint:
-    def __init__(self, model):
-        self.model, self.family, self.source, self.bos_id, self.eos_ids = model, "llama", "tiny-random", 1, (2,)
+    return tiny_decoder(**{"ffn_dim": FFN, **overrides})
 
 
 def _export(model, tmp_path, quant=LLMQuantConfig(), max_seq_len=40):
-    """Through the real pipeline (prepare -> LLM_BACKENDS['onnx'] -> manifest), tokenizer stubbed."""
-    import export.llm.pipeline as pipeline
+    """Through the real pipeline (prepare -> LLM_BACKENDS['onnx'] -> manifest), tokenizer stubbed;
+    GPTQ (the default) calibrated on random tokens."""
     from export.llm.quant_onnx import simulate_matmulnbits
-    from export.llm.wrapper import CachedDecoder
 
-    cfg = LLMExportConfig(backend="onnx", max_seq_len=max_seq_len, quant=quant, rotation="none")
-    simulated = copy.deepcopy(model)
-    gen = torch.Generator().manual_seed(5)
-    calibration = torch.randint(0, model.args.vocab_size, (4, 24), generator=gen) if quant.weight_method == "gptq" else None
-    report = simulate_matmulnbits(simulated, quant, calibration)
-    prepared = pipeline.PreparedModel(_TinyCheckpoint(model), simulated, CachedDecoder(simulated, max_seq_len).eval(), report, model, quant)
-    save = pipeline._save_tokenizer
-    pipeline._save_tokenizer = lambda ck, folder: (folder / "tokenizer.json").write_text("{}") and {"file": "tokenizer.json", "eos_ids": [2]}
-    try:
-        manifest = pipeline.export_prepared(cfg, prepared, tmp_path / "onnx", check_parity=False)
-    finally:
-        pipeline._save_tokenizer = save
-    return tmp_path / "onnx", manifest, prepared
+    calibration = random_calibration(model) if quant.weight_method == "gptq" else None
+    return export_tiny(model, tmp_path / "onnx", "onnx", simulate_matmulnbits, quant, max_seq_len, calibration=calibration)
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +168,9 @@ def test_runner_rewinds_like_the_static_cache_and_refuses_gaps(tiny_onnx):
 
 
 def test_hadamards_stay_float_matmuls_and_the_graph_matches(tmp_path):
-    rotation = pytest.importorskip("export.rotation", reason="SpinQuant rotations (export/rotation) not in this checkout")
-    model = rotation.apply_rotation(_tiny(ffn_dim=192), "quarot", quantized_kv=True)  # 192 = 12 x 16 -> a 12-factor Hadamard
+    from export.rotation import apply_rotation
+
+    model = apply_rotation(_tiny(ffn_dim=192), "quarot", quantized_kv=True)  # 192 = 12 x 16 -> a 12-factor Hadamard
     folder, manifest, prepared = _export(model, tmp_path)
     g = manifest["onnx_graph"]
     assert g["matmulnbits_by_bits"] == {"4": 8, "8": 1}

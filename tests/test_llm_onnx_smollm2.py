@@ -11,14 +11,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def smollm2_onnx(tmp_path_factory, smollm2):
-    pytest.importorskip("export.rotation", reason="SpinQuant rotations (export/rotation) not in this checkout")
     from export.config import LLMExportConfig
-    from export.llm import pipeline
+    from tests.llm_helpers import export_smollm2
 
     cfg = LLMExportConfig(backend="onnx", max_seq_len=320)  # the shipped rotation and GPTQ
-    prepared = pipeline.prepare_model(cfg, checkpoint=smollm2)
-    out = tmp_path_factory.mktemp("smollm2_onnx") / "onnx"
-    return out, pipeline.export_prepared(cfg, prepared, out, check_parity=False), prepared
+    return export_smollm2(tmp_path_factory, smollm2, cfg, "onnx")
 
 
 def test_real_model_graph(smollm2_onnx):
