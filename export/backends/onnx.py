@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from export.errors import HandheldError
-from export.llm.onnx_attention import onnx_translations
+from export.llm.onnx_ops import onnx_translations
 from export.llm.quant_onnx import ACCURACY_LEVEL, BLOCK, LINEAR_BITS, OUTPUT_BITS
 
 OPSET = 18  # MatMulNBits is com.microsoft; 18 keeps the standard ops runnable on older ORT builds
@@ -217,9 +217,9 @@ def fused_block_weights(simulated) -> dict[str, torch.Tensor]:
     out = {}
     for i, layer in enumerate(simulated.layers):
         att, mlp, pre = layer.self_attn, layer.mlp, f"model.layers.{i}"
-        out[f"{pre}.self_attn.qkv_proj.fused"] = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight])
+        out[f"{pre}.self_attn.qkv_proj"] = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight])
         out[f"{pre}.self_attn.o_proj"] = att.o_proj.weight
-        out[f"{pre}.mlp.gate_up_proj.fused"] = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
+        out[f"{pre}.mlp.gate_up_proj"] = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
         out[f"{pre}.mlp.down_proj"] = mlp.down_proj.weight
     return out
 

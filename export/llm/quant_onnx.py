@@ -111,15 +111,18 @@ def check_onnx_quant_config(cfg: LLMQuantConfig) -> None:
         raise HandheldError(f"the ONNX backend has no {cfg} variant", "use int8 output, fp32 KV cache")
 
 
-def gptq_matmulnbits_weights(model: Llama, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
-    """GPTQ weights of every block linear on MatMulNBits' own block scales (so the artifact's
-    integers, written by `export.backends.onnx`, are exactly these)."""
+def gptq_matmulnbits_weights(model: Llama, calibration: torch.Tensor, output_bits: int = 0) -> dict[str, torch.Tensor]:
+    """GPTQ weights of every block linear (and of lm_head when `output_bits` is 4) on
+    MatMulNBits' own block scales (so the artifact's integers, written by
+    `export.backends.onnx`, are exactly these)."""
     from export.quant import QuantScheme
     from export.quant.gptq import gptq_weights
 
     scales = {n: block_scales(lin.weight.detach(), LINEAR_BITS) for n, lin in model.linears().items()}
+    if output_bits == 4:
+        scales["lm_head"] = block_scales(model.lm_head.weight.detach(), output_bits)
     scheme = QuantScheme("matmulnbits", w_bits=LINEAR_BITS, w_group=BLOCK, w_clip_search=False)
-    return gptq_weights(model, calibration, scheme, scales=scales)
+    return gptq_weights(model, calibration, scheme, scales=scales, output_bits=4 if output_bits == 4 else 0)
 
 
 def simulate_matmulnbits(model: Llama, cfg: LLMQuantConfig, calibration: torch.Tensor | None = None) -> dict:
@@ -131,14 +134,14 @@ def simulate_matmulnbits(model: Llama, cfg: LLMQuantConfig, calibration: torch.T
     untie_embeddings(model)
     report: dict = {}
     acts = cfg.dynamic_activations
+    gptq = None
     if cfg.weight_bits == 4:
-        gptq = None
         if cfg.weight_method == "gptq":
             if calibration is None:
                 from export.errors import HandheldError
 
                 raise HandheldError("GPTQ needs calibration tokens", "pass calibration windows, or use weight_method='rtn'")
-            gptq = gptq_matmulnbits_weights(model, calibration)
+            gptq = gptq_matmulnbits_weights(model, calibration, cfg.output_bits)
         report["weight_method"] = cfg.weight_method
         errs = []
         for name, lin in model.linears().items():
@@ -148,8 +151,8 @@ def simulate_matmulnbits(model: Llama, cfg: LLMQuantConfig, calibration: torch.T
             setattr(model.get_submodule(parent), leaf, q)
         report["linear_weight_sqnr_db_min"] = min(errs)
         report["linear_weight_sqnr_db_mean"] = sum(errs) / len(errs)
-    if cfg.output_bits:  # 8 (default) or 4, MatMulNBits block 32 either way
-        q = MatMulNBitsLinear(model.lm_head, cfg.output_bits, acts)
+    if cfg.output_bits:  # 8 (default) or 4, MatMulNBits block 32 either way; GPTQ'd at 4 bits
+        q = MatMulNBitsLinear(model.lm_head, cfg.output_bits, acts, gptq.get("lm_head") if gptq else None)
         report["lm_head_weight_sqnr_db"] = sqnr_db(model.lm_head.weight.detach(), q.weight)
         model.lm_head = q
     if cfg.embedding_bits == 8:

@@ -10,10 +10,14 @@
 
 The position of tokens[0, 0] is P (the past length), so no position input is needed: the
 runner (runtime/onnx_runner.py) truncates its past to `input_pos` and so presents the same
-`forward(tokens, input_pos) -> logits` contract as the ExecuTorch artifact. Attention is one
-onnxruntime GroupQueryAttention node per layer (`export/llm/onnx_attention.py`); the model
-file is untouched: a `PastKVSDPA` module goes into each `Attention.sdpa` slot, the wrapper
-hands it its past and collects its present.
+`forward(tokens, input_pos) -> logits` contract as the ExecuTorch artifact.
+
+The graph is laid out the way onnxruntime runs a decoder fastest (the layout of its own model
+builder), from the model's own modules and weights: per block one SkipSimplifiedLayerNormalization
+(residual add + RMSNorm), one MatMul for q|k|v, one GroupQueryAttention with RoPE inside, o_proj,
+another skip-norm, one MatMul for gate|up, SiLU * up, the R4 Hadamard (two small MatMuls) and
+down_proj; the custom ops are in `export/llm/onnx_ops.py`. The math is the model's: the test
+suite checks the wrapper against `Llama.forward` and the artifact against the wrapper.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-import export.llm.onnx_attention  # noqa: F401  (registers torch.ops.handheld.gqa)
-from export.llm.model import Llama, RMSNorm
+import export.llm.onnx_ops  # noqa: F401  (registers the torch.ops.handheld ops)
+from export.errors import HandheldError
+from export.llm.model import Attention, Llama, RMSNorm
+from export.rotation.online import OnlineHadamard
 
 
 def past_names(n_layers: int) -> list[str]:
@@ -35,22 +42,16 @@ def present_names(n_layers: int) -> list[str]:
     return [f"present_{kind}_{i}" for i in range(n_layers) for kind in ("key", "value")]
 
 
-class PastKVSDPA(nn.Module):
-    """Causal GQA attention over past ++ new keys; slots into `Attention.sdpa`.
-
-    The wrapper sets `past` (k, v: [1, Hkv, P, D]) before each call and reads `present`."""
-
-    def __init__(self):
-        super().__init__()
-        self.past: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.present: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def forward(self, q, k, v, start_pos):  # q: [1, S, H, D]; k, v: [1, S, Hkv, D]
-        past_k, past_v = self.past
-        b, s, h, d = q.shape
-        hkv = k.shape[2]
-        out, *self.present = torch.ops.handheld.gqa(q.reshape(b, s, h * d), k.reshape(b, s, hkv * d), v.reshape(b, s, hkv * d), past_k, past_v, h, hkv)
-        return out.view(b, s, h, d)
+def fuse_linears(linears: list[nn.Linear]) -> nn.Linear:
+    """Linears that read the same input as one (q|k|v; gate|up): one MatMulNBits call instead of
+    three/two. MatMulNBits' blocks run along the input dim, so every output column quantizes
+    exactly as it would in its own linear (the simulation stays per-linear)."""
+    bias = linears[0].bias is not None
+    fused = nn.Linear(linears[0].in_features, sum(l.out_features for l in linears), bias=bias)
+    fused.weight = nn.Parameter(torch.cat([l.weight.detach() for l in linears]), requires_grad=False)
+    if bias:
+        fused.bias = nn.Parameter(torch.cat([l.bias.detach() for l in linears]), requires_grad=False)
+    return fused
 
 
 class DivRMSNorm(nn.Module):
@@ -65,61 +66,43 @@ class DivRMSNorm(nn.Module):
         return self.weight * (x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
 
 
-def fusable_norms(model: nn.Module) -> nn.Module:
-    """Swap every RMSNorm for DivRMSNorm in place (the same function)."""
-    for name, module in list(model.named_modules()):
-        if isinstance(module, RMSNorm):
-            parent, _, leaf = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, leaf, DivRMSNorm(module))
-    return model
+class GQAttention(nn.Module):
+    """The model's attention as q|k|v MatMul -> GroupQueryAttention (RoPE, past ++ new) -> o_proj."""
 
-
-class SharedInputLinears(nn.Module):
-    """Linears that read the same input (q/k/v; gate/up) computed as one: one MatMulNBits call
-    instead of three/two. MatMulNBits' blocks run along the input dim, so every output column
-    quantizes exactly as it would in its own linear (the simulation stays per-linear)."""
-
-    def __init__(self, linears: list[nn.Linear]):
+    def __init__(self, attn: Attention, cos: torch.Tensor, sin: torch.Tensor):
         super().__init__()
-        biases = [l.bias for l in linears]
-        self.fused = nn.Linear(linears[0].in_features, sum(l.out_features for l in linears), bias=biases[0] is not None)
-        self.fused.weight = nn.Parameter(torch.cat([l.weight.detach() for l in linears]), requires_grad=False)
-        if biases[0] is not None:
-            self.fused.bias = nn.Parameter(torch.cat([b.detach() for b in biases]), requires_grad=False)
-        self.sizes = [l.out_features for l in linears]
-        self._x, self._parts = None, None
+        if not all(isinstance(m, nn.Identity) for m in (attn.k_quant, attn.v_quant)):
+            raise HandheldError("the ONNX decoder keeps an fp32 KV cache", "export with kv_cache_bits=0")
+        if not isinstance(attn.qk_rotate, (nn.Identity, OnlineHadamard)):
+            raise HandheldError(f"the ONNX decoder cannot carry a {type(attn.qk_rotate).__name__} on q and k", "use a Hadamard R3 or none")
+        # R3 (the same orthonormal Hadamard on q and k) leaves every q.k, so attention, unchanged:
+        # it only matters for a quantized cache, which this fp32-cache graph does not have
+        self.num_heads, self.kv_heads = attn.n_heads, attn.n_kv_heads
+        self.qkv_proj = fuse_linears([attn.q_proj, attn.k_proj, attn.v_proj])
+        self.o_proj = attn.o_proj
+        half = attn.head_dim // 2  # cos/sin repeat across the two halves (model.rope_cos = cat(f, f))
+        self.register_buffer("cos_cache", cos[:, :half].contiguous(), persistent=False)
+        self.register_buffer("sin_cache", sin[:, :half].contiguous(), persistent=False)
 
-    def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
-        if x is not self._x:  # the first of the group computes all; the others reuse it
-            self._x, self._parts = x, self.fused(x).split(self.sizes, dim=-1)
-        return self._parts[index]
-
-    def clear(self) -> None:
-        self._x = self._parts = None
+    def forward(self, x, past_k, past_v, lengths):  # x: [1, S, dim]
+        out, present_k, present_v = torch.ops.handheld.gqa_rope(
+            self.qkv_proj(x), past_k, past_v, *lengths, self.cos_cache, self.sin_cache, self.num_heads, self.kv_heads
+        )
+        return self.o_proj(out), present_k, present_v
 
 
-class LinearPart(nn.Module):
-    """Stands in for one of a SharedInputLinears group (same call signature as the linear)."""
+class GateUpMLP(nn.Module):
+    """The model's MLP with gate|up as one MatMul (the R4 slot `down_rotate` kept as it is)."""
 
-    def __init__(self, shared: SharedInputLinears, index: int):
+    def __init__(self, mlp: nn.Module):
         super().__init__()
-        self._shared, self.index = [shared], index  # a list: not registered twice
+        self.ffn_dim = mlp.gate_proj.out_features
+        self.gate_up_proj = fuse_linears([mlp.gate_proj, mlp.up_proj])
+        self.down_rotate, self.down_proj = mlp.down_rotate, mlp.down_proj
 
     def forward(self, x):
-        return self._shared[0].part(x, self.index)
-
-
-def share_input_linears(model: Llama) -> list[SharedInputLinears]:
-    """q/k/v and gate/up of every block become one fused linear each (in place)."""
-    groups = []
-    for layer in model.layers:
-        for parent, names, attr in ((layer.self_attn, ("q_proj", "k_proj", "v_proj"), "qkv_proj"), (layer.mlp, ("gate_proj", "up_proj"), "gate_up_proj")):
-            shared = SharedInputLinears([getattr(parent, n) for n in names])
-            setattr(parent, attr, shared)
-            for i, n in enumerate(names):
-                setattr(parent, n, LinearPart(shared, i))
-            groups.append(shared)
-    return groups
+        gate, up = self.gate_up_proj(x).split(self.ffn_dim, dim=-1)
+        return self.down_proj(self.down_rotate(F.silu(gate) * up))
 
 
 class PastKVDecoder(nn.Module):
@@ -129,32 +112,40 @@ class PastKVDecoder(nn.Module):
         super().__init__()
         model = copy.deepcopy(model)
         self.max_seq_len = max_seq_len
-        self.sdpas = [PastKVSDPA() for _ in model.layers]
-        for layer, sdpa in zip(model.layers, self.sdpas):
-            layer.self_attn.sdpa = sdpa
-        model.rope_cos = model.rope_cos[:max_seq_len].clone()  # [max_seq_len, head_dim]
-        model.rope_sin = model.rope_sin[:max_seq_len].clone()
-        self.model = fusable_norms(model)
-        self.shared = share_input_linears(model) if all(isinstance(l, nn.Linear) for l in model.linears().values()) else []
+        cos, sin = model.rope_cos[:max_seq_len], model.rope_sin[:max_seq_len]
+        for layer in model.layers:
+            layer.self_attn = GQAttention(layer.self_attn, cos, sin)
+            layer.mlp = GateUpMLP(layer.mlp)
+        del model.rope_cos, model.rope_sin  # the attention modules hold what they need
+        self.first_norm = DivRMSNorm(model.layers[0].input_layernorm)
+        self.model = model
 
     @property
     def n_layers(self) -> int:
         return self.model.args.n_layers
 
+    def hidden_last(self, x: torch.Tensor, past) -> tuple[torch.Tensor, list]:
+        """x: [1, S, dim] embeddings -> final-normed hidden state of the last position [1, 1, dim], present."""
+        torch._check(past[0].shape[2] + x.shape[1] <= self.max_seq_len)
+        lengths = torch.ops.handheld.gqa_lengths(past[0], x)  # shared by every attention node
+        layers = self.model.layers
+        normed, present = self.first_norm(x), []
+        for i, layer in enumerate(layers):
+            delta, k, v = layer.self_attn(normed, past[2 * i], past[2 * i + 1], lengths)
+            present += [k, v]
+            normed, x = torch.ops.handheld.skip_rms_norm(x, delta, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.eps)
+            delta = layer.mlp(normed)
+            nxt = layers[i + 1].input_layernorm if i + 1 < len(layers) else None
+            if nxt is not None:
+                normed, x = torch.ops.handheld.skip_rms_norm(x, delta, nxt.weight, nxt.eps)
+        final = self.model.norm
+        h, _ = torch.ops.handheld.skip_rms_norm(x[:, -1:], delta[:, -1:], final.weight, final.eps)
+        return h, present
+
     def forward(self, tokens: torch.Tensor, *past: torch.Tensor):
-        start = past[0].shape[2]
-        torch._check(start + tokens.shape[1] <= self.max_seq_len)
-        for i, sdpa in enumerate(self.sdpas):
-            sdpa.past = (past[2 * i], past[2 * i + 1])
-        h = self.model.hidden(tokens, start)  # [1, S, dim]
+        h, present = self.hidden_last(self.model.embed_tokens(tokens), past)
         # 3-D input so lm_head exports as MatMul (what MatMulNBits replaces), not Gemm
-        logits = self.model.lm_head(h[:, -1:, :])[:, 0]  # [1, vocab]
-        present = [t for sdpa in self.sdpas for t in sdpa.present]
-        for sdpa in self.sdpas:
-            sdpa.past = sdpa.present = None
-        for group in self.shared:
-            group.clear()
-        return (logits, *present)
+        return (self.model.lm_head(h)[:, 0], *present)  # logits [1, vocab]
 
     def empty_past(self, length: int = 0) -> list[torch.Tensor]:
         a = self.model.args

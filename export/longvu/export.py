@@ -142,7 +142,7 @@ ONNX_OPSET = 18
 @LONGVU_BACKENDS.register("onnx")
 def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
     """One .onnx per method (fp32); decode carries its KV cache as past/present tensors."""
-    from export.llm.onnx_attention import onnx_translations
+    from export.llm.onnx_ops import onnx_translations
     from export.llm.wrapper_onnx import past_names, present_names
     from export.longvu.decoder import PastKVEmbedsDecoder
 

@@ -90,10 +90,18 @@ def _layer_inputs(model, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 @torch.no_grad()
 def gptq_weights(
-    model, windows: torch.Tensor, scheme: QuantScheme, batch: int = 8, progress: bool = True, scales: dict[str, torch.Tensor] | None = None
+    model,
+    windows: torch.Tensor,
+    scheme: QuantScheme,
+    batch: int = 8,
+    progress: bool = True,
+    scales: dict[str, torch.Tensor] | None = None,
+    output_bits: int = 0,
 ) -> dict[str, torch.Tensor]:
     """GPTQ every block linear of `model` (as `model.linears()` names them) on calibration
     `windows` [n, S]. Returns {name: quantized weight}; `model` is left unchanged.
+    `output_bits` > 0 also quantizes lm_head (key "lm_head", group `scheme.w_group`) on the
+    final-normed outputs of the quantized blocks; `scales["lm_head"]` imposes its grid.
 
     `model` is the float model about to be quantized (rotated already, if it is); activation
     quantization is not applied while the Hessians are collected, as in QuaRot/SpinQuant.
@@ -131,6 +139,13 @@ def gptq_weights(
         x = [layer(xi, cos, sin, 0) for xi in x]  # the next layer sees the quantized layer's output
         for m in linears:
             m.weight.data = originals[id(m)]
+    if output_bits:
+        hess = torch.zeros(model.lm_head.in_features, model.lm_head.in_features, dtype=torch.float64, device=x[0].device)
+        for xi in x:
+            a = model.norm(xi).reshape(-1, hess.shape[0]).double()
+            hess += a.T @ a
+        given = None if scales is None else scales["lm_head"]
+        out["lm_head"] = gptq_quantize(model.lm_head.weight.data, 2 * hess, output_bits, scheme.w_group, scheme.w_clip_search, scale=given)
     return out
 
 
