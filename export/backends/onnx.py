@@ -182,7 +182,7 @@ def export_onnx(
         stages.update()
         stages.set_description("onnx: MatMulNBits")
         roles = select_weight_matmuls(model)
-        paths = {n.name: _module_path(n) for n in model.graph.node if n.name in set(roles["linear"])}
+        paths = {n.name: _module_path(n) for n in model.graph.node if n.name in set(roles["linear"] + roles["lm_head"])}
         if weight_bits == 4 and not roles["linear"]:
             raise HandheldError("no transformer linear found in the exported ONNX graph", "report this with the model config")
         with _in_temp_dir():
@@ -191,6 +191,8 @@ def export_onnx(
                 rewritten = write_block_integers(model, paths, block_weights) if block_weights else 0
             if output_bits in (4, 8) and roles["lm_head"]:
                 model = _quantize_nodes(model, roles["lm_head"], output_bits)
+                if block_weights and "model.lm_head" in block_weights:  # GPTQ'd 4-bit lm_head
+                    rewritten += write_block_integers(model, paths, {"model.lm_head": block_weights["model.lm_head"]})
         stages.update()
         stages.set_description("onnx: save")
         onnx.save_model(model, str(out_file))
@@ -221,6 +223,8 @@ def fused_block_weights(simulated) -> dict[str, torch.Tensor]:
         out[f"{pre}.self_attn.o_proj"] = att.o_proj.weight
         out[f"{pre}.mlp.gate_up_proj"] = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
         out[f"{pre}.mlp.down_proj"] = mlp.down_proj.weight
+    if getattr(simulated.lm_head, "bits", None) == 4:  # a 4-bit MatMulNBits lm_head (GPTQ'd when the linears are)
+        out["model.lm_head"] = simulated.lm_head.weight
     return out
 
 
