@@ -37,6 +37,12 @@ def parse_enum(enum: type[Enum], value: Any, what: str) -> Enum:
 
 
 WEIGHT_METHODS = ("gptq", "rtn")
+
+# lm_head bits when the config leaves them open. ONNX: 4-bit MatMulNBits, GPTQ'd with the
+# linears (49152 x 576 at 8 bits is a fifth of a decode step's weight traffic; on SmolLM2 the
+# 4-bit GPTQ head costs +1.5% held-out perplexity, 21.32 vs 21.00, and makes decode match
+# onnxruntime-genai's builder, whose head is 4-bit RTN). ExecuTorch and CoreML keep int8.
+DEFAULT_OUTPUT_BITS = {"executorch": 8, "onnx": 4, "coreml": 8}
 GPTQ_SEQ_LEN = 512
 
 
@@ -48,7 +54,9 @@ class LLMQuantConfig:
     group_size: int = 32
     dynamic_activations: bool = True  # int8 per-token activations into every linear
     embedding_bits: int = 8  # 0 keeps the embedding table fp32
-    output_bits: int = 8  # lm_head: int8 per-channel weights; 4 = group-wise like the linears; 0 = fp32
+    # lm_head: 8 = int8 per channel, 4 = group-wise like the linears (GPTQ'd with them), 0 = fp32;
+    # None = the backend's default (DEFAULT_OUTPUT_BITS)
+    output_bits: int | None = None
     kv_cache_bits: int = 0  # 0 = fp32 cache, 8 = int8 cache
     # block linears' weights: "gptq" (error spread through calibration Hessians, on the
     # exporter's own grid) or "rtn"; GPTQ applies to the ExecuTorch 8da4w path
@@ -62,7 +70,7 @@ class LLMQuantConfig:
             raise HandheldError(f"group_size={self.group_size} is not supported", "use a multiple of 16, e.g. 32")
         if self.embedding_bits not in (0, 8):
             raise HandheldError(f"embedding_bits={self.embedding_bits}", "use 8 or 0 (fp32)")
-        if self.output_bits not in (0, 4, 8):
+        if self.output_bits not in (None, 0, 4, 8):
             raise HandheldError(f"output_bits={self.output_bits}", "use 8, 4 or 0 (fp32)")
         if self.kv_cache_bits not in (0, 8):
             raise HandheldError(f"kv_cache_bits={self.kv_cache_bits}", "use 8 or 0 (fp32)")
@@ -70,6 +78,12 @@ class LLMQuantConfig:
             raise HandheldError(f"weight_method={self.weight_method!r}", f"use one of: {', '.join(WEIGHT_METHODS)}")
         if self.gptq_windows < 1:
             raise HandheldError(f"gptq_windows={self.gptq_windows}", "use at least 1 calibration window")
+
+    def for_backend(self, backend: str) -> "LLMQuantConfig":
+        """This config with the backend's lm_head default filled in (unchanged when set)."""
+        if self.output_bits is not None:
+            return self
+        return dataclasses.replace(self, output_bits=DEFAULT_OUTPUT_BITS[backend] if self.weight_bits < 16 else 0)
 
     @property
     def name(self) -> str:

@@ -1,10 +1,11 @@
 """Run an ONNX LLM artifact through onnxruntime behind the Runner contract.
 
-The graph takes the KV cache as past_* inputs and returns present_* outputs (see
-export/llm/wrapper_onnx.py); this runner keeps them between calls, so callers see the same
-`run({"tokens": [1, S], "input_pos": [1]}) -> {"logits": [1, vocab]}` as the ExecuTorch
-runner. input_pos below the cached length rewinds (the cache is cut to input_pos, as the
-static cache ignores stale entries); a gap beyond it is an error.
+The graph takes `tokens`, `input_pos` and the KV cache as fixed-size past_* buffers and returns
+present_* (see export/llm/wrapper_onnx.py). `BoundKVSession` binds each present_* output to
+its past_* buffer with an IOBinding, so onnxruntime writes new keys in place: a decode step
+copies no cache and allocates nothing, as onnxruntime-genai runs its own models. Callers see
+the ExecuTorch runner's `run({"tokens": [1, S], "input_pos": [1]}) -> {"logits": [1, vocab]}`;
+a smaller input_pos rewinds, a gap beyond the cached length is an error.
 """
 
 from __future__ import annotations
@@ -17,62 +18,69 @@ import torch
 from export.errors import HandheldError
 
 
-class OnnxRunner:
-    def __init__(self, artifact: Path, manifest: dict, threads: int | None = None):
+def open_session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise HandheldError(
+            f"onnxruntime could not load {path} ({type(err).__name__}: {str(err)[:200]})",
+            "re-export the artifact with this Handheld/onnxruntime version",
+        ) from None
+
+
+class BoundKVSession:
+    """A decoder session whose cache inputs and outputs share preallocated buffers.
+
+    run(first, pos): `first` is the graph's first input ([1, S] tokens or [1, S, dim] embeddings)
+    at positions pos .. pos + S - 1 -> logits [vocab] (a copy)."""
+
+    def __init__(self, session, past_names: list[str], present_names: list[str], kv_shape: list[int]):
         import onnxruntime as ort
 
-        self.manifest = manifest
-        graph = manifest["onnx_graph"]
-        self.past_names, self.present_names = graph["past"], graph["present"]
-        self.kv_shape = graph["kv_shape"]  # [1, n_kv_heads, 0, head_dim]
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.inter_op_num_threads = 1
-        if threads:
-            options.intra_op_num_threads = threads
-        path = Path(artifact) / manifest["model_file"]
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:
-            raise HandheldError(
-                f"onnxruntime could not load {path} ({type(err).__name__}: {str(err)[:200]})",
-                "re-export the artifact with this Handheld/onnxruntime version",
-            ) from None
-        self.output_names = ["logits", *self.present_names]
-        self.reset()
-
-    @staticmethod
-    def _ortvalue(a: np.ndarray):
-        import onnxruntime as ort
-
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a))
-
-    def reset(self) -> None:
-        empty = np.zeros(self.kv_shape, dtype=np.float32)
-        self.cache: list = [empty] * len(self.past_names)  # numpy arrays or OrtValues
+        self.session, self.max_seq_len = session, int(kv_shape[2])
+        self.first_name = session.get_inputs()[0].name
+        self.binding = session.io_binding()
+        self.cache = [np.zeros(kv_shape, dtype=np.float32) for _ in past_names]  # the OrtValues below view these
+        for past, present, buf in zip(past_names, present_names, self.cache):
+            value = ort.OrtValue.ortvalue_from_numpy(buf)
+            self.binding.bind_ortvalue_input(past, value)
+            self.binding.bind_ortvalue_output(present, value)
+        vocab = session.get_outputs()[0].shape[-1]
+        self.logits = np.zeros((1, vocab), dtype=np.float32)
+        self.binding.bind_ortvalue_output(session.get_outputs()[0].name, ort.OrtValue.ortvalue_from_numpy(self.logits))
         self.length = 0
 
-    def _cut(self, pos: int) -> None:
-        if pos == self.length:
-            return
+    def run(self, first: np.ndarray, pos: int) -> np.ndarray:
+        s = first.shape[1]
         if pos > self.length:
-            raise HandheldError(
-                f"input_pos {pos} skips past the {self.length} cached positions",
-                "feed tokens in order (prefill at 0, then one position after another)",
-            )
-        self.cache = [_numpy(c)[:, :, :pos] for c in self.cache]
-        self.length = pos
+            raise HandheldError(f"input_pos {pos} skips past the {self.length} cached positions", "feed tokens in order (prefill at 0, then one position after another)")
+        if pos + s > self.max_seq_len:
+            raise HandheldError(f"positions {pos}..{pos + s - 1} exceed the artifact's {self.max_seq_len}-token context", "start a new conversation or re-export with a larger --max-seq-len")
+        self.binding.bind_cpu_input(self.first_name, np.ascontiguousarray(first))
+        self.binding.bind_cpu_input("input_pos", np.array([pos], dtype=np.int64))
+        self.session.run_with_iobinding(self.binding)
+        self.length = pos + s
+        return self.logits[0].copy()
+
+
+class OnnxRunner:
+    def __init__(self, artifact: Path, manifest: dict, threads: int | None = None):
+        self.manifest = manifest
+        graph = manifest["onnx_graph"]
+        self.session = open_session(Path(artifact) / manifest["model_file"], threads)
+        self.decoder = BoundKVSession(self.session, graph["past"], graph["present"], graph["kv_shape"])
+
+    def reset(self) -> None:
+        self.decoder.length = 0  # stale positions are never read
 
     def run(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        tokens = np.ascontiguousarray(torch.as_tensor(inputs["tokens"]).numpy().astype(np.int64))
-        self._cut(int(inputs["input_pos"].reshape(-1)[0]))
-        feeds = {"tokens": tokens, **dict(zip(self.past_names, self.cache))}
-        feeds = {k: self._ortvalue(v) if isinstance(v, np.ndarray) else v for k, v in feeds.items()}
-        outs = self.session.run_with_ort_values(self.output_names, feeds)
-        self.cache = list(outs[1:])  # stay OrtValues: no copy into numpy between decode steps
-        self.length += tokens.shape[1]
-        return {"logits": torch.from_numpy(outs[0].numpy())}
-
-
-def _numpy(v):
-    return v if isinstance(v, np.ndarray) else v.numpy()
+        tokens = torch.as_tensor(inputs["tokens"]).numpy().astype(np.int64)
+        logits = self.decoder.run(tokens, int(inputs["input_pos"].reshape(-1)[0]))
+        return {"logits": torch.from_numpy(logits)[None]}

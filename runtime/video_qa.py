@@ -203,27 +203,21 @@ class CoreMLPieces(ExecuTorchPieces):
 
 @PIECES_BACKENDS.register("onnx")
 class OnnxPieces:
-    """One onnxruntime session per method. `decode` carries the KV cache as past/present
-    tensors: the presents of one call are the pasts of the next, cut to `pos` first (so a
-    rewind behaves like the static cache of the ExecuTorch program)."""
+    """One onnxruntime session per method. `decode` runs through `BoundKVSession`: its cache
+    buffers are updated in place and a rewind is a smaller position, as in the ExecuTorch program."""
 
     def __init__(self, folder: Path, manifest: dict, threads: int | None = None):
-        import onnxruntime as ort
-
         from export.longvu.config import config_from_dict
+        from runtime.onnx_runner import BoundKVSession, open_session
 
         self.cfg = config_from_dict(manifest["config"])
         self.max_seq_len = self.cfg.context_len
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.sessions = {
-            name: ort.InferenceSession(str(Path(folder) / spec["file"]), opts, providers=["CPUExecutionProvider"])
-            for name, spec in manifest["methods"].items()
-        }
-        dec = self.sessions["decode"].get_inputs()
-        self.past_names = [i.name for i in dec[1:]]
-        self.past: list = [np.zeros((1, i.shape[1], 0, i.shape[3]), dtype=np.float32) for i in dec[1:]]
+        self.sessions = {name: open_session(Path(folder) / spec["file"], threads) for name, spec in manifest["methods"].items()}
+        spec = manifest["methods"]["decode"]
+        caches = [i for i in spec["inputs"] if i["name"].startswith("past_")]
+        self.decoder = BoundKVSession(
+            self.sessions["decode"], [i["name"] for i in caches], [o["name"] for o in spec["outputs"] if o["name"].startswith("present_")], caches[0]["shape"]
+        )
 
     def _call(self, name: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
         outs = self.sessions[name].run(None, {k: v.contiguous().numpy() for k, v in inputs.items()})
@@ -243,14 +237,9 @@ class OnnxPieces:
         return self._call("embed", tokens=tokens)[0]
 
     def decode(self, embeds, pos: int):
-        have = self.past[0].shape[2]
-        if pos > have:
-            raise HandheldError(f"decode at position {pos} after a {have}-token context", "decode positions must be contiguous")
         if pos + embeds.shape[1] > self.max_seq_len:
             raise HandheldError(f"{pos + embeds.shape[1]} positions exceed the {self.max_seq_len}-token context", "ask a shorter question or use fewer frames")
-        feed = {"embeds": embeds.contiguous().numpy(), **{n: p[:, :, :pos] for n, p in zip(self.past_names, self.past)}}
-        logits, *self.past = self.sessions["decode"].run(None, feed)
-        return torch.from_numpy(logits).reshape(-1)
+        return torch.from_numpy(self.decoder.run(embeds.contiguous().numpy(), pos))
 
 
 def open_pieces(folder: Path, threads: int | None = None):

@@ -41,6 +41,7 @@ def export_tiny(model: Llama, out: Path, backend: str, quantizer, quant: LLMQuan
     import export.llm.pipeline as pipeline
     from export.llm.wrapper import CachedDecoder
 
+    quant = quant.for_backend(backend)  # as prepare_model does
     cfg = LLMExportConfig(backend=backend, max_seq_len=max_seq_len, quant=quant, rotation="none")
     simulated = copy.deepcopy(model)
     report = quantizer(simulated, quant, **quant_kwargs)

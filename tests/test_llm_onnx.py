@@ -1,4 +1,4 @@
-"""ONNX backend mechanics on tiny random decoders with odd sizes (fast): the past/present
+"""ONNX backend mechanics on tiny random decoders with odd sizes (fast): the KV-buffer
 wrapper, the exported graph (MatMulNBits where intended, Hadamards left alone), the eager
 MatMulNBits simulation against onnxruntime's own quantized weights and outputs, the runner
 contract. Real-SmolLM2 parity lives in test_llm_onnx_smollm2.py."""
@@ -41,7 +41,7 @@ def _chunks(runner_or_step, tokens, splits):
     return out
 
 
-def test_past_kv_wrapper_matches_full_sequence_eager():
+def test_kv_buffer_wrapper_matches_full_sequence_eager():
     from export.llm.wrapper_onnx import PastKVDecoder
 
     model = _tiny()
@@ -49,13 +49,17 @@ def test_past_kv_wrapper_matches_full_sequence_eager():
     tokens = torch.randint(0, model.args.vocab_size, (1, 11))
     with torch.no_grad():
         ref = model(tokens)[0]
-        past = dec.empty_past()
+        cache = dec.empty_cache()
         pos = 0
         for n in (5, 1, 3, 2):
-            logits, *past = dec(tokens[:, pos : pos + n], *past)
+            logits, *cache = dec(tokens[:, pos : pos + n], torch.tensor([pos]), *cache)
             pos += n
             torch.testing.assert_close(logits[0], ref[pos - 1], atol=1e-4, rtol=1e-4)
-    assert past[0].shape == (1, model.args.n_kv_heads, 11, model.args.head_dim)
+        assert cache[0].shape == (1, model.args.n_kv_heads, 32, model.args.head_dim)
+        assert not cache[0][:, :, 11:].any()  # only the fed positions are written
+        # a rewind overwrites from its position; what lies beyond is never read
+        logits, *_ = dec(tokens[:, 3:5], torch.tensor([3]), *cache)
+        torch.testing.assert_close(logits[0], ref[4], atol=1e-4, rtol=1e-4)
 
 
 def test_float_graph_matches_eager_with_dynamic_lengths(tmp_path):
@@ -74,11 +78,16 @@ def test_float_graph_matches_eager_with_dynamic_lengths(tmp_path):
         torch.testing.assert_close(logits, ref[end - 1], atol=2e-4, rtol=1e-4)
 
 
-def test_every_transformer_linear_is_matmulnbits_4bit_and_lm_head_8bit(tiny_onnx):
+def test_every_linear_is_matmulnbits_4bit_lm_head_included_by_default(tiny_onnx):
     _, manifest, _ = tiny_onnx
     g = manifest["onnx_graph"]
     n_gemms = 2 * 4  # per layer: q|k|v fused, o, gate|up fused, down
-    assert g["matmulnbits_by_bits"] == {"4": n_gemms, "8": 1}
+    assert g["matmulnbits_by_bits"] == {"4": n_gemms + 1}  # + lm_head (the ONNX default, GPTQ'd)
+    assert manifest["config"]["quant"]["output_bits"] == 4 and manifest["quantization"]["output_bits"] == 4
+    assert g["block_integers_rewritten"] == n_gemms + 1  # GPTQ's integers, lm_head's too
+    # onnxruntime's fused decoder layout: residual add + RMSNorm as one node, RoPE inside attention
+    assert g["op_counts"]["SkipSimplifiedLayerNormalization"] == 2 * 2
+    assert "Neg" not in g["op_counts"] and "Concat" not in g["op_counts"]  # no rotate_half left
     assert g["float_constant_matmuls"] == 0  # no float weight left behind (no Hadamards in this model)
     assert "Gemm" not in g["op_counts"]
     assert g["op_counts"]["GroupQueryAttention"] == 2 and "Softmax" not in g["op_counts"]  # one fused attention per layer
@@ -113,7 +122,7 @@ def test_gptq_integers_are_written_on_the_quantizers_scales(tiny_onnx, tmp_path)
     export rewrites nothing, so the simulation and onnxruntime's quantizer agree bit for bit."""
     _, manifest, prepared = tiny_onnx
     assert prepared.quant_report["weight_method"] == "gptq"
-    assert manifest["onnx_graph"]["block_integers_rewritten"] == 2 * 4
+    assert manifest["onnx_graph"]["block_integers_rewritten"] == 2 * 4 + 1  # and the 4-bit lm_head
     _, rtn, _ = _export(_tiny(), tmp_path, quant=LLMQuantConfig(weight_method="rtn"))
     assert rtn["onnx_graph"]["block_integers_rewritten"] == 0
 
@@ -173,7 +182,7 @@ def test_hadamards_stay_float_matmuls_and_the_graph_matches(tmp_path):
     model = apply_rotation(_tiny(ffn_dim=192), "quarot", quantized_kv=True)  # 192 = 12 x 16 -> a 12-factor Hadamard
     folder, manifest, prepared = _export(model, tmp_path)
     g = manifest["onnx_graph"]
-    assert g["matmulnbits_by_bits"] == {"4": 8, "8": 1}
+    assert g["matmulnbits_by_bits"] == {"4": 8 + 1}  # lm_head too
     assert g["roles"]["other"] == 2 * 2  # R4's Hadamard factors, none quantized (R3 is exact identity on an fp32 cache: dropped)
     from export.llm.parity import EagerLLMRunner
     from runtime.generate import LLMStepper
@@ -216,13 +225,13 @@ def test_backend_all_exports_every_backend_and_reports_a_failure(monkeypatch, tm
     assert "backend coreml: FAILED" in out and "onnx" in out
 
 
-def test_4bit_lm_head_option(tmp_path):
+def test_8bit_lm_head_option(tmp_path):
     from export.llm.parity import EagerLLMRunner
     from runtime.generate import LLMStepper
     from runtime.runner import open_runner
 
-    folder, manifest, prepared = _export(_tiny(), tmp_path, LLMQuantConfig(output_bits=4))
-    assert manifest["onnx_graph"]["matmulnbits_by_bits"] == {"4": 9}
+    folder, manifest, prepared = _export(_tiny(), tmp_path, LLMQuantConfig(output_bits=8))
+    assert manifest["onnx_graph"]["matmulnbits_by_bits"] == {"4": 8, "8": 1}
     tokens = torch.randint(0, 133, (9,), generator=torch.Generator().manual_seed(3))
     a = _chunks(LLMStepper(open_runner(folder, threads=1)), tokens, (8, 1))
     r = _chunks(LLMStepper(EagerLLMRunner(prepared.wrapper, 40)), tokens, (8, 1))

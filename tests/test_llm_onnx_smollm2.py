@@ -21,7 +21,7 @@ def smollm2_onnx(tmp_path_factory, smollm2):
 def test_real_model_graph(smollm2_onnx):
     _, manifest, _ = smollm2_onnx
     g = manifest["onnx_graph"]
-    assert g["matmulnbits_by_bits"] == {"4": 30 * 4, "8": 1}  # q|k|v and gate|up fused
+    assert g["matmulnbits_by_bits"] == {"4": 30 * 4 + 1}  # q|k|v and gate|up fused; lm_head 4-bit (GPTQ)
     assert g["float_constant_matmuls"] == 30  # R4's [128, 128] Sylvester factor per layer stays float
     assert g["roles"]["other"] == 30 * 2  # R4's two factors (x S_128, 12 x 12) per layer, not quantized
     assert g["op_counts"]["GroupQueryAttention"] == 30  # attention: one fused node per layer

@@ -129,7 +129,7 @@ def lower_llm_coreml(prepared, folder: Path) -> dict:
     from export.llm.quant_coreml import check_coreml_quant_config
     from export.llm.wrapper_coreml import StatefulDecoder
 
-    quant = prepared.quant
+    quant = prepared.quant.for_backend("coreml")
     check_coreml_quant_config(quant)
     from export.llm.quantize import untie_embeddings
 

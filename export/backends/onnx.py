@@ -235,7 +235,7 @@ def lower_llm_onnx(prepared, folder: Path) -> dict:
     from export.llm.quant_onnx import check_onnx_quant_config, int8_embedding
     from export.llm.wrapper_onnx import PastKVDecoder
 
-    quant = prepared.quant
+    quant = prepared.quant.for_backend("onnx")
     check_onnx_quant_config(quant)
     model = int8_embedding(copy.deepcopy(prepared.float_model), quant)
     decoder = PastKVDecoder(model, prepared.wrapper.max_seq_len).eval()
@@ -247,10 +247,10 @@ def lower_llm_onnx(prepared, folder: Path) -> dict:
     return {
         "model_file": "model.onnx",
         "onnx_graph": {
-            "past": decoder.input_names()[1:],
+            "past": decoder.input_names()[2:],
             "present": decoder.output_names()[1:],
-            "kv_shape": [1, a.n_kv_heads, 0, a.head_dim],
-            "kv_layout": "[1, n_kv_heads, positions, head_dim], fp32; position of tokens[0, 0] = past length",
+            "kv_shape": [1, a.n_kv_heads, decoder.max_seq_len, a.head_dim],
+            "kv_layout": "[1, n_kv_heads, max_seq_len, head_dim] fp32 buffers; present_* = past_* with positions input_pos .. input_pos + S - 1 written; bind each present_* to its past_* buffer to update in place",
             "weights": f"MatMulNBits {LINEAR_BITS}-bit (lm_head {quant.output_bits or 'fp32'}-bit) block {BLOCK} symmetric, accuracy_level {ACCURACY_LEVEL} (int8 activations); int8 per-row embedding",
             **summary,
         },

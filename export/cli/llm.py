@@ -16,7 +16,7 @@ def add_export_parser(export_sub) -> None:
     p.add_argument("--max-seq-len", type=int, default=LLMExportConfig.max_seq_len)
     p.add_argument("--weight-bits", type=int, default=LLMQuantConfig.weight_bits, help="4 (8da4w), 8, or 16 (fp32)")
     p.add_argument("--group-size", type=int, default=LLMQuantConfig.group_size)
-    p.add_argument("--output-bits", type=int, default=LLMQuantConfig.output_bits, help="lm_head: 8 (per-channel), 4 (group-wise) or 0 (fp32)")
+    p.add_argument("--output-bits", type=int, default=None, help="lm_head: 8 (per-channel), 4 (group-wise, GPTQ with the linears) or 0 (fp32); default 4 on ONNX, 8 elsewhere")
     p.add_argument("--rotation", default=LLMExportConfig.rotation.value, help="none | quarot | spinquant (learned, folded into the weights)")
     p.add_argument("--rotation-file", help="learned rotations from `handheld learn-rotations` (default: the shipped SmolLM2 file)")
     p.add_argument("--weight-method", default=LLMQuantConfig.weight_method, help="gptq (calibrated on the Wikipedia split; ExecuTorch) | rtn")

@@ -3,15 +3,19 @@
 Each is a torch custom op whose eager body is the plain math (what the parity reference
 computes), translated at ONNX export into one com.microsoft node:
 
-- `handheld::gqa_rope` -> GroupQueryAttention, packed q|k|v in, RoPE inside (do_rotary):
-      qkv [1, S, (H + 2 Hkv) D] (before RoPE), past_k, past_v [1, Hkv, P, D],
-      seqlens_k [1] int32 (= P + S - 1), total_len [] int32 (= P + S),
-      cos_cache, sin_cache [max_len, D / 2]
-      -> out [1, S, H D], present_k, present_v [1, Hkv, P + S, D]
+- `handheld::gqa_rope` -> GroupQueryAttention, packed q|k|v in, RoPE inside (do_rotary), a
+  fixed-size KV cache:
+      qkv [1, S, (H + 2 Hkv) D] (before RoPE), cache_k, cache_v [1, Hkv, L, D] (L = max length),
+      seqlens_k [1] int32 (= P + S - 1), total_len [] int32 (= P + S), P = the new tokens' start,
+      cos_cache, sin_cache [L, D / 2]
+      -> out [1, S, H D], new_k, new_v [1, Hkv, L, D]: the caches with positions P .. P + S - 1
+         written; positions >= P + S are never read.
   Query i sits at position P + i and sees keys 0 .. P + i (prefill, chunked prefill, decode).
+  When the runner binds new_k/new_v to the cache_k/cache_v buffers, onnxruntime writes the new
+  keys in place (its past/present buffer sharing): no cache copy per step.
   The rotary convention is the half-split one of `export.llm.model.rotate_half`.
-- `handheld::gqa_lengths(past_k, x)` -> (seqlens_k, total_len): a few Shape ops, computed
-  once per graph and shared by every attention node.
+- `handheld::gqa_lengths(input_pos, x)` -> (seqlens_k, total_len): computed once per graph and
+  shared by every attention node.
 - `handheld::skip_rms_norm(x, skip, weight, eps)` -> (weight * rms_normalize(x + skip), x + skip):
   SkipSimplifiedLayerNormalization, the residual add and the next RMSNorm as one kernel.
 
@@ -51,36 +55,37 @@ def causal_gqa(q: Tensor, keys: Tensor, values: Tensor, num_heads: int) -> Tenso
 
 @torch.library.custom_op("handheld::gqa_rope", mutates_args=())
 def gqa_rope(
-    qkv: Tensor, past_k: Tensor, past_v: Tensor, seqlens_k: Tensor, total_len: Tensor, cos_cache: Tensor, sin_cache: Tensor, num_heads: int, kv_heads: int
+    qkv: Tensor, cache_k: Tensor, cache_v: Tensor, seqlens_k: Tensor, total_len: Tensor, cos_cache: Tensor, sin_cache: Tensor, num_heads: int, kv_heads: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     b, s, _ = qkv.shape
-    d = past_k.shape[3]
-    p = past_k.shape[2]
+    d = cache_k.shape[3]
+    end = int(total_len)
+    p = end - s
     q, k, v = qkv.split([num_heads * d, kv_heads * d, kv_heads * d], dim=-1)
-    cos, sin = cos_cache[p : p + s], sin_cache[p : p + s]
+    cos, sin = cos_cache[p:end], sin_cache[p:end]
     q = apply_rope(q.reshape(b, s, num_heads, d), cos, sin)
     k = apply_rope(k.reshape(b, s, kv_heads, d), cos, sin)
-    keys = torch.cat((past_k, k.transpose(1, 2)), dim=2)  # [b, Hkv, P + S, D]
-    values = torch.cat((past_v, v.reshape(b, s, kv_heads, d).transpose(1, 2)), dim=2)
-    return causal_gqa(q, keys, values, num_heads), keys, values
+    new_k, new_v = cache_k.clone(), cache_v.clone()
+    new_k[:, :, p:end] = k.transpose(1, 2)
+    new_v[:, :, p:end] = v.reshape(b, s, kv_heads, d).transpose(1, 2)
+    return causal_gqa(q, new_k[:, :, :end], new_v[:, :, :end], num_heads), new_k, new_v
 
 
 @gqa_rope.register_fake
-def _gqa_rope_fake(qkv, past_k, past_v, seqlens_k, total_len, cos_cache, sin_cache, num_heads, kv_heads):
+def _gqa_rope_fake(qkv, cache_k, cache_v, seqlens_k, total_len, cos_cache, sin_cache, num_heads, kv_heads):
     b, s, _ = qkv.shape
-    kv_shape = (b, kv_heads, past_k.shape[2] + s, past_k.shape[3])
-    return qkv.new_empty(b, s, num_heads * past_k.shape[3]), past_k.new_empty(kv_shape), past_v.new_empty(kv_shape)
+    return qkv.new_empty(b, s, num_heads * cache_k.shape[3]), cache_k.new_empty(cache_k.shape), cache_v.new_empty(cache_v.shape)
 
 
 @torch.library.custom_op("handheld::gqa_lengths", mutates_args=())
-def gqa_lengths(past_k: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    total = past_k.shape[2] + x.shape[1]
-    return torch.tensor([total - 1], dtype=torch.int32), torch.tensor(total, dtype=torch.int32)
+def gqa_lengths(input_pos: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    total = input_pos.reshape(1).to(torch.int32) + x.shape[1]
+    return total - 1, total[0].clone()
 
 
 @gqa_lengths.register_fake
-def _gqa_lengths_fake(past_k, x):
-    return past_k.new_empty(1, dtype=torch.int32), past_k.new_empty((), dtype=torch.int32)
+def _gqa_lengths_fake(input_pos, x):
+    return input_pos.new_empty(1, dtype=torch.int32), input_pos.new_empty((), dtype=torch.int32)
 
 
 @torch.library.custom_op("handheld::skip_rms_norm", mutates_args=())
@@ -136,13 +141,13 @@ def onnx_translations() -> dict:
     _register_schemas()
     msft = onnxscript.values.Opset("com.microsoft", 1)
 
-    def lengths_onnx(past_k, x):
-        total = op.Add(op.Shape(past_k, start=2, end=3), op.Shape(x, start=1, end=2))  # [1] = P + S
+    def lengths_onnx(input_pos, x):
+        total = op.Add(op.Reshape(input_pos, op.Constant(value_ints=[1])), op.Shape(x, start=1, end=2))  # [1] = P + S
         return op.Cast(op.Sub(total, op.Constant(value_ints=[1])), to=INT32.dtype), op.Cast(op.Squeeze(total), to=INT32.dtype)
 
-    def gqa_rope_onnx(qkv, past_k, past_v, seqlens_k, total_len, cos_cache, sin_cache, num_heads: int, kv_heads: int):
+    def gqa_rope_onnx(qkv, cache_k, cache_v, seqlens_k, total_len, cos_cache, sin_cache, num_heads: int, kv_heads: int):
         return msft.GroupQueryAttention(
-            qkv, None, None, past_k, past_v, seqlens_k, total_len, cos_cache, sin_cache,
+            qkv, None, None, cache_k, cache_v, seqlens_k, total_len, cos_cache, sin_cache,
             num_heads=num_heads, kv_num_heads=kv_heads, do_rotary=1, rotary_interleaved=0,
         )
 

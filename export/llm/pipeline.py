@@ -6,6 +6,7 @@ fold into them), quantization last (it consumes the rotated weights).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -87,20 +88,21 @@ def prepare_model(cfg: LLMExportConfig, checkpoint: Checkpoint | None = None) ->
     import copy
 
     ck = checkpoint or load_checkpoint(cfg.checkpoint)
+    quant = cfg.quant.for_backend(cfg.backend.value)
     model = copy.deepcopy(ck.model)
     if cfg.rotation is not Rotation.NONE:
         from export.rotation import apply_rotation
 
-        model = apply_rotation(model, cfg.rotation, cfg.rotation_file, quantized_kv=cfg.quant.kv_cache_bits > 0)
+        model = apply_rotation(model, cfg.rotation, cfg.rotation_file, quantized_kv=quant.kv_cache_bits > 0)
     float_model = copy.deepcopy(model) if cfg.backend.value in SIMULATED_QUANT else None
     quantizer = _simulated_quantizer(cfg.backend.value)
     if cfg.backend.value in GPTQ_BACKENDS:
-        report = quantizer(model, cfg.quant, gptq_calibration(ck, cfg.quant))
+        report = quantizer(model, quant, gptq_calibration(ck, quant))
     else:
-        report = quantizer(model, cfg.quant)
-        if cfg.quant.weight_bits < 16:
+        report = quantizer(model, quant)
+        if quant.weight_bits < 16:
             report["weight_method"] = "rtn"  # its converter quantizes: GPTQ is not applied here
-    return PreparedModel(ck, model, CachedDecoder(model, cfg.max_seq_len).eval(), report, float_model, cfg.quant)
+    return PreparedModel(ck, model, CachedDecoder(model, cfg.max_seq_len).eval(), report, float_model, quant)
 
 
 @LLM_BACKENDS.register("executorch")
@@ -158,6 +160,7 @@ def export_llm(cfg: LLMExportConfig, out: Path, check_parity: bool = True) -> di
 def export_prepared(cfg: LLMExportConfig, prepared: PreparedModel, out: Path, check_parity: bool = True) -> dict:
     lower = LLM_BACKENDS.get(cfg.backend.value)
     inputs, outputs = io_specs(prepared.wrapper)
+    quant = (prepared.quant or cfg.quant).for_backend(cfg.backend.value)  # lm_head bits resolved
     with atomic_artifact_dir(Path(out)) as folder:
         fields = lower(prepared, folder)
         tokenizer = _save_tokenizer(prepared.checkpoint, folder)
@@ -165,14 +168,14 @@ def export_prepared(cfg: LLMExportConfig, prepared: PreparedModel, out: Path, ch
             folder,
             "llm",
             backend=cfg.backend.value,
-            config=to_jsonable(cfg),
+            config=to_jsonable(dataclasses.replace(cfg, quant=quant)),
             source_checkpoint=prepared.checkpoint.source,
             architecture={"family": prepared.checkpoint.family, **to_jsonable(prepared.model.args)},
             max_seq_len=cfg.max_seq_len,
             inputs=inputs,
             outputs=outputs,
             tokenizer=tokenizer,
-            quantization={"scheme": cfg.quant.name, **prepared.quant_report},
+            quantization={"scheme": quant.name, "output_bits": quant.output_bits, **prepared.quant_report},
             **fields,
         )
         if check_parity:
@@ -187,8 +190,6 @@ def export_all_backends(cfg: LLMExportConfig, out_root: Path, check_parity: bool
     """`--backend all`: one checkpoint, one rotation/quantization config, a folder per backend
     under `out_root`. A backend that fails gets its error recorded and printed (never a silent
     skip); the others still export. Returns backend -> manifest, or {"error": message}."""
-    import dataclasses
-
     from export.errors import HandheldError
 
     checkpoint = load_checkpoint(cfg.checkpoint)

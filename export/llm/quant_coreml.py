@@ -69,6 +69,7 @@ def check_coreml_quant_config(cfg: LLMQuantConfig) -> None:
 
 def simulate_coreml_weights(model: Llama, cfg: LLMQuantConfig) -> dict:
     """Quantize `model` in place the way the CoreML package stores it; return weight SQNR per part."""
+    cfg = cfg.for_backend("coreml")
     check_coreml_quant_config(cfg)
     if cfg.weight_bits == 16 and not cfg.embedding_bits and not cfg.output_bits:
         return {}

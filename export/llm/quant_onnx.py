@@ -128,6 +128,7 @@ def gptq_matmulnbits_weights(model: Llama, calibration: torch.Tensor, output_bit
 def simulate_matmulnbits(model: Llama, cfg: LLMQuantConfig, calibration: torch.Tensor | None = None) -> dict:
     """Quantize `model` in place the way the ONNX artifact is; return weight SQNR per part.
     With `cfg.weight_method == "gptq"`, `calibration` ([n, S] tokens) feeds GPTQ."""
+    cfg = cfg.for_backend("onnx")
     check_onnx_quant_config(cfg)
     if cfg.weight_bits == 16 and not cfg.embedding_bits and not cfg.output_bits:
         return {}

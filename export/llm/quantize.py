@@ -99,6 +99,7 @@ def quantize_llm(model: Llama, cfg: LLMQuantConfig, calibration: torch.Tensor | 
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
 
+    cfg = cfg.for_backend("executorch")
     if cfg.weight_bits == 16 and not cfg.embedding_bits and not cfg.output_bits:
         return {}
     untie_embeddings(model)

@@ -1,16 +1,19 @@
-"""The ONNX export wrapper: the KV cache as explicit past/present tensors, dynamic lengths.
+"""The ONNX export wrapper: ExecuTorch's (tokens, input_pos) contract, the KV cache as
+fixed-size buffers passed in and out.
 
     tokens:          [1, S] int64, S >= 1 new tokens (prefill: the prompt; decode: 1)
-    past_key_{i}:    [1, n_kv_heads, P, head_dim] fp32, P >= 0 cached positions of layer i
-    past_value_{i}:  [1, n_kv_heads, P, head_dim]
+    input_pos:       [1] int64, the position P of tokens[0, 0]
+    past_key_{i}:    [1, n_kv_heads, max_seq_len, head_dim] fp32, layer i's key cache
+    past_value_{i}:  the same for values
     ->
     logits:          [1, vocab] fp32, for the last position only
-    present_key_{i}: [1, n_kv_heads, P + S, head_dim]  (past ++ new, what the next call gets)
+    present_key_{i}: the cache with positions P .. P + S - 1 written (same shape)
     present_value_{i}
 
-The position of tokens[0, 0] is P (the past length), so no position input is needed: the
-runner (runtime/onnx_runner.py) truncates its past to `input_pos` and so presents the same
-`forward(tokens, input_pos) -> logits` contract as the ExecuTorch artifact.
+Positions >= P + S are never read, so rewinding is just a smaller input_pos. The runner
+(runtime/onnx_runner.py) binds each present_* output to its past_* buffer, so onnxruntime's
+GroupQueryAttention writes the new keys in place (no cache copy, no allocation per step);
+a caller that feeds plain arrays gets updated copies instead, with the same values.
 
 The graph is laid out the way onnxruntime runs a decoder fastest (the layout of its own model
 builder), from the model's own modules and weights: per block one SkipSimplifiedLayerNormalization
@@ -124,14 +127,14 @@ class PastKVDecoder(nn.Module):
     def n_layers(self) -> int:
         return self.model.args.n_layers
 
-    def hidden_last(self, x: torch.Tensor, past) -> tuple[torch.Tensor, list]:
-        """x: [1, S, dim] embeddings -> final-normed hidden state of the last position [1, 1, dim], present."""
-        torch._check(past[0].shape[2] + x.shape[1] <= self.max_seq_len)
-        lengths = torch.ops.handheld.gqa_lengths(past[0], x)  # shared by every attention node
+    def hidden_last(self, x: torch.Tensor, input_pos: torch.Tensor, cache) -> tuple[torch.Tensor, list]:
+        """x: [1, S, dim] embeddings at positions input_pos.. -> the final-normed hidden state of
+        the last position [1, 1, dim], the updated caches."""
+        lengths = torch.ops.handheld.gqa_lengths(input_pos, x)  # shared by every attention node
         layers = self.model.layers
         normed, present = self.first_norm(x), []
         for i, layer in enumerate(layers):
-            delta, k, v = layer.self_attn(normed, past[2 * i], past[2 * i + 1], lengths)
+            delta, k, v = layer.self_attn(normed, cache[2 * i], cache[2 * i + 1], lengths)
             present += [k, v]
             normed, x = torch.ops.handheld.skip_rms_norm(x, delta, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.eps)
             delta = layer.mlp(normed)
@@ -142,25 +145,24 @@ class PastKVDecoder(nn.Module):
         h, _ = torch.ops.handheld.skip_rms_norm(x[:, -1:], delta[:, -1:], final.weight, final.eps)
         return h, present
 
-    def forward(self, tokens: torch.Tensor, *past: torch.Tensor):
-        h, present = self.hidden_last(self.model.embed_tokens(tokens), past)
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor, *cache: torch.Tensor):
+        h, present = self.hidden_last(self.model.embed_tokens(tokens), input_pos, cache)
         # 3-D input so lm_head exports as MatMul (what MatMulNBits replaces), not Gemm
         return (self.model.lm_head(h)[:, 0], *present)  # logits [1, vocab]
 
-    def empty_past(self, length: int = 0) -> list[torch.Tensor]:
+    def empty_cache(self) -> list[torch.Tensor]:
         a = self.model.args
-        return [torch.zeros(1, a.n_kv_heads, length, a.head_dim) for _ in range(2 * a.n_layers)]
+        return [torch.zeros(1, a.n_kv_heads, self.max_seq_len, a.head_dim) for _ in range(2 * a.n_layers)]
 
-    def example_inputs(self, seq_len: int = 3, past_len: int = 5) -> tuple:
-        return (torch.zeros(1, seq_len, dtype=torch.long), *self.empty_past(past_len))
+    def example_inputs(self, seq_len: int = 3, pos: int = 5) -> tuple:
+        return (torch.zeros(1, seq_len, dtype=torch.long), torch.tensor([pos]), *self.empty_cache())
 
     def dynamic_shapes(self):
-        seq = torch.export.Dim("seq", min=1, max=self.max_seq_len)
-        past = torch.export.Dim("past", min=0, max=self.max_seq_len - 1)
-        return ({1: seq}, tuple({2: past} for _ in range(2 * self.n_layers)))  # (tokens, *past)
+        seq = torch.export.Dim("seq", min=1, max=self.max_seq_len - 1)
+        return ({1: seq}, {}, tuple({} for _ in range(2 * self.n_layers)))  # (tokens, input_pos, *cache): only S varies
 
     def input_names(self) -> list[str]:
-        return ["tokens", *past_names(self.n_layers)]
+        return ["tokens", "input_pos", *past_names(self.n_layers)]
 
     def output_names(self) -> list[str]:
         return ["logits", *present_names(self.n_layers)]

@@ -64,19 +64,19 @@ class TokenEmbedding(nn.Module):
 
 
 class PastKVEmbedsDecoder(PastKVDecoder):
-    """ONNX's decode piece: the LLM ONNX wrapper (`PastKVDecoder`: the KV cache as explicit
-    past/present tensors, dynamic lengths) with embeddings in instead of token ids.
+    """ONNX's decode piece: the LLM ONNX wrapper (`PastKVDecoder`: ExecuTorch's position
+    contract, the KV cache as fixed-size buffers in and out) with embeddings in instead of token ids.
 
-    embeds [1, S, dim] fp32, past_{key,value}_{i} [1, n_kv_heads, P, head_dim]
-    -> logits [1, vocab] (last position), present_{key,value}_{i} [1, n_kv_heads, P + S, head_dim];
-    the position of embeds[0, 0] is P."""
+    embeds [1, S, dim] fp32, input_pos [1] int64, past_{key,value}_{i} [1, n_kv_heads, L, head_dim]
+    -> logits [1, vocab] (last position), present_{key,value}_{i}: the caches with positions
+    input_pos .. input_pos + S - 1 written (bind them to the past buffers to update in place)."""
 
     def __init__(self, model: Llama, max_seq_len: int):
         super().__init__(model, max_seq_len)
         self.model.embed_tokens = nn.Identity()  # `hidden(embeds)` then starts at the blocks
 
-    def example_inputs(self, seq_len: int = 3, past_len: int = 5) -> tuple:
-        return (torch.zeros(1, seq_len, self.model.args.dim), *self.empty_past(past_len))
+    def example_inputs(self, seq_len: int = 3, pos: int = 5) -> tuple:
+        return (torch.zeros(1, seq_len, self.model.args.dim), torch.tensor([pos]), *self.empty_cache())
 
     def input_names(self) -> list[str]:
-        return ["embeds", *past_names(self.n_layers)]
+        return ["embeds", "input_pos", *past_names(self.n_layers)]

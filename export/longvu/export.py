@@ -141,7 +141,7 @@ ONNX_OPSET = 18
 
 @LONGVU_BACKENDS.register("onnx")
 def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
-    """One .onnx per method (fp32); decode carries its KV cache as past/present tensors."""
+    """One .onnx per method (fp32); decode takes and returns its fixed-size KV cache buffers."""
     from export.llm.onnx_ops import onnx_translations
     from export.llm.wrapper_onnx import past_names, present_names
     from export.longvu.decoder import PastKVEmbedsDecoder
@@ -150,9 +150,10 @@ def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
     dec = PastKVEmbedsDecoder(m.llm, m.cfg.context_len).eval()
     a, ctx = m.llm.args, m.cfg.context_len
     kv = lambda n, length: {"name": n, "dtype": "float32", "shape": [1, a.n_kv_heads, length, a.head_dim]}
-    inputs = [{"name": "embeds", "dtype": "float32", "shape": [1, "seq", a.dim], "dynamic": {"seq": [1, ctx]}}]
-    inputs += [{**kv(n, "past"), "dynamic": {"past": [0, ctx - 1]}, "note": "cached positions (0 for the prompt)"} for n in past_names(a.n_layers)]
-    outputs = parts["decode"].outputs + [{**kv(n, "past + seq")} for n in present_names(a.n_layers)]
+    inputs = [{"name": "embeds", "dtype": "float32", "shape": [1, "seq", a.dim], "dynamic": {"seq": [1, ctx - 1]}},
+              {"name": "input_pos", "dtype": "int64", "shape": [1]}]
+    inputs += [{**kv(n, ctx), "note": "layer cache; positions >= input_pos + seq are never read"} for n in past_names(a.n_layers)]
+    outputs = parts["decode"].outputs + [{**kv(n, ctx), "note": "the cache with the new positions written: bind it to the past buffer"} for n in present_names(a.n_layers)]
     parts["decode"] = Piece(dec, dec.example_inputs(), dec.dynamic_shapes(), inputs, outputs)
     methods = {}
     for name, p in tqdm(parts.items(), desc="longvu: onnx export", unit="method"):
