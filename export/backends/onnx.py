@@ -27,11 +27,15 @@ OPSET = 18  # MatMulNBits is com.microsoft; 18 keeps the standard ops runnable o
 
 # Artifact vs `simulate_matmulnbits` eager reference, teacher-forced on real text (tests hold
 # the ONNX artifact to these, tighter than the harness-wide TOLERANCES). Per op the simulation
-# matches MatMulNBits to fp32 rounding; through 30 layers an activation that lands on an int8
-# rounding boundary in one and not the other moves by a quantum, so a few positions drift.
-# Measured on QuaRot SmolLM2: cosine min 0.992 / mean 0.9995, top-1 0.98, PPL ratio 0.996.
+# matches MatMulNBits to fp32 rounding (the fp32 graph matches eager to 1.1e-4 max-abs logits
+# on SmolLM2); through 30 layers an activation that lands on an int8 rounding boundary in one
+# and not the other moves by a quantum, so a few positions drift. The reference is no steadier
+# than that: the same simulation run in fp64 instead of fp32 agrees with itself at cosine
+# min 0.990, 1st percentile 0.995, mean 0.9995, top-1 0.969 (SpinQuant SmolLM2, 256 positions).
+# So the tail is judged at the 1st percentile, the single worst position only against breakage.
 ONNX_TOLERANCES = {
-    "logits_cosine_min": ("min", 0.98),
+    "logits_cosine_p01": ("min", 0.99),
+    "logits_cosine_min": ("min", 0.95),
     "logits_cosine_mean": ("min", 0.999),
     "top1_agreement": ("min", 0.95),
     "perplexity_ratio": ("max", 1.02),
