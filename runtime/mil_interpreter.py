@@ -97,6 +97,8 @@ class MILInterpreter:
             # coremltools' shape value inference reads the static (symbolic) type; use the runtime shape
             "shape": lambda op, env: np.array(np.shape(env(op.x)), dtype=np.int32),
             "cast": _cast,
+            # reps is int32 in MIL; computed from shapes it can reach here as a float array
+            "tile": lambda op, env: np.tile(env(op.x), np.asarray(env(op.reps)).astype(np.int64)),
         }
         self.reset()
 

@@ -150,3 +150,27 @@ def test_apple_runtime_matches_eager_simulation(tiny_coreml):
 def test_unsupported_quantization_is_refused(tmp_path):
     with pytest.raises(HandheldError, match="per block of 32"):
         _export(_tiny(), tmp_path, LLMQuantConfig(group_size=64))
+
+
+def test_executorch_coreml_delegate_pte_is_one_delegate_and_matches_eager(tmp_path):
+    """The CoreML-delegate .pte: the whole graph in one CoreML delegate (states taken over),
+    its int4 weights stored by the delegate's quantizer; the mlpackage unpacked from the .pte
+    file, interpreted op by op, agrees with eager with those weights simulated. The threshold is
+    lowered so the tiny model's weights are quantized too (the real default skips < 65536)."""
+    from export.backends.coreml import DELEGATE_QUANT, delegate_package, lower_coreml_delegate
+    from export.llm.coreml_check import check_delegate_parity
+    from export.llm.wrapper_coreml import StatefulDecoder
+    from runtime.mil_interpreter import MILInterpreter
+
+    model = _tiny()
+    quant = {**DELEGATE_QUANT, "weight_threshold": 2048}
+    summary = lower_coreml_delegate(StatefulDecoder(model, 40).eval(), tmp_path / "d.pte", quant)
+    assert summary["delegate_backend"] == "CoreMLBackend" and summary["ops_outside_delegate"] == 0
+    ops = [op.op_type for op in MILInterpreter(delegate_package(tmp_path / "d.pte", tmp_path / "unpacked")).fn.operations]
+    tied = model.lm_head.weight is model.embed_tokens.weight  # one constant serves the gather and lm_head
+    assert ops.count("constexpr_blockwise_shift_scale") == 2 * 7 + (1 if tied else 2)  # 7 linears per layer, lm_head, embedding
+    assert "coreml_update_state" in ops  # the KV cache is a CoreML state
+    tokens = torch.randint(0, 133, (40,), generator=torch.Generator().manual_seed(4))
+    report = check_delegate_parity(tmp_path / "d.pte", model, tokens[:39], quant, prefill=20)
+    assert report["passed"], report
+    assert report["metrics"]["logits_cosine_min"] > 0.999 and report["metrics"]["positions"] == 19

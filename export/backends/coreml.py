@@ -137,8 +137,10 @@ def lower_llm_coreml(prepared, folder: Path) -> dict:
     model = untie_embeddings(copy.deepcopy(prepared.float_model))
     decoder = StatefulDecoder(model, prepared.wrapper.max_seq_len).eval()
     summary = export_coreml(decoder, folder / "model.mlpackage", quant.weight_bits, quant.output_bits, quant.embedding_bits)
+    delegate = lower_coreml_delegate(decoder, folder / DELEGATE_FILE) if quant.weight_bits == 4 else None
     return {
         "model_file": "model.mlpackage",
+        "executorch_coreml_delegate": delegate,
         "coreml": {
             "inputs": ["tokens [1, S] int32", "causal_mask [1, 1, S, input_pos + S] fp32 (0 / -inf)"],
             "states": "key_cache, value_cache [n_layers, n_kv_heads, max_seq_len, head_dim] fp16",
@@ -146,3 +148,59 @@ def lower_llm_coreml(prepared, folder: Path) -> dict:
             **summary,
         },
     }
+
+
+# The ExecuTorch CoreML-delegate variant: the same StatefulDecoder lowered through
+# CoreMLPartitioner into one delegate (states taken over as ct.StateType, iOS 18, fp16). Its
+# weights are compressed by the delegate's own post-conversion quantizer, which takes a single
+# global config: int4 linear_symmetric per block 32 for every constant of at least
+# DELEGATE_QUANT["weight_threshold"] elements, so the linears, lm_head and the embedding table;
+# the online-Hadamard factors (16,384 elements for R4's [128, 128]) and RoPE tables stay fp16.
+DELEGATE_QUANT = {"mode": "linear_symmetric", "dtype": "int4", "granularity": "per_block", "block_size": BLOCK, "weight_threshold": 65536}
+DELEGATE_FILE = "model_coreml_delegate.pte"
+
+
+def lower_coreml_delegate(decoder, out_file: Path, weight_quantization: dict = DELEGATE_QUANT) -> dict:
+    """StatefulDecoder -> an ExecuTorch .pte whose whole graph is one CoreML delegate."""
+    import coremltools as ct
+    from executorch.backends.apple.coreml.compiler import CoreMLBackend
+    from executorch.backends.apple.coreml.partition import CoreMLPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    try:
+        with torch.no_grad():
+            ep = torch.export.export(decoder, decoder.example_inputs(), dynamic_shapes=decoder.dynamic_shapes(), strict=False)
+        specs = CoreMLBackend.generate_compile_specs(
+            minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET), compute_precision=ct.precision.FLOAT16, op_linear_quantizer_config=weight_quantization
+        )
+        program = to_edge_transform_and_lower(ep, partitioner=[CoreMLPartitioner(compile_specs=specs, take_over_mutable_buffer=True)])
+        graph = program.exported_program().graph_module
+        delegates = [m for name, m in graph.named_children() if name.startswith("lowered_module")]
+        outside = sorted({str(n.target) for n in graph.graph.nodes if n.op == "call_function" and "executorch_call_delegate" not in str(n.target) and "getitem" not in str(n.target)})
+        if len(delegates) != 1 or outside:
+            raise HandheldError(f"the CoreML partitioner left {outside or 'several delegates'} outside one delegate", "report it with the model config")
+        out_file.write_bytes(program.to_executorch().buffer)
+    except HandheldError:
+        raise
+    except Exception as err:
+        msg = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        raise HandheldError(f"ExecuTorch CoreML-delegate lowering failed: {type(err).__name__}: {msg}", "report it with the model config") from err
+    return {"file": out_file.name, "delegate_backend": delegates[0].backend_id, "delegates": 1, "ops_outside_delegate": 0, "weight_quantization": dict(weight_quantization)}
+
+
+def delegate_package(pte: Path, out_dir: Path) -> Path:
+    """Unpack the mlpackage the CoreML delegate of `pte` carries into `out_dir`; its path."""
+    from executorch.backends.apple.coreml import executorchcoreml
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    program = deserialize_pte_binary(Path(pte).read_bytes()).program
+    delegate = program.execution_plan[0].delegates[0]
+    if delegate.id != "CoreMLBackend" or delegate.processed.location.name != "INLINE":
+        raise HandheldError(f"{pte} does not carry an inline CoreML delegate ({delegate.id})", "re-export with `handheld export llm --backend coreml`")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    if not executorchcoreml.unflatten_directory_contents(program.backend_delegate_data[delegate.processed.index].data, str(out_dir)):
+        raise HandheldError(f"the CoreML delegate payload of {pte} is corrupted", "re-export the artifact")
+    found = sorted(Path(out_dir).rglob("*.mlpackage"))
+    if not found:
+        raise HandheldError(f"no mlpackage inside the CoreML delegate of {pte}", "re-export the artifact")
+    return found[0]

@@ -94,3 +94,20 @@ def simulate_coreml_weights(model: Llama, cfg: LLMQuantConfig) -> dict:
         model.embed_tokens = nn.Embedding.from_pretrained(deq, freeze=True)
         report["embedding_sqnr_db"] = sqnr_db(table, deq)
     return report
+
+
+def simulate_coreml_delegate_weights(model: Llama, block: int = BLOCK, threshold: int = 65536) -> Llama:
+    """A copy of the float `model` with what the ExecuTorch CoreML delegate's global int4
+    quantizer stores (export/backends/coreml.py DELEGATE_QUANT): every linear weight and the
+    embedding table of >= `threshold` elements int4 per block along the input dim."""
+    import copy
+
+    model = untie_embeddings(copy.deepcopy(model))
+    for name, lin in [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]:
+        if lin.weight.numel() >= threshold:
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, CoreMLWeightLinear(lin, 4, block))
+    table = model.embed_tokens.weight.detach()
+    if table.numel() >= threshold:
+        model.embed_tokens = nn.Embedding.from_pretrained(coreml_symmetric_dequantized(table, 4, block), freeze=True)
+    return model
