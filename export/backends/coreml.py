@@ -153,9 +153,10 @@ def lower_llm_coreml(prepared, folder: Path) -> dict:
 # The ExecuTorch CoreML-delegate variant: the same StatefulDecoder lowered through
 # CoreMLPartitioner into one delegate (states taken over as ct.StateType, iOS 18, fp16). Its
 # weights are compressed by the delegate's own post-conversion quantizer, which takes a single
-# global config: int4 linear_symmetric per block 32 for every constant of at least
-# DELEGATE_QUANT["weight_threshold"] elements, so the linears, lm_head and the embedding table;
-# the online-Hadamard factors (16,384 elements for R4's [128, 128]) and RoPE tables stay fp16.
+# global config: int4 linear_symmetric per block 32 for every linear weight of at least
+# DELEGATE_QUANT["weight_threshold"] elements, so the block linears and lm_head (the untied
+# embedding table of the gather stays fp16); the online-Hadamard factors (16,384 elements for
+# R4's [128, 128]) and RoPE tables stay fp16.
 DELEGATE_QUANT = {"mode": "linear_symmetric", "dtype": "int4", "granularity": "per_block", "block_size": BLOCK, "weight_threshold": 65536}
 DELEGATE_FILE = "model_coreml_delegate.pte"
 

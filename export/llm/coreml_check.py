@@ -55,17 +55,23 @@ def check_coreml_parity(folder: Path, prepared=None) -> dict:
     return report
 
 
+# The delegate's stored program interpreted in fp32 against the same weights simulated: nothing
+# but summation order separates them (real SmolLM2: cosine min 0.999999, 61.8 dB, top-1 1.000),
+# so the bar is far above the harness's; a wrong weight simulation (an fp16 table taken for
+# int4) measured 20 dB / cosine min 0.96 and fails it.
+DELEGATE_TOLERANCES = {"logits_cosine_min": ("min", 0.999), "logits_sqnr_db": ("min", 40.0), "top1_agreement": ("min", 0.95)}
+
+
 def check_delegate_parity(pte: Path, float_model, tokens, weight_quantization: dict, prefill: int = 32) -> dict:
     """The CoreML delegate inside `pte` (its mlpackage unpacked, MIL program interpreted in fp32)
     against eager with the delegate's int4 weights simulated: prefill, then one cached decode
-    call per token of `tokens` [L]. The harness's tolerances (TOLERANCES) judge it."""
+    call per token of `tokens` [L], judged by DELEGATE_TOLERANCES."""
     import tempfile
 
     import numpy as np
     import torch
 
     from export.backends.coreml import delegate_package
-    from export.llm.parity import TOLERANCES
     from export.llm.quant_coreml import simulate_coreml_delegate_weights
     from export.llm.wrapper_coreml import causal_mask
     from export.metrics import sqnr_db
@@ -93,7 +99,7 @@ def check_delegate_parity(pte: Path, float_model, tokens, weight_quantization: d
         "top1_agreement": float((art.argmax(-1) == ref.argmax(-1)).double().mean()),
         "positions": len(rows),
     }
-    judged = {k: TOLERANCES[k] for k in ("logits_cosine_mean", "logits_sqnr_db", "top1_agreement")}
+    judged = DELEGATE_TOLERANCES
     failures = [f"{k}={metrics[k]:.4g} ({kind} {lim})" for k, (kind, lim) in judged.items() if not (metrics[k] >= lim if kind == "min" else metrics[k] <= lim)]
     return {
         "passed": not failures,

@@ -98,16 +98,17 @@ def simulate_coreml_weights(model: Llama, cfg: LLMQuantConfig) -> dict:
 
 def simulate_coreml_delegate_weights(model: Llama, block: int = BLOCK, threshold: int = 65536) -> Llama:
     """A copy of the float `model` with what the ExecuTorch CoreML delegate's global int4
-    quantizer stores (export/backends/coreml.py DELEGATE_QUANT): every linear weight and the
-    embedding table of >= `threshold` elements int4 per block along the input dim."""
+    quantizer stores (export/backends/coreml.py DELEGATE_QUANT): every linear weight of >=
+    `threshold` elements int4 per block along the input dim. The embedding table of the gather
+    stays fp16 unless it is the very constant lm_head reads (tied), as read back from the package."""
     import copy
 
-    model = untie_embeddings(copy.deepcopy(model))
+    model = copy.deepcopy(model)
+    tied = model.lm_head.weight is model.embed_tokens.weight
     for name, lin in [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]:
         if lin.weight.numel() >= threshold:
             parent, _, leaf = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, leaf, CoreMLWeightLinear(lin, 4, block))
-    table = model.embed_tokens.weight.detach()
-    if table.numel() >= threshold:
-        model.embed_tokens = nn.Embedding.from_pretrained(coreml_symmetric_dequantized(table, 4, block), freeze=True)
+    if tied and isinstance(model.lm_head, CoreMLWeightLinear):
+        model.embed_tokens = nn.Embedding.from_pretrained(model.lm_head.weight.clone(), freeze=True)
     return model
