@@ -1,9 +1,11 @@
 """Float decoder -> ONNX (dynamo exporter) -> MatMulNBits weights -> one .onnx file.
 
-The graph is exported from the float (rotated) model, so the R4/R3 online Hadamards are
-ordinary MatMul nodes with constant [p, p] / [m, m] operands; onnxruntime's
-MatMulNBitsQuantizer then replaces only the transformer linears (4-bit) and lm_head (8-bit),
-picked by the module path the exporter records on every node, never the Hadamards.
+The graph is exported from the float (rotated) model (wrapper: export/llm/wrapper_onnx.py), so
+the R4 online Hadamard is ordinary MatMul nodes with constant [p, p] / [m, m] operands (R3 is
+an exact identity on this fp32 cache and is not emitted); onnxruntime's MatMulNBitsQuantizer
+then replaces only the transformer linears (4-bit) and lm_head (4-bit by default, or 8-bit),
+picked by the module path the exporter records on every node, never the Hadamards. With GPTQ
+the quantizer's integers are then rewritten with GPTQ's, on the quantizer's own scales.
 See export/llm/quant_onnx.py for the exact numbers and their eager simulation.
 """
 

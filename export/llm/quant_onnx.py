@@ -10,7 +10,8 @@ then quantizes its weights. "Eager with the same quantization simulated" means, 
   of each activation row is quantized symmetrically, scale = max|a| / 127 (MLAS
   QuantizeARow_CompInt8), then int8 x int4 dot products are rescaled. Simulated as
   quant-dequant of both operands followed by an fp32 matmul (exact up to summation order).
-- lm_head -> MatMulNBits bits=8 (or 4 with --output-bits 4), block 32, symmetric (extreme -> -128), same int8 activations.
+- lm_head -> MatMulNBits bits=4 (the ONNX default, GPTQ'd with the linears) or 8 (`--output-bits 8`,
+  extreme -> -128), block 32, symmetric, same int8 activations.
 - embedding -> int8 per-row symmetric table (the same `QuantizedEmbedding` numbers as the
   ExecuTorch export), exported as standard Gather + Cast + Mul: onnxruntime's
   GatherBlockQuantized is fed int4 only by its Python quantizer, and a gather of [S, dim]
@@ -152,7 +153,7 @@ def simulate_matmulnbits(model: Llama, cfg: LLMQuantConfig, calibration: torch.T
             setattr(model.get_submodule(parent), leaf, q)
         report["linear_weight_sqnr_db_min"] = min(errs)
         report["linear_weight_sqnr_db_mean"] = sum(errs) / len(errs)
-    if cfg.output_bits:  # 8 (default) or 4, MatMulNBits block 32 either way; GPTQ'd at 4 bits
+    if cfg.output_bits:  # 4 (ONNX default, GPTQ'd with GPTQ weights) or 8, MatMulNBits block 32 either way
         q = MatMulNBitsLinear(model.lm_head, cfg.output_bits, acts, gptq.get("lm_head") if gptq else None)
         report["lm_head_weight_sqnr_db"] = sqnr_db(model.lm_head.weight.detach(), q.weight)
         model.lm_head = q
