@@ -8,6 +8,7 @@ The same code drives the eager modules and an exported artifact's methods.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,17 +189,77 @@ class ExecuTorchPieces:
 
 
 @PIECES_BACKENDS.register("coreml")
-class CoreMLPieces(ExecuTorchPieces):
-    """`embed`/`decode` from the .pte; the vision .mlpackages run by the MIL interpreter on
-    Linux (Apple's runtime needs macOS/iOS), so the host selection sees what the packages hold."""
+class CoreMLPieces:
+    """Every method its own .mlpackage. macOS: Apple's runtime through coremltools (`decode` keeps
+    its KV cache in a state from `make_state`). Elsewhere there is no CoreML runtime: the saved
+    MIL programs are interpreted in fp32 (vision: export/longvu/coreml.py; embed/decode:
+    runtime/mil_interpreter.py, states kept between calls), so the host selection and the
+    decoder see what the packages hold, not Apple's fp16 kernels."""
 
-    def __init__(self, folder: Path, manifest: dict, threads: int | None = None):
-        from export.longvu.coreml import MilMethod
+    def __init__(self, folder: Path, manifest: dict, threads: int | None = None, interpreter: bool | None = None):
+        from export.longvu.config import config_from_dict
+        from runtime.coreml_runner import LINUX_NOTICE, coreml_runtime_available
 
-        super().__init__(folder, manifest, threads)
-        for name, spec in manifest["methods"].items():
-            if "file" in spec:
-                self.methods[name] = MilMethod(Path(folder) / spec["file"], [i["name"] for i in spec["inputs"]])
+        self.cfg = config_from_dict(manifest["config"])
+        self.max_seq_len = self.cfg.context_len
+        specs = manifest["methods"]
+        missing = [name for name in ("dino", "siglip", "project", "embed", "decode") if "file" not in specs.get(name, {})]
+        if missing:
+            raise HandheldError(f"this CoreML LongVU artifact has no .mlpackage for {', '.join(missing)} (an older export kept text on ExecuTorch)",
+                                "re-export it: handheld export longvu --backend coreml --out DIR")
+        path = lambda name: Path(folder) / specs[name]["file"]
+        self.native = coreml_runtime_available() if interpreter is None else not interpreter
+        try:
+            if self.native:
+                import coremltools as ct
+
+                self.models = {name: ct.models.MLModel(str(path(name)), compute_units=ct.ComputeUnit.ALL) for name in specs}
+                self.state = self.models["decode"].make_state()
+            else:
+                from export.longvu.coreml import MilMethod
+                from runtime.mil_interpreter import MILInterpreter
+
+                print(LINUX_NOTICE, file=sys.stderr)
+                self.vision = {name: MilMethod(path(name), [i["name"] for i in specs[name]["inputs"]]) for name in ("dino", "siglip", "project")}
+                self.text = {name: MILInterpreter(path(name)) for name in ("embed", "decode")}
+        except Exception as err:
+            raise HandheldError(f"could not load the CoreML packages in {folder} ({type(err).__name__}: {str(err)[:200]})",
+                                "re-export the artifact with this Handheld/coremltools version") from None
+
+    def _call(self, name: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        if self.native:
+            state = {"state": self.state} if name == "decode" else {}
+            return self.models[name].predict(inputs, **state)
+        if name in self.vision:
+            spec = self.vision[name]
+            return dict(zip(("hi", "lo") if name == "project" else ("feats",), spec.execute([torch.from_numpy(v) for v in inputs.values()])))
+        return self.text[name].run(inputs)
+
+    def _tensor(self, value) -> torch.Tensor:
+        return value if torch.is_tensor(value) else torch.from_numpy(np.asarray(value, dtype=np.float32))
+
+    def dino(self, pixels):
+        return self._tensor(self._call("dino", pixels=pixels.contiguous().numpy())["feats"])
+
+    def siglip(self, pixels):
+        return self._tensor(self._call("siglip", pixels=pixels.contiguous().numpy())["feats"])
+
+    def project(self, feats):
+        out = self._call("project", feats=feats.contiguous().numpy())
+        return self._tensor(out["hi"]), self._tensor(out["lo"])
+
+    def embed(self, tokens):
+        return self._tensor(self._call("embed", tokens=tokens.numpy().astype(np.int32))["embeds"])
+
+    def decode(self, embeds, pos: int):
+        from export.llm.wrapper_coreml import causal_mask
+
+        s = embeds.shape[1]
+        if pos + s >= self.max_seq_len:
+            raise HandheldError(f"{pos + s} positions exceed the {self.max_seq_len - 1}-token context of the CoreML decoder", "ask a shorter question or use fewer frames")
+        mask = causal_mask(pos, s).numpy().astype(np.float32)
+        out = self._call("decode", embeds=embeds.contiguous().numpy().astype(np.float32), causal_mask=mask)
+        return self._tensor(out["logits"]).reshape(-1)
 
 
 @PIECES_BACKENDS.register("onnx")

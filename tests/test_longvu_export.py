@@ -130,13 +130,21 @@ def test_bench_reports_encoder_speed_tokens_per_stage_ttft_and_rss(artifact):
         assert v["counts"]["tokens_after_truncation"] <= v["counts"]["budget"]
 
 
-def test_coreml_variant_vision_packages_select_the_same(model, tmp_path):
-    """fp32 vision .mlpackages (run by the MIL interpreter on Linux) + the .pte text methods."""
+def test_coreml_variant_packages_select_and_answer_the_same(model, tmp_path):
+    """Five .mlpackages (fp32 vision; fp16 embed and stateful decode with CoreML's int4/int8
+    weights), run by the MIL interpreters on Linux, against eager pieces with the same weights
+    simulated: same selection, near-exact decoder logits."""
     from export.longvu.export import export_longvu
     from export.longvu.pipeline import build_model
 
     cfg = dataclasses.replace(CFG, backend="coreml", quantize_vision=False)
     manifest = export_longvu(cfg, tmp_path / "coreml", model=build_model(cfg, model.checkpoint))
-    assert manifest["parity"]["passed"], manifest["parity"]["failures"]
-    assert [manifest["methods"][m].get("file") for m in ("dino", "siglip", "project")] == ["dino.mlpackage", "siglip.mlpackage", "project.mlpackage"]
-    assert set(manifest["delegation"]) == {"embed", "decode"}
+    parity = manifest["parity"]
+    assert parity["passed"], parity["failures"]
+    assert {m: spec.get("file") for m, spec in manifest["methods"].items()} == {m: f"{m}.mlpackage" for m in ("dino", "siglip", "project", "embed", "decode")}
+    assert manifest["model_file"] == "decode.mlpackage" and "delegation" not in manifest
+    decode = manifest["methods"]["decode"]["coreml"]
+    assert decode["states"] and decode["quantized_consts"]["linear"] == 7 * 2 and decode["quantized_consts"]["lm_head"] == 1
+    assert manifest["methods"]["embed"]["coreml"]["quantized_consts"]["embedding"] == 1
+    assert not (tmp_path / "coreml" / "longvu.pte").exists()
+    assert parity["metrics"]["logits_cosine_min"] > 0.999 and parity["metrics"]["teacher_forced_top1"] == 1.0

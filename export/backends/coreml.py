@@ -25,12 +25,16 @@ DEPLOYMENT_TARGET = "iOS18"  # ct.StateType needs iOS 18 / macOS 15
 
 
 def convert_decoder(decoder) -> "ct.models.MLModel":
-    """StatefulDecoder -> fp16 mlprogram with states (not yet compressed)."""
+    """StatefulDecoder (tokens in) or LongVU's StatefulEmbedsDecoder (embeddings in) -> fp16
+    mlprogram with states (not yet compressed)."""
     import coremltools as ct
 
     a = decoder.model.args
     n = decoder.max_seq_len - 1
     seq, total = ct.RangeDim(1, n, default=1, symbol="seq"), ct.RangeDim(1, n, default=1, symbol="total")
+    first_name = next(iter(decoder.dynamic_shapes()))  # "tokens" [1, S] or "embeds" [1, S, dim]
+    first = decoder.example_inputs()[0]
+    first_type = ct.TensorType(name=first_name, shape=(1, seq, *first.shape[2:]), dtype=np.float32 if first.is_floating_point() else np.int32)
     with torch.no_grad():
         ep = torch.export.export(decoder, decoder.example_inputs(), dynamic_shapes=decoder.dynamic_shapes(), strict=False)
     ep = ep.run_decompositions({})
@@ -40,10 +44,7 @@ def convert_decoder(decoder) -> "ct.models.MLModel":
         convert_to="mlprogram",
         minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
         compute_precision=ct.precision.FLOAT16,
-        inputs=[
-            ct.TensorType(name="tokens", shape=(1, seq), dtype=np.int32),
-            ct.TensorType(name="causal_mask", shape=(1, 1, seq, total), dtype=np.float32),
-        ],
+        inputs=[first_type, ct.TensorType(name="causal_mask", shape=(1, 1, seq, total), dtype=np.float32)],
         outputs=[ct.TensorType(name="logits", dtype=np.float32)],
         states=[ct.StateType(wrapped_type=ct.TensorType(shape=cache, dtype=np.float16), name=name) for name in ("key_cache", "value_cache")],
         skip_model_load=True,  # no CoreML runtime on Linux; macOS loads the saved package
@@ -92,13 +93,34 @@ def program_summary(program) -> dict:
     }
 
 
-def export_coreml(decoder, out_package: Path, weight_bits: int = 4, output_bits: int = 8, embedding_bits: int = 8) -> dict:
-    stages = tqdm(total=3, desc="coreml: convert", unit="stage")
+def convert_embedding(embed) -> "ct.models.MLModel":
+    """LongVU's TokenEmbedding (tokens [1, L] -> embeds [1, L, dim]) -> fp16 mlprogram, one
+    gather on the (not yet compressed) table."""
+    import coremltools as ct
+
+    length = ct.RangeDim(1, embed.max_len - 1, default=1, symbol="len")
+    with torch.no_grad():
+        ep = torch.export.export(embed, (torch.zeros(1, 2, dtype=torch.int32),), dynamic_shapes=embed.dynamic_shapes(), strict=False)
+    return ct.convert(
+        ep.run_decompositions({}),
+        convert_to="mlprogram",
+        minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+        compute_precision=ct.precision.FLOAT16,
+        inputs=[ct.TensorType(name="tokens", shape=(1, length), dtype=np.int32)],
+        outputs=[ct.TensorType(name="embeds", dtype=np.float32)],
+        skip_model_load=True,
+    )
+
+
+def export_coreml(module, out_package: Path, weight_bits: int = 4, output_bits: int = 8, embedding_bits: int = 8, convert=convert_decoder) -> dict:
+    """convert(module) -> mlprogram; compress the chosen weights (`quantize_weights`); save."""
+    vocab = module.model.args.vocab_size if hasattr(module, "model") else module.table.num_embeddings
+    stages = tqdm(total=3, desc=f"coreml: convert {Path(out_package).name}", unit="stage")
     try:
-        mlmodel = convert_decoder(decoder)
+        mlmodel = convert(module)
         stages.update()
-        stages.set_description("coreml: 4-bit weights")
-        mlmodel, roles = quantize_weights(mlmodel, decoder.model.args.vocab_size, weight_bits, output_bits, embedding_bits)
+        stages.set_description("coreml: quantize weights")
+        mlmodel, roles = quantize_weights(mlmodel, vocab, weight_bits, output_bits, embedding_bits)
         wanted = len(roles["requested"])
         got = sum(op.op_type.startswith("constexpr_") for op in mlmodel._mil_program.functions["main"].operations)
         if got < wanted:  # coremltools skips (with a log line) a weight whose in-dim is not a multiple of the block

@@ -94,8 +94,9 @@ TARGET_BACKENDS = {
     "ios": {"llm": ("executorch",), "sam": ("coreml",), "longvu": ("executorch", "coreml")},
 }
 
-# (kind, backend) entries an app can only use beside another: iOS runs LongVU's text methods on
-# ExecuTorch, so a CoreML LongVU artifact (vision methods) needs the ExecuTorch one too.
+# (kind, backend) entries an app can only use beside another: the iOS app runs LongVU's text
+# methods on ExecuTorch (the CoreML artifact's embed/decode packages are checked on the host but
+# not wired into the app yet), so a CoreML LongVU artifact needs the ExecuTorch one too.
 TARGET_COMPANIONS = {"ios": {("longvu", "coreml"): ("longvu", "executorch")}, "android": {}}
 
 # Where the apps look for a pushed bundle and write benchmark results (device side).

@@ -77,11 +77,15 @@ class StatefulDecoder(nn.Module):
         self.mask: torch.Tensor | None = None
 
     def forward(self, tokens: torch.Tensor, causal_mask: torch.Tensor) -> torch.Tensor:
-        s, t = tokens.shape[1], causal_mask.shape[-1]
+        return self.logits_last(tokens.long(), causal_mask, self.model.hidden)
+
+    def logits_last(self, first: torch.Tensor, causal_mask: torch.Tensor, hidden) -> torch.Tensor:
+        """hidden(first [1, S, ...], input_pos) -> [1, S, dim]; logits [1, vocab] of the last position."""
+        s, t = first.shape[1], causal_mask.shape[-1]
         torch._check(t < self.max_seq_len)
         torch._check(s <= t)
         self.mask = causal_mask
-        h = self.model.hidden(tokens.long(), t - s)  # [1, S, dim]
+        h = hidden(first, t - s)  # [1, S, dim]
         self.mask = None
         return self.model.lm_head(h[:, -1:, :])[:, 0]  # [1, vocab]
 

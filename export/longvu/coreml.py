@@ -1,11 +1,13 @@
-"""LongVU's CoreML variant: the vision methods as .mlpackages, the text methods on ExecuTorch.
+"""LongVU's CoreML variant: every method its own .mlpackage.
 
-    dino.mlpackage, siglip.mlpackage, project.mlpackage   fp32 mlprogram (iOS17), one per method
-    longvu.pte with `embed` and `decode`                  8da4w decoder on XNNPACK, as the default
+    dino.mlpackage, siglip.mlpackage, project.mlpackage   fp32 mlprogram (iOS17)
+    embed.mlpackage                                       fp16, int8 per-row table (iOS18)
+    decode.mlpackage                                      fp16, int4 per-block weights, KV cache as states (iOS18)
 
-CoreML predictions need Apple's runtime (macOS/iOS). On Linux the saved MIL programs are run by
-a small interpreter (below) that executes each op with PyTorch, so parity checks what the
-packages contain (not Apple's kernels) on the same real sample videos.
+CoreML predictions need Apple's runtime (macOS/iOS). On Linux the vision programs are run by a
+small interpreter (below) that executes each op with PyTorch, and embed/decode by
+runtime/mil_interpreter.py (coremltools' value inference, states kept between calls), so parity
+checks what the packages contain (not Apple's kernels) on the same real sample videos.
 """
 
 from __future__ import annotations

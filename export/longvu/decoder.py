@@ -9,6 +9,8 @@ the decoder takes embeddings instead of token ids:
 Both are built on the LLM export path's `CachedDecoder` (static KV cache with ExecuTorch's
 `llama::update_cache` / `llama::custom_sdpa`) and `prepare_model` (rotations, then 8da4w), so
 the decoder here is exactly the one `handheld export llm` produces, minus its token lookup.
+The ONNX and CoreML decode pieces wrap the LLM's ONNX and CoreML wrappers the same way
+(`PastKVEmbedsDecoder`, `StatefulEmbedsDecoder`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 
 from export.llm.model import Llama
 from export.llm.wrapper import CachedDecoder
+from export.llm.wrapper_coreml import StatefulDecoder, causal_mask
 from export.llm.wrapper_onnx import PastKVDecoder, past_names
 
 
@@ -80,3 +83,25 @@ class PastKVEmbedsDecoder(PastKVDecoder):
 
     def input_names(self) -> list[str]:
         return ["embeds", "input_pos", *past_names(self.n_layers)]
+
+
+class StatefulEmbedsDecoder(StatefulDecoder):
+    """CoreML's decode piece: the LLM CoreML wrapper (`StatefulDecoder`: KV cache as
+    `ct.StateType` states, write position from the mask's shape) with embeddings in.
+
+    embeds [1, S, dim] fp32, causal_mask [1, 1, S, input_pos + S] -> logits [1, vocab] (last
+    position); the runtime builds the mask from input_pos, as for the LLM."""
+
+    def __init__(self, model: Llama, max_seq_len: int):
+        super().__init__(model, max_seq_len)
+        self.model.embed_tokens = nn.Identity()  # the table is the `embed` package's
+
+    def forward(self, embeds: torch.Tensor, causal_mask: torch.Tensor) -> torch.Tensor:
+        return self.logits_last(embeds, causal_mask, self.model.hidden_from_embeds)
+
+    def example_inputs(self, seq_len: int = 3, input_pos: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(1, seq_len, self.model.args.dim), causal_mask(input_pos, seq_len)
+
+    def dynamic_shapes(self):
+        shapes = super().dynamic_shapes()
+        return {"embeds": shapes["tokens"], "causal_mask": shapes["causal_mask"]}

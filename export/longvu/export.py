@@ -115,8 +115,15 @@ def _lower_executorch(m: LongVUModel, folder: Path) -> dict:
 
 @LONGVU_BACKENDS.register("coreml")
 def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
-    """Vision methods as fp32 .mlpackages, `embed`/`decode` as the ExecuTorch program."""
+    """Every method its own .mlpackage: the vision methods fp32 (iOS 17), `embed` and `decode`
+    fp16 with CoreML's int4 per-block / int8 weights (iOS 18; decode's KV cache as states)."""
+    import copy
+
+    from export.backends.coreml import DEPLOYMENT_TARGET, convert_embedding, export_coreml
+    from export.llm.quant_coreml import BLOCK, check_coreml_quant_config
+    from export.llm.quantize import untie_embeddings
     from export.longvu.coreml import COREML_METHODS
+    from export.longvu.decoder import StatefulEmbedsDecoder, TokenEmbedding
     from export.sam.lower import to_coreml
 
     parts = pieces(m)
@@ -129,11 +136,26 @@ def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
             raise HandheldError(f"CoreML conversion of LongVU's {name} failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}",
                                 "report it with the config; the ExecuTorch backend is the reference path") from err
         methods[name] = {"file": file, "inputs": p.inputs, "outputs": p.outputs}
-    meta = {"get_max_seq_len": m.cfg.context_len, "get_vocab_size": m.decoder.model.args.vocab_size, "get_eos_ids": list(m.checkpoint.eos_ids)}
-    summary = lower_program(parts, folder / MODEL_FILE, meta)
-    methods |= {name: {"inputs": p.inputs, "outputs": p.outputs} for name, p in parts.items()}
-    return {"model_file": MODEL_FILE, "methods": methods, "delegation": summary,
-            "coreml": {"deployment_target": "iOS17", "precision": "fp32", "checked_on_linux": "MIL programs interpreted with PyTorch ops (export/longvu/coreml.py)"}}
+    quant = m.cfg.llm.quant.for_backend("coreml")
+    check_coreml_quant_config(quant)
+    llm = untie_embeddings(copy.deepcopy(m.llm_float))  # the table and lm_head are compressed apart
+    a, ctx = llm.args, m.cfg.context_len
+    text = {
+        "embed": (TokenEmbedding(llm.embed_tokens, ctx).eval(), convert_embedding, (16, 0, quant.embedding_bits),
+                  {"inputs": ["tokens [1, L] int32"]}),
+        "decode": (StatefulEmbedsDecoder(llm, ctx).eval(), None, (quant.weight_bits, quant.output_bits, 0),
+                   {"inputs": ["embeds [1, S, dim] fp32", "causal_mask [1, 1, S, input_pos + S] fp32 (0 / -inf), built by the runtime from input_pos"],
+                    "states": f"key_cache, value_cache [{a.n_layers}, {a.n_kv_heads}, {ctx}, {a.head_dim}] fp16"}),
+    }
+    for name, (module, convert, bits, io) in text.items():
+        p, file = parts.pop(name), f"{name}.mlpackage"
+        summary = export_coreml(module, folder / file, *bits, **({"convert": convert} if convert else {}))
+        methods[name] = {"file": file, "inputs": p.inputs, "outputs": p.outputs, "coreml": {**io, **summary}}
+    return {"model_file": methods["decode"]["file"], "methods": methods,
+            "coreml": {"vision": {"deployment_target": "iOS17", "precision": "fp32"},
+                       "text": {"deployment_target": DEPLOYMENT_TARGET, "precision": "fp16",
+                                "weights": f"int4 per-block {BLOCK} linear_symmetric (transformer linears); lm_head {quant.output_bits or 16}-bit; int8 per-row embedding table"},
+                       "checked_on_linux": "MIL programs interpreted in fp32 (vision: export/longvu/coreml.py; text: runtime/mil_interpreter.py); not Apple's runtime"}}
 
 
 ONNX_OPSET = 18

@@ -207,7 +207,10 @@ def check_longvu_parity(folder: Path, model=None) -> dict:
             dino, siglip, projector = model.float_vision
             float_ref = EagerPieces(dataclasses.replace(model, dino=dino, siglip=siglip, projector=projector))
         metrics = measure(art, EagerPieces(model), art_tok, ref_tok, cfg, float_ref)
-    reference = "pt2e int8 vision + " + cfg.llm.quant.name + " decoder, simulated" if cfg.quantize_vision else cfg.llm.quant.name + " decoder, float vision"
+    decoder = f"{cfg.llm.quant.name} decoder" if cfg.backend.value != "coreml" else "CoreML int4 per-block / int8 weights simulated (export/llm/quant_coreml.py) decoder"
+    reference = f"pt2e int8 vision + {decoder}, simulated" if cfg.quantize_vision else f"{decoder}, float vision"
+    if cfg.backend.value == "coreml" and not getattr(art, "native", True):
+        reference += "; packages run by the MIL interpreters (fp32 math, not Apple's runtime)"
     report = {"reference": reference, "metrics": metrics, **judge(metrics)}
     update_manifest(folder, parity=report)
     print_report(report)
