@@ -193,6 +193,18 @@ def test_hadamards_stay_float_matmuls_and_the_graph_matches(tmp_path):
     r = _chunks(LLMStepper(EagerLLMRunner(prepared.wrapper, 40)), tokens, (8, 1, 3))
     for x, y in zip(a, r):
         assert torch.nn.functional.cosine_similarity(x.double(), y.double(), dim=0) > 0.9999
+    # the bench's timing-only copy without R4: exactly its 2 x (Reshape, MatMul, MatMul, Reshape) go
+    import onnx
+
+    from export.llm.bench_onnx import without_online_hadamards
+
+    stripped = without_online_hadamards(folder, tmp_path / "no-r4")
+    ops = lambda d: [n.op_type for n in onnx.load(str(d / "model.onnx")).graph.node]
+    before, after = ops(folder), ops(stripped)
+    assert len(before) - len(after) == 2 * 4 and after.count("MatMul") == before.count("MatMul") - 2 * 2
+    b = _chunks(LLMStepper(open_runner(stripped, threads=1)), tokens, (8, 1, 3))  # it runs; its logits are wrong
+    assert b[-1].shape == a[-1].shape and not torch.allclose(b[-1], a[-1], atol=1e-3)
+    assert without_online_hadamards(_export(_tiny(), tmp_path / "plain")[0], tmp_path / "none") is None
 
 
 def test_unsupported_quantization_is_refused(tmp_path):

@@ -146,7 +146,68 @@ def teacher_forced_perplexity(step, tokenizer) -> tuple[float, int]:
     return _perplexity(logits, targets), int(targets.numel())
 
 
-def bench_vs_genai(folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3) -> dict:
+def without_online_hadamards(folder: Path, out: Path) -> Path | None:
+    """A TIMING-ONLY copy of an ONNX LLM artifact with R4 taken out of the graph: each
+    Reshape -> MatMul(down_rotate constants) -> Reshape chain on down_proj's input is bypassed.
+    down_proj still holds R4's transpose, so its logits are wrong; it measures what the online
+    Hadamard costs per step and nothing else. None when the graph has no R4."""
+    import onnx
+
+    from export.manifest import load_manifest, write_manifest
+
+    manifest = load_manifest(folder)
+    model = onnx.load(str(Path(folder) / manifest["model_file"]))
+    nodes = list(model.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    drop, rewire = [], {}
+    for n in nodes:
+        if n.op_type != "MatMul" or not any("down_rotate" in i for i in n.input) or "down_rotate" in n.input[0]:
+            continue  # the chain starts at x @ S_p (x first); the [m, m] factor MatMul follows it
+        first = producer.get(n.input[0])
+        chain, last = [n], n
+        while len(consumers.get(last.output[0], [])) == 1 and consumers[last.output[0]][0].op_type == "MatMul":
+            last = consumers[last.output[0]][0]
+            chain.append(last)
+        after = consumers.get(last.output[0], [])
+        if first is None or first.op_type != "Reshape" or len(after) != 1 or after[0].op_type != "Reshape":
+            continue
+        drop += [first, *chain, after[0]]
+        rewire[after[0].output[0]] = first.input[0]
+    if not drop:
+        return None
+    for n in drop:
+        model.graph.node.remove(n)
+    for n in model.graph.node:
+        for i, name in enumerate(n.input):
+            if name in rewire:
+                n.input[i] = rewire[name]
+    out = Path(out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    onnx.save(model, str(out / manifest["model_file"]))
+    shutil.copy(Path(folder) / manifest["tokenizer"]["file"], out / manifest["tokenizer"]["file"])
+    fields = {k: v for k, v in manifest.items() if k not in ("format_version", "kind", "created_unix", "toolchain", "files", "parity")}
+    write_manifest(out, "llm", **fields, timing_only=f"R4 removed from {folder} ({len(rewire)} layers): logits are wrong")
+    return out
+
+
+def _median_runs(runs: list[dict]) -> dict:
+    """Per-metric median over single-run results (peak RSS: the max)."""
+    import statistics
+
+    merged = {k: statistics.median(r[k] for r in runs) for k, v in runs[0].items() if isinstance(v, float)}
+    merged.update(threads=runs[0]["threads"], runs=len(runs), peak_rss_mb=max(r["peak_rss_mb"] for r in runs))
+    return merged
+
+
+def bench_vs_genai(folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3, r4_cost: bool = True) -> dict:
+    """Interleaved rounds (every artifact x thread count once per round, each run in its own
+    process, median over rounds), so load on the shared machine drifts over all of them alike.
+    With r4_cost, a timing-only copy without the online Hadamard R4 joins the rounds."""
     from tqdm import tqdm
 
     from export.llm.bench import _measure
@@ -158,15 +219,23 @@ def bench_vs_genai(folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3)
     folder, genai_dir = Path(folder), Path(genai_dir)
     manifest = load_manifest(folder)
     targets = {"handheld_onnx": folder, "genai_builder_int4": genai_dir}
+    no_r4 = without_online_hadamards(folder, folder.parent / f".{folder.name}.no-r4") if r4_cost else None
+    if no_r4 is not None:
+        targets["handheld_onnx_without_r4"] = no_r4
     results: dict = {name: {"size_mb": _size_mb(t), "path": str(t), "by_threads": {}} for name, t in targets.items()}
-    for name, t in tqdm([(n, t) for n in targets for t in threads], desc="bench vs genai", unit="config"):
-        if name == "handheld_onnx":
-            results[name]["by_threads"][str(t)] = _measure(targets[name], t, runs, PROMPT_TOKENS, DECODE_STEPS)
-        else:
-            results[name]["by_threads"][str(t)] = _measure_genai(targets[name], t, runs)
+    single: dict = {(name, t): [] for name in targets for t in threads}
+    configs = [(n, t) for _ in range(runs) for n in targets for t in threads]
+    for name, t in tqdm(configs, desc="bench vs genai (interleaved)", unit="run"):
+        measure = _measure_genai if name == "genai_builder_int4" else lambda target, th, r: _measure(target, th, r, PROMPT_TOKENS, DECODE_STEPS)
+        single[(name, t)].append(measure(targets[name], t, 1))
+    for (name, t), items in single.items():
+        results[name]["by_threads"][str(t)] = _median_runs(items)
     tokenizer = load_checkpoint(manifest["config"].get("checkpoint")).tokenizer
     results["handheld_onnx"]["perplexity"], n = teacher_forced_perplexity(LLMStepper(open_runner(folder, threads=2)), tokenizer)
     results["genai_builder_int4"]["perplexity"], _ = teacher_forced_perplexity(GenaiStepper(genai_dir, 2), tokenizer)
+    if no_r4 is not None:
+        results["handheld_onnx_without_r4"]["perplexity"] = None  # timing only: its logits are wrong
+        shutil.rmtree(no_r4, ignore_errors=True)
     report = {
         "kind": "llm",
         "artifact": str(folder),
@@ -184,15 +253,29 @@ def bench_vs_genai(folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3)
             for t in threads
         },
     }
+    if no_r4 is not None:
+        by = lambda name, t, m: results[name]["by_threads"][str(t)][m]
+        report["online_hadamard_r4_cost"] = {
+            str(t): {
+                # step time with R4 minus without, over step time with it
+                "decode_share_of_step": 1 - by("handheld_onnx", t, "decode_tok_s") / by("handheld_onnx_without_r4", t, "decode_tok_s"),
+                "decode_ratio_without_r4_vs_genai": by("handheld_onnx_without_r4", t, "decode_tok_s") / by("genai_builder_int4", t, "decode_tok_s"),
+            }
+            for t in threads
+        }
     print_table(report)
     return report
 
 
 def print_table(report: dict) -> None:
     print(f"\nONNX vs onnxruntime-genai builder: {report['prompt_tokens']}-token prompt, {report['decode_steps']} decode steps, median of runs")
-    print(f"{'artifact':20} {'thr':>3} {'prefill tok/s':>14} {'decode tok/s':>13} {'peak RSS MB':>12} {'size MB':>8} {'wiki PPL':>9}")
+    print(f"{'artifact':26} {'thr':>3} {'prefill tok/s':>14} {'decode tok/s':>13} {'peak RSS MB':>12} {'size MB':>8} {'wiki PPL':>9}")
     for name, r in report["results"].items():
+        ppl = f"{r['perplexity']:9.2f}" if r.get("perplexity") is not None else f"{'-':>9}"
         for t, m in r["by_threads"].items():
-            print(f"{name:20} {t:>3} {m['prefill_tok_s']:14.1f} {m['decode_tok_s']:13.1f} {m['peak_rss_mb']:12.0f} {r['size_mb']:8.1f} {r['perplexity']:9.2f}")
+            print(f"{name:26} {t:>3} {m['prefill_tok_s']:14.1f} {m['decode_tok_s']:13.1f} {m['peak_rss_mb']:12.0f} {r['size_mb']:8.1f} {ppl}")
     for t, ratio in report["ratios_vs_genai_builder"].items():
         print(f"handheld / genai builder @ {t} thread(s): prefill {ratio['prefill_tok_s']:.2f}x, decode {ratio['decode_tok_s']:.2f}x")
+    for t, cost in report.get("online_hadamard_r4_cost", {}).items():
+        print(f"online Hadamard R4 @ {t} thread(s): {100 * cost['decode_share_of_step']:.1f}% of a decode step; "
+              f"the same graph without it (timing only) decodes at {cost['decode_ratio_without_r4_vs_genai']:.2f}x the builder")
