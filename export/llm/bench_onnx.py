@@ -204,10 +204,11 @@ def _median_runs(runs: list[dict]) -> dict:
     return merged
 
 
-def bench_vs_genai(folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3, r4_cost: bool = True) -> dict:
-    """Interleaved rounds (every artifact x thread count once per round, each run in its own
-    process, median over rounds), so load on the shared machine drifts over all of them alike.
-    With r4_cost, a timing-only copy without the online Hadamard R4 joins the rounds."""
+def bench_vs_genai(folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3, r4_cost: bool = True, passes: int = 3) -> dict:
+    """`runs` interleaved rounds: every artifact x thread count once per round, each in its own
+    process timing `passes` passes (median), then the median over rounds, so load on the shared
+    machine drifts over all of them alike. With r4_cost, a timing-only copy without the online
+    Hadamard R4 joins the rounds."""
     from tqdm import tqdm
 
     from export.llm.bench import _measure
@@ -227,7 +228,7 @@ def bench_vs_genai(folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3,
     configs = [(n, t) for _ in range(runs) for n in targets for t in threads]
     for name, t in tqdm(configs, desc="bench vs genai (interleaved)", unit="run"):
         measure = _measure_genai if name == "genai_builder_int4" else lambda target, th, r: _measure(target, th, r, PROMPT_TOKENS, DECODE_STEPS)
-        single[(name, t)].append(measure(targets[name], t, 1))
+        single[(name, t)].append(measure(targets[name], t, passes))
     for (name, t), items in single.items():
         results[name]["by_threads"][str(t)] = _median_runs(items)
     tokenizer = load_checkpoint(manifest["config"].get("checkpoint")).tokenizer

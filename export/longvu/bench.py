@@ -87,12 +87,18 @@ def bench_artifact(folder: Path, baseline: Path | None = None, threads=(1, 2), r
         "new_tokens": NEW_TOKENS,
         "by_threads": {str(t): _measure(folder, t, runs) for t in threads},
     }
+    from runtime.coreml_runner import coreml_runtime_available
+
+    if manifest["backend"] == "coreml" and not coreml_runtime_available():
+        report["engine"] = "mil-interpreter: the packages' MIL programs in fp32 on this host's CPU, not Apple's runtime; not device speeds"
     print_table(report)
     return report
 
 
 def print_table(report: dict) -> None:
     print(f"\nLongVU bench ({report['backend']}, {report['size_mb']:.0f} MB): median of runs, {report['new_tokens']} new tokens")
+    if "engine" in report:
+        print(f"engine: {report['engine']}")
     head = f"{'video':13} {'thr':>3} {'frames':>9} {'tokens per stage':>28} {'DINO f/s':>9} {'SigLIP f/s':>10} {'TTFT ms':>8} {'video->1st ms':>13} {'dec tok/s':>9} {'RSS MB':>7}"
     print(head)
     for t, r in report["by_threads"].items():
