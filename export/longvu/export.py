@@ -145,7 +145,7 @@ def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
                   {"inputs": ["tokens [1, L] int32"]}),
         "decode": (StatefulEmbedsDecoder(llm, ctx).eval(), None, (quant.weight_bits, quant.output_bits, 0),
                    {"inputs": ["embeds [1, S, dim] fp32", "causal_mask [1, 1, S, input_pos + S] fp32 (0 / -inf), built by the runtime from input_pos"],
-                    "states": f"key_cache, value_cache [{a.n_layers}, {a.n_kv_heads}, {ctx}, {a.head_dim}] fp16"}),
+                    "state_shapes": f"key_cache, value_cache [{a.n_layers}, {a.n_kv_heads}, {ctx}, {a.head_dim}] fp16"}),
     }
     for name, (module, convert, bits, io) in text.items():
         p, file = parts.pop(name), f"{name}.mlpackage"

@@ -116,7 +116,8 @@ def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig, float_ref=None) -> di
         same = [x == y for x, y in zip(ga, gr)] if (ga or gr) else [True]  # both stopping at once agree
         tf_art, tf_ref = (_teacher_forced(p, embeds, gr) for p in (art, ref))
         tf_cos = torch.nn.functional.cosine_similarity(tf_art.double(), tf_ref.double(), dim=-1)
-        end_to_end = [x == y for x, y in zip(a.generation.tokens, r.generation.tokens)]
+        # two empty answers (EOS first) agree
+        end_to_end = [x == y for x, y in zip(a.generation.tokens, r.generation.tokens)] if (a.generation.tokens or r.generation.tokens) else [True]
         per_video[name] = {
             "frames_sampled": len(video.frames),
             "selection_identical": a.selection.to_dict() == r.selection.to_dict(),
@@ -135,7 +136,7 @@ def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig, float_ref=None) -> di
             "teacher_forced_logits_cosine_min": float(tf_cos.min()),
             "greedy_agreement": sum(same) / len(same),
             "greedy_identical_prefix": same.index(False) if False in same else len(same),
-            "answer_agreement_end_to_end": sum(end_to_end) / max(len(r.generation.tokens), 1),
+            "answer_agreement_end_to_end": sum(end_to_end) / max(len(r.generation.tokens), len(end_to_end)),
             "int8_vs_fp32_vision": None if float_sel is None else {
                 "selection_identical": float_sel.to_dict() == r.selection.to_dict(),
                 "frames_kept_fp32": float_sel.frames,
