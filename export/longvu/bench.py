@@ -54,7 +54,8 @@ def _worker(folder: str, threads: int, runs: int) -> dict:
             "prompt_tokens": answers[0].prompt_tokens,
             "time_to_first_token_ms": med("time_to_first_token_s") * 1000,
             "video_to_first_token_ms": (decode_s + encode_s + med("select_s") + med("time_to_first_token_s")) * 1000,
-            "decode_tok_s": statistics.median(g.decode_tok_s for g in gen),
+            # None: the answer was EOS at once (no decode step to time)
+            "decode_tok_s": statistics.median(g.decode_tok_s for g in gen) if all(g.decode_calls for g in gen) else None,
         }
     return {"threads": threads, "videos": videos, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "runs": runs}
 
@@ -105,8 +106,9 @@ def print_table(report: dict) -> None:
         for name, v in r["videos"].items():
             c = v["counts"]
             stages = f"{c['tokens_sampled']}>{c['tokens_after_dedup']}>{c['tokens_after_query']}>{c['tokens_after_stc']}>{c['tokens_after_truncation']}"
+            decode = f"{v['decode_tok_s']:9.1f}" if v["decode_tok_s"] is not None else f"{'-':>9}"  # '-': EOS first
             print(
                 f"{name:13} {t:>3} {c['frames_sampled']:>4}>{c['frames_after_dedup']:<4} {stages:>28} {v['dino_frames_per_s']:9.1f} "
                 f"{v['siglip_frames_per_s']:10.1f} {v['time_to_first_token_ms']:8.0f} {v['video_to_first_token_ms']:13.0f} "
-                f"{v['decode_tok_s']:9.1f} {r['peak_rss_mb']:7.0f}"
+                f"{decode} {r['peak_rss_mb']:7.0f}"
             )

@@ -52,7 +52,7 @@ def run_demo(out_root: Path) -> list[str]:
         f"     A: {answer.text.strip()}",
         *[f"     {line}" for line in format_report(answer).splitlines()],
         f"     speed @2 threads: DINO {v['dino_frames_per_s']:.1f} frames/s, SigLIP {v['siglip_frames_per_s']:.1f} frames/s, "
-        f"TTFT {v['time_to_first_token_ms']:.0f} ms, decode {v['decode_tok_s']:.0f} tok/s, peak RSS {bench['by_threads']['2']['peak_rss_mb']:.0f} MB",
+        f"TTFT {v['time_to_first_token_ms']:.0f} ms, decode {f"{v['decode_tok_s']:.0f} tok/s" if v["decode_tok_s"] is not None else "- (EOS first)"}, peak RSS {bench['by_threads']['2']['peak_rss_mb']:.0f} MB",
     ]
     if manifest["notice"]:
         lines.append(f"     {manifest['notice']}")
