@@ -101,21 +101,30 @@ def test_tampered_artifact_is_refused(artifact, tmp_path):
         open_pieces(copy)
 
 
-def test_onnx_pieces_select_the_same_and_answer_the_same(model, tmp_path):
-    """fp32 ONNX files (decode with a past/present KV cache), same host selection, checked on the sample videos."""
+@pytest.mark.parametrize("quant", ["4bit", "fp32"])
+def test_onnx_pieces_select_the_same_and_answer_the_same(model, tmp_path, quant):
+    """ONNX files (decode: the LLM's ONNX graph with embeddings in, past/present KV buffers;
+    MatMulNBits 4-bit + int8 table, or fp32), same host selection, checked on the sample videos
+    against eager pieces with the same quantization simulated."""
     from export.longvu.config import FP32_LLM
     from export.longvu.export import export_longvu
     from export.longvu.pipeline import build_model
 
-    cfg = dataclasses.replace(CFG, backend="onnx", quantize_vision=False, llm=dataclasses.replace(CFG.llm, quant=FP32_LLM))
+    llm = dataclasses.replace(CFG.llm, quant=FP32_LLM) if quant == "fp32" else CFG.llm
+    cfg = dataclasses.replace(CFG, backend="onnx", quantize_vision=False, llm=llm)
     manifest = export_longvu(cfg, tmp_path / "onnx", model=build_model(cfg, model.checkpoint))
     assert manifest["parity"]["passed"], manifest["parity"]["failures"]
     assert manifest["parity"]["metrics"]["selection_identical_fraction"] == 1.0
     assert {spec["file"] for spec in manifest["methods"].values()} == {f"{m}.onnx" for m in ("dino", "siglip", "project", "embed", "decode")}
+    graph = manifest["methods"]["decode"]["onnx_graph"]
+    if quant == "4bit":  # 2 layers x (qkv, o, gate|up, down) + lm_head, all 4-bit
+        assert graph["matmulnbits_by_bits"] == {"4": 2 * 4 + 1}
+    else:
+        assert not graph["matmulnbits_by_bits"]
 
 
-def test_onnx_backend_refuses_quantized_settings():
-    with pytest.raises(HandheldError, match="fp32"):
+def test_onnx_backend_refuses_int8_vision():
+    with pytest.raises(HandheldError, match="vision methods fp32"):
         dataclasses.replace(CFG, backend="onnx")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from export.longvu.config import PRESETS, LongVUConfig, VideoConfig
 
 DEFAULT_PRESET = "longvu-smollm2"  # int8 vision + 8da4w decoder on XNNPACK
-BACKEND_PRESETS = {"onnx": "longvu-smollm2-fp32", "coreml": "longvu-smollm2-coreml"}  # ONNX is fp32; CoreML vision is fp32
+BACKEND_PRESETS = {"onnx": "longvu-smollm2-onnx", "coreml": "longvu-smollm2-coreml"}  # fp32 vision; each backend's own int4 text decoder
 
 
 def add_export_parser(export_sub) -> None:

@@ -150,9 +150,8 @@ class LongVUConfig:
         object.__setattr__(self, "backend", parse_enum(Backend, self.backend, "backend"))
         if self.dino.family is not VitFamily.DINOV2 or self.siglip.family is not VitFamily.SIGLIP:
             raise HandheldError("dino must be a DINOv2 config and siglip a SigLIP config", "use DINO_PRESETS / SIGLIP_PRESETS")
-        fp32_llm = (self.llm.quant.weight_bits, self.llm.quant.embedding_bits, self.llm.quant.output_bits) == (16, 0, 0)
-        if self.backend is Backend.ONNX and (self.quantize_vision or not fp32_llm):
-            raise HandheldError("the onnx LongVU export is fp32 (int8 vision and 8da4w are ExecuTorch-only here)", "use --preset longvu-smollm2-fp32 (the CLI's default for onnx)")
+        if self.backend is Backend.ONNX and self.quantize_vision:
+            raise HandheldError("the onnx LongVU export keeps its vision methods fp32 (PT2E int8 is XNNPACK's)", "use --preset longvu-smollm2-onnx (the CLI's default for onnx)")
         if self.backend is Backend.COREML and self.quantize_vision:
             raise HandheldError("the coreml LongVU export keeps its vision methods fp32 (PT2E int8 is XNNPACK's)", "use --preset longvu-smollm2-coreml (the CLI's default for coreml)")
         if not 1 <= self.max_new_tokens < self.context_len // 2:
@@ -197,8 +196,10 @@ PRESETS: dict[str, LongVUConfig] = {
         video=VideoConfig(decode_size=64),
         llm=LLMExportConfig(max_seq_len=1024, rotation=Rotation.QUAROT),
     ),
-    # CoreML vision methods (fp32) + the 8da4w decoder on ExecuTorch
+    # every method a CoreML package: fp32 vision, int4/int8 text decoder (CoreML's quantizer)
     "longvu-smollm2-coreml": LongVUConfig(backend=Backend.COREML),
+    # every method an ONNX file: fp32 vision, MatMulNBits 4-bit (GPTQ) text decoder, int8 table
+    "longvu-smollm2-onnx": LongVUConfig(backend=Backend.ONNX),
     # unquantized everything: the eager reference the artifacts' quantization is measured against
     "longvu-smollm2-fp32": LongVUConfig(llm=LLMExportConfig(max_seq_len=1024, quant=FP32_LLM)),
 }

@@ -163,20 +163,26 @@ ONNX_OPSET = 18
 
 @LONGVU_BACKENDS.register("onnx")
 def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
-    """One .onnx per method (fp32); decode takes and returns its fixed-size KV cache buffers."""
+    """One .onnx per method: vision fp32; `embed` with the (int8) table; `decode` the LLM's ONNX
+    graph with embeddings in (MatMulNBits with the simulation's integers, fixed-size KV buffers)."""
+    import copy
+
+    from export.backends.onnx import export_onnx, fused_block_weights
     from export.llm.onnx_ops import onnx_translations
+    from export.llm.quant_onnx import check_onnx_quant_config
     from export.llm.wrapper_onnx import past_names, present_names
     from export.longvu.decoder import PastKVEmbedsDecoder
 
+    quant = m.cfg.llm.quant.for_backend("onnx")
+    check_onnx_quant_config(quant)
     parts = pieces(m)
-    dec = PastKVEmbedsDecoder(m.llm, m.cfg.context_len).eval()
+    dec = PastKVEmbedsDecoder(copy.deepcopy(m.llm_float), m.cfg.context_len).eval()
     a, ctx = m.llm.args, m.cfg.context_len
     kv = lambda n, length: {"name": n, "dtype": "float32", "shape": [1, a.n_kv_heads, length, a.head_dim]}
     inputs = [{"name": "embeds", "dtype": "float32", "shape": [1, "seq", a.dim], "dynamic": {"seq": [1, ctx - 1]}},
               {"name": "input_pos", "dtype": "int64", "shape": [1]}]
     inputs += [{**kv(n, ctx), "note": "layer cache; positions >= input_pos + seq are never read"} for n in past_names(a.n_layers)]
-    outputs = parts["decode"].outputs + [{**kv(n, ctx), "note": "the cache with the new positions written: bind it to the past buffer"} for n in present_names(a.n_layers)]
-    parts["decode"] = Piece(dec, dec.example_inputs(), dec.dynamic_shapes(), inputs, outputs)
+    outputs = parts.pop("decode").outputs + [{**kv(n, ctx), "note": "the cache with the new positions written: bind it to the past buffer"} for n in present_names(a.n_layers)]
     methods = {}
     for name, p in tqdm(parts.items(), desc="longvu: onnx export", unit="method"):
         file = f"{name}.onnx"
@@ -190,7 +196,11 @@ def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
             raise HandheldError(f"ONNX export of LongVU's {name} failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}",
                                 "report it with the config; the ExecuTorch backend is the reference path") from err
         methods[name] = {"file": file, "inputs": p.inputs, "outputs": p.outputs}
-    return {"model_file": methods["decode"]["file"], "methods": methods, "onnx_opset": ONNX_OPSET}
+    # the simulated model's integers (GPTQ's, or the quantizer's own RTN) go into decode.onnx
+    block_weights = fused_block_weights(m.llm) if quant.weight_bits == 4 else None
+    summary = export_onnx(dec, folder / "decode.onnx", weight_bits=quant.weight_bits, output_bits=quant.output_bits, block_weights=block_weights)
+    methods["decode"] = {"file": "decode.onnx", "inputs": inputs, "outputs": outputs, "onnx_graph": summary}
+    return {"model_file": "decode.onnx", "methods": methods, "onnx_opset": ONNX_OPSET}
 
 
 def export_longvu(cfg: LongVUConfig, out: Path, check_parity: bool = True, model: LongVUModel | None = None) -> dict:

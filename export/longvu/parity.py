@@ -208,7 +208,10 @@ def check_longvu_parity(folder: Path, model=None) -> dict:
             dino, siglip, projector = model.float_vision
             float_ref = EagerPieces(dataclasses.replace(model, dino=dino, siglip=siglip, projector=projector))
         metrics = measure(art, EagerPieces(model), art_tok, ref_tok, cfg, float_ref)
-    decoder = f"{cfg.llm.quant.name} decoder" if cfg.backend.value != "coreml" else "CoreML int4 per-block / int8 weights simulated (export/llm/quant_coreml.py) decoder"
+    decoder = {
+        "coreml": "CoreML int4 per-block / int8 weights simulated (export/llm/quant_coreml.py) decoder",
+        "onnx": f"MatMulNBits {cfg.llm.quant.name} simulated (export/llm/quant_onnx.py) decoder" if cfg.llm.quant.weight_bits < 16 else "fp32 decoder",
+    }.get(cfg.backend.value, f"{cfg.llm.quant.name} decoder")
     reference = f"pt2e int8 vision + {decoder}, simulated" if cfg.quantize_vision else f"{decoder}, float vision"
     if cfg.backend.value == "coreml" and not getattr(art, "native", True):
         reference += "; packages run by the MIL interpreters (fp32 math, not Apple's runtime)"

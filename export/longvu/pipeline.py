@@ -22,7 +22,7 @@ from torch import nn
 
 from export.llm.checkpoint import Checkpoint
 from export.llm.pipeline import prepare_model
-from export.longvu.config import Backend, LongVUConfig, VitFamily
+from export.longvu.config import LongVUConfig, VitFamily
 from export.longvu.decoder import EmbedsDecoder, TokenEmbedding
 from export.longvu.weights import load_projector, load_vit
 
@@ -46,16 +46,16 @@ class LongVUModel:
     checkpoint: Checkpoint
     quant_report: dict
     float_vision: tuple[nn.Module, nn.Module, nn.Module] | None = None  # (dino, siglip, projector) before int8
-    llm_float: nn.Module | None = None  # CoreML: the rotated fp32 decoder its converter compresses (`llm` simulates that)
+    llm_float: nn.Module | None = None  # ONNX/CoreML: the rotated fp32 decoder their exporters compress (`llm` simulates that)
 
 
 def build_model(cfg: LongVUConfig, checkpoint: Checkpoint | None = None) -> LongVUModel:
     """Load (or seed) every piece; with cfg.quantize_vision the vision pieces are PT2E int8."""
     dino, dino_cfg = load_vit(VitFamily.DINOV2, cfg.dino_checkpoint, cfg.dino, cfg.seed)
     siglip, siglip_cfg = load_vit(VitFamily.SIGLIP, cfg.siglip_checkpoint, cfg.siglip, cfg.seed + 1)
-    # the text decoder is prepared for the backend that runs it: 8da4w for ExecuTorch (and the
-    # fp32 ONNX config), CoreML's own int4/int8 weight quantization simulated for CoreML
-    llm_backend = "coreml" if cfg.backend is Backend.COREML else "executorch"
+    # the text decoder is prepared for the backend that runs it: 8da4w for ExecuTorch, the
+    # MatMulNBits (ONNX) or CoreML int4/int8 weight quantization simulated for the others
+    llm_backend = cfg.backend.value
     prepared = prepare_model(dataclasses.replace(cfg.llm, backend=llm_backend), checkpoint)
     dim = prepared.model.args.dim
     projector = load_projector(cfg.projector_checkpoint, siglip_cfg, dim, cfg.compress.hi_grid, cfg.compress.lo_grid, cfg.seed + 2)
