@@ -210,7 +210,8 @@ def check_longvu_parity(folder: Path, model=None) -> dict:
         metrics = measure(art, EagerPieces(model), art_tok, ref_tok, cfg, float_ref)
     decoder = {
         "coreml": "CoreML int4 per-block / int8 weights simulated (export/llm/quant_coreml.py) decoder",
-        "onnx": f"MatMulNBits {cfg.llm.quant.name} simulated (export/llm/quant_onnx.py) decoder" if cfg.llm.quant.weight_bits < 16 else "fp32 decoder",
+        "onnx": f"MatMulNBits {cfg.llm.quant.weight_bits}-bit block {cfg.llm.quant.group_size} ({cfg.llm.quant.weight_method}) simulated (export/llm/quant_onnx.py) decoder"
+        if cfg.llm.quant.weight_bits < 16 else "fp32 decoder",
     }.get(cfg.backend.value, f"{cfg.llm.quant.name} decoder")
     reference = f"pt2e int8 vision + {decoder}, simulated" if cfg.quantize_vision else f"{decoder}, float vision"
     if cfg.backend.value == "coreml" and not getattr(art, "native", True):
