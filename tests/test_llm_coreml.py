@@ -11,14 +11,16 @@ import torch
 
 from export.config import LLMQuantConfig
 from export.errors import HandheldError
-from tests.llm_helpers import export_tiny
+from tests.llm_helpers import export_tiny, random_calibration
 from tests.llm_helpers import tiny_decoder as _tiny
 
 
 def _export(model, tmp_path, quant=LLMQuantConfig(), max_seq_len=40):
+    """Through the real pipeline; GPTQ (the default) calibrated on random tokens."""
     from export.llm.quant_coreml import simulate_coreml_weights
 
-    return export_tiny(model, tmp_path / "coreml", "coreml", simulate_coreml_weights, quant, max_seq_len)
+    calibration = random_calibration(model) if quant.weight_method == "gptq" else None
+    return export_tiny(model, tmp_path / "coreml", "coreml", simulate_coreml_weights, quant, max_seq_len, calibration=calibration)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +82,25 @@ def test_package_weights_equal_the_simulation(tiny_coreml):
 
     int4 = [op for op in interp.fn.operations if op.op_type == "constexpr_blockwise_shift_scale" and types.builtin_to_string(op.data.dtype) == "int4"]
     assert len(int4) == 14
+
+
+def test_gptq_integers_are_stored_as_they_are(tiny_coreml):
+    """GPTQ's integers (on coremltools' own fp16 block scales) reach the package through the
+    converter's compression metadata, not re-rounded; they differ from round-to-nearest."""
+    from export.llm.quant_coreml import coreml_symmetric_scales
+    from runtime.mil_interpreter import MILInterpreter
+
+    folder, manifest, prepared = tiny_coreml
+    assert prepared.quant_report["weight_method"] == "gptq" and manifest["coreml"]["quantized_consts"]["linear_gptq"] == 14
+    stored = [op.data.val.astype(np.int8) for op in MILInterpreter(folder / "model.mlpackage").fn.operations if op.op_type == "constexpr_blockwise_shift_scale"]
+    moved = 0
+    for name, lin in prepared.float_model.linears().items():
+        q = dict(prepared.model.named_modules())[name].integers.numpy()
+        assert any(x.shape == q.shape and np.array_equal(x, q) for x in stored), name
+        scale = coreml_symmetric_scales(lin.weight, 4, 32)
+        rtn = np.clip(np.round(lin.weight.numpy().astype(np.float16).reshape(*scale.shape[:2], -1) / scale), -7, 7).reshape(q.shape)
+        moved += int((rtn != q).sum())
+    assert moved > 0
 
 
 def test_mil_program_matches_eager_simulation_through_prefill_and_decode(tiny_coreml):

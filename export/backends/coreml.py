@@ -67,7 +67,7 @@ def quantize_weights(mlmodel, vocab: int, weight_bits: int, output_bits: int, em
     """linear_quantize_weights on the chosen constants only (the rest stays fp16)."""
     import coremltools.optimize.coreml as cto
 
-    roles = _weight_consts(mlmodel._mil_program, vocab)
+    roles = _weight_consts(mlmodel._mil_program, vocab)  # consts only: GPTQ'd linears arrive as constexpr ops already
     int4 = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=BLOCK, weight_threshold=0)
     int8 = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0)
     names: dict[str, object] = {}
@@ -120,8 +120,9 @@ def export_coreml(module, out_package: Path, weight_bits: int = 4, output_bits: 
         mlmodel = convert(module)
         stages.update()
         stages.set_description("coreml: quantize weights")
+        given = sum(op.op_type.startswith("constexpr_") for op in mlmodel._mil_program.functions["main"].operations)  # GPTQ integers
         mlmodel, roles = quantize_weights(mlmodel, vocab, weight_bits, output_bits, embedding_bits)
-        wanted = len(roles["requested"])
+        wanted = len(roles["requested"]) + given
         got = sum(op.op_type.startswith("constexpr_") for op in mlmodel._mil_program.functions["main"].operations)
         if got < wanted:  # coremltools skips (with a log line) a weight whose in-dim is not a multiple of the block
             raise HandheldError(f"only {got} of {wanted} weights were quantized", f"every linear's input size must be a multiple of {BLOCK}")
@@ -141,7 +142,25 @@ def export_coreml(module, out_package: Path, weight_bits: int = 4, output_bits: 
         stages.close()
     summary = program_summary(mlmodel._mil_program)
     summary["quantized_consts"] = {k: len(v) for k, v in roles.items()}
+    # linears handed over with GPTQ integers are constexpr ops before the quantizer runs
+    summary["quantized_consts"].update(linear=len(roles["linear"]) + given, linear_gptq=given, requested=len(roles["requested"]) + given)
     return summary
+
+
+def compressed_decoder(decoder, simulated):
+    """A copy of the float wrapper whose block linears carry the simulated model's GPTQ integers
+    as coremltools compression metadata (`gptq_compression`); the wrapper itself when the
+    simulation is RTN (the converter's quantizer then computes the same integers)."""
+    import copy
+
+    from export.llm.quant_coreml import gptq_compression
+
+    if not any(getattr(m, "integers", None) is not None for m in simulated.modules()):
+        return decoder
+    decoder = copy.deepcopy(decoder)
+    gptq_compression(decoder.model, simulated)
+    decoder.register_buffer("_COREML_/metadata_version", torch.tensor(2))
+    return decoder
 
 
 def lower_llm_coreml(prepared, folder: Path) -> dict:
@@ -158,7 +177,8 @@ def lower_llm_coreml(prepared, folder: Path) -> dict:
     # untied: the embedding (per-row) and lm_head (per-channel) each get their own int8 constant
     model = untie_embeddings(copy.deepcopy(prepared.float_model))
     decoder = StatefulDecoder(model, prepared.wrapper.max_seq_len).eval()
-    summary = export_coreml(decoder, folder / "model.mlpackage", quant.weight_bits, quant.output_bits, quant.embedding_bits)
+    summary = export_coreml(compressed_decoder(decoder, prepared.model), folder / "model.mlpackage", quant.weight_bits, quant.output_bits, quant.embedding_bits)
+    # the delegate's quantizer takes one global RTN config (see DELEGATE_QUANT): the float decoder
     delegate = lower_coreml_delegate(decoder, folder / DELEGATE_FILE) if quant.weight_bits == 4 else None
     return {
         "model_file": "model.mlpackage",

@@ -45,10 +45,6 @@ SIMULATED_QUANT = {
 }
 
 
-# backends whose quantizer takes GPTQ calibration (the integers GPTQ picks are written into
-# the artifact on the backend's own scales); the others quantize with RTN
-GPTQ_BACKENDS = ("executorch", "onnx")
-
 # backends whose parity check wraps the harness (CoreML: MIL program on Linux; ONNX: own tolerances too)
 PARITY_CHECKS = {"coreml": "export.llm.coreml_check:check_coreml_parity", "onnx": "export.backends.onnx:check_onnx_parity"}
 
@@ -96,12 +92,7 @@ def prepare_model(cfg: LLMExportConfig, checkpoint: Checkpoint | None = None) ->
         model = apply_rotation(model, cfg.rotation, cfg.rotation_file, quantized_kv=quant.kv_cache_bits > 0)
     float_model = copy.deepcopy(model) if cfg.backend.value in SIMULATED_QUANT else None
     quantizer = _simulated_quantizer(cfg.backend.value)
-    if cfg.backend.value in GPTQ_BACKENDS:
-        report = quantizer(model, quant, gptq_calibration(ck, quant))
-    else:
-        report = quantizer(model, quant)
-        if quant.weight_bits < 16:
-            report["weight_method"] = "rtn"  # its converter quantizes: GPTQ is not applied here
+    report = quantizer(model, quant, gptq_calibration(ck, quant))  # every backend's quantizer takes GPTQ's windows
     return PreparedModel(ck, model, CachedDecoder(model, cfg.max_seq_len).eval(), report, float_model, quant)
 
 

@@ -4,7 +4,10 @@ The CoreML artifact is converted from the float (rotated) model as an fp16 progr
 `ct.optimize.coreml.linear_quantize_weights` compresses its constants. Per part:
 - transformer linears: int4, linear_symmetric, per_block 32 along the input dim. coremltools
   computes on the fp16 weights: scale = (max|w| - -max|w|) / (7 - -7) = max|w| / 7 per block
-  (range [-7, 7], no -8), q = round-half-even(w / scale), stored scale fp16.
+  (range [-7, 7], no -8), q = round-half-even(w / scale), stored scale fp16. With GPTQ (the
+  default `weight_method`) the integers are GPTQ's on those same fp16 scales (range [-8, 7]),
+  handed to the converter as compression metadata on each linear (`gptq_compression`), which
+  stores them as they are instead of re-rounding.
 - lm_head and the embedding table: int8 linear_symmetric per output channel / per row
   (range [-127, 127]), fp16 scales.
 - activations are not quantized (CoreML has no dynamic activation quantization): the
@@ -27,34 +30,83 @@ BLOCK = 32
 LINEAR_DTYPE, OUTPUT_DTYPE = "int4", "int8"
 
 
+def coreml_symmetric_scales(w: torch.Tensor, bits: int, block: int | None) -> np.ndarray:
+    """w: [out, in] -> coremltools' linear_symmetric fp16 scales [out, in // block, 1]
+    (block=None: one per output row), computed in fp16 as it does on an fp16 program."""
+    w16 = w.detach().float().numpy().astype(np.float16)
+    out_f, in_f = w16.shape
+    wb = w16.reshape(out_f, in_f // (block or in_f), block or in_f)
+    max_abs = np.maximum(np.abs(wb.min(-1, keepdims=True)), np.abs(wb.max(-1, keepdims=True)))
+    return (max_abs - (-max_abs)) / np.float16(2 * (2 ** (bits - 1) - 1))
+
+
+def _dequantized(q: np.ndarray, scale: np.ndarray) -> torch.Tensor:
+    """The program dequantizes to fp16 (q * scale rounded to fp16), then runs fp16."""
+    return torch.from_numpy((q.astype(np.float16) * scale).astype(np.float32).reshape(q.shape[0], -1))
+
+
 def coreml_symmetric_dequantized(w: torch.Tensor, bits: int, block: int | None) -> torch.Tensor:
     """w: [out, in] -> what the package dequantizes to (fp16 values, returned as fp32).
 
     block=None: one scale per output row; else blocks of `block` along the input dim."""
-    w16 = w.detach().float().numpy().astype(np.float16)
-    out_f, in_f = w16.shape
-    b = in_f if block is None else block
-    wb = w16.reshape(out_f, in_f // b, b)
+    scale = coreml_symmetric_scales(w, bits, block)
+    wb = w.detach().float().numpy().astype(np.float16).reshape(*scale.shape[:2], -1)
     qmax = 2 ** (bits - 1) - 1
-    max_abs = np.maximum(np.abs(wb.min(-1, keepdims=True)), np.abs(wb.max(-1, keepdims=True)))
-    scale = (max_abs - (-max_abs)) / np.float16(2 * qmax)  # fp16 arithmetic, as coremltools on an fp16 program
     with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.clip(np.round(wb / scale), -qmax, qmax)
-    q = np.nan_to_num(q)
-    # the program dequantizes to fp16 (q * scale rounded to fp16), then runs fp16
-    return torch.from_numpy((q.astype(np.float16) * scale).astype(np.float32).reshape(out_f, in_f))
+        q = np.nan_to_num(np.clip(np.round(wb / scale), -qmax, qmax))
+    return _dequantized(q, scale)
 
 
 class CoreMLWeightLinear(nn.Module):
-    """Eager stand-in: the package's dequantized weight, fp32 activations."""
+    """Eager stand-in: the package's dequantized weight, fp32 activations. With `integers`
+    ([out, in] GPTQ integers on the RTN scales), those are what the package stores."""
 
-    def __init__(self, linear: nn.Linear, bits: int, block: int | None):
+    def __init__(self, linear: nn.Linear, bits: int, block: int | None, integers: torch.Tensor | None = None):
         super().__init__()
-        self.register_buffer("weight", coreml_symmetric_dequantized(linear.weight, bits, block))
+        self.bits, self.block = bits, block
+        if integers is None:
+            self.register_buffer("weight", coreml_symmetric_dequantized(linear.weight, bits, block))
+            self.integers = self.scales = None
+        else:
+            scale = coreml_symmetric_scales(linear.weight, bits, block)
+            self.integers, self.scales = integers.to(torch.int8), torch.from_numpy(scale[..., 0].astype(np.float32))
+            self.register_buffer("weight", _dequantized(integers.numpy().reshape(*scale.shape[:2], -1), scale))
         self.bias = None if linear.bias is None else linear.bias.detach().float()
 
     def forward(self, x):
         return nn.functional.linear(x, self.weight, self.bias)
+
+
+def gptq_coreml_integers(model: Llama, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
+    """GPTQ integers [out, in] in [-8, 7] of every block linear on coremltools' own int4
+    per-block fp16 scales, so the package can store exactly these."""
+    from export.quant import QuantScheme
+    from export.quant.gptq import gptq_weights
+
+    scales = {}
+    for name, lin in model.linears().items():
+        s = torch.from_numpy(coreml_symmetric_scales(lin.weight, 4, BLOCK).astype(np.float64))  # [out, in/B, 1]
+        scales[name] = s.expand(-1, -1, BLOCK).reshape(lin.weight.shape)
+    scheme = QuantScheme("coreml-int4", w_bits=4, w_group=BLOCK, w_clip_search=False)
+    weights = gptq_weights(model, calibration, scheme, scales=scales)
+    return {name: torch.round(w.double() / scales[name]).clamp(-8, 7).to(torch.int8) for name, w in weights.items()}
+
+
+def gptq_compression(float_model: Llama, simulated: Llama) -> Llama:
+    """`float_model` (in place) with each block linear carrying the simulated model's GPTQ
+    integers: weight = their fp16 dequantization, plus coremltools' compression metadata
+    (`_COREML_/weight/...` buffers), so the converter stores those integers and scales as
+    constexpr_blockwise_shift_scale without re-rounding. Linears without integers are left."""
+    simulated_modules = dict(simulated.named_modules())
+    for name, lin in float_model.linears().items():
+        q = simulated_modules.get(name)
+        if getattr(q, "integers", None) is None:
+            continue
+        lin.weight = nn.Parameter(q.weight.clone(), requires_grad=False)
+        lin.register_buffer("_COREML_/weight/quantization_n_bits", torch.tensor(4))
+        lin.register_buffer("_COREML_/weight/quantization_scale", q.scales.clone())  # [out, in / block]
+        lin.register_buffer("_COREML_/weight/compression_type", torch.tensor([3]))  # quantization
+    return float_model
 
 
 def check_coreml_quant_config(cfg: LLMQuantConfig) -> None:
@@ -67,18 +119,27 @@ def check_coreml_quant_config(cfg: LLMQuantConfig) -> None:
         )
 
 
-def simulate_coreml_weights(model: Llama, cfg: LLMQuantConfig) -> dict:
-    """Quantize `model` in place the way the CoreML package stores it; return weight SQNR per part."""
+def simulate_coreml_weights(model: Llama, cfg: LLMQuantConfig, calibration: torch.Tensor | None = None) -> dict:
+    """Quantize `model` in place the way the CoreML package stores it; return weight SQNR per part.
+    With `cfg.weight_method == "gptq"`, `calibration` ([n, S] tokens) feeds GPTQ."""
     cfg = cfg.for_backend("coreml")
     check_coreml_quant_config(cfg)
     if cfg.weight_bits == 16 and not cfg.embedding_bits and not cfg.output_bits:
         return {}
     untie_embeddings(model)
-    report: dict[str, float] = {}
+    report: dict = {}
     if cfg.weight_bits == 4:
+        gptq = None
+        if cfg.weight_method == "gptq":
+            if calibration is None:
+                from export.errors import HandheldError
+
+                raise HandheldError("GPTQ needs calibration tokens", "pass calibration windows, or use weight_method='rtn'")
+            gptq = gptq_coreml_integers(model, calibration)
+        report["weight_method"] = cfg.weight_method
         errs = []
         for name, lin in model.linears().items():
-            q = CoreMLWeightLinear(lin, 4, BLOCK)
+            q = CoreMLWeightLinear(lin, 4, BLOCK, None if gptq is None else gptq[name])
             errs.append(sqnr_db(lin.weight.detach(), q.weight))
             parent, _, leaf = name.rpartition(".")
             setattr(model.get_submodule(parent), leaf, q)

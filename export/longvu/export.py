@@ -119,7 +119,7 @@ def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
     fp16 with CoreML's int4 per-block / int8 weights (iOS 18; decode's KV cache as states)."""
     import copy
 
-    from export.backends.coreml import DEPLOYMENT_TARGET, convert_embedding, export_coreml
+    from export.backends.coreml import DEPLOYMENT_TARGET, compressed_decoder, convert_embedding, export_coreml
     from export.llm.quant_coreml import BLOCK, check_coreml_quant_config
     from export.llm.quantize import untie_embeddings
     from export.longvu.coreml import COREML_METHODS
@@ -143,7 +143,7 @@ def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
     text = {
         "embed": (TokenEmbedding(llm.embed_tokens, ctx).eval(), convert_embedding, (16, 0, quant.embedding_bits),
                   {"inputs": ["tokens [1, L] int32"]}),
-        "decode": (StatefulEmbedsDecoder(llm, ctx).eval(), None, (quant.weight_bits, quant.output_bits, 0),
+        "decode": (compressed_decoder(StatefulEmbedsDecoder(llm, ctx).eval(), m.llm), None, (quant.weight_bits, quant.output_bits, 0),
                    {"inputs": ["embeds [1, S, dim] fp32", "causal_mask [1, 1, S, input_pos + S] fp32 (0 / -inf), built by the runtime from input_pos"],
                     "state_shapes": f"key_cache, value_cache [{a.n_layers}, {a.n_kv_heads}, {ctx}, {a.head_dim}] fp16"}),
     }
