@@ -59,7 +59,7 @@ class LLMQuantConfig:
     output_bits: int | None = None
     kv_cache_bits: int = 0  # 0 = fp32 cache, 8 = int8 cache
     # block linears' weights: "gptq" (error spread through calibration Hessians, on the
-    # exporter's own grid) or "rtn"; GPTQ applies on ExecuTorch and ONNX (CoreML's converter quantizes: RTN)
+    # exporter's own grid) or "rtn"; every backend (CoreML: handed to its converter as compression metadata)
     weight_method: str = "gptq"
     gptq_windows: int = 16  # calibration windows of 512 tokens (the Wikipedia calibration split)
 
