@@ -157,8 +157,7 @@ class ExecuTorchPieces:
         path = Path(folder) / manifest["model_file"]
         try:
             program = Runtime.get().load_program(str(path))
-            # methods with their own "file" are not in the program (CoreML vision methods)
-            self.methods = {name: program.load_method(name) for name, spec in manifest["methods"].items() if "file" not in spec}
+            self.methods = {name: program.load_method(name) for name in manifest["methods"]}
         except Exception as err:
             raise HandheldError(f"ExecuTorch could not load {path} ({type(err).__name__}: {str(err)[:200]})", "re-export the artifact with this Handheld/ExecuTorch version") from None
         self.program = program

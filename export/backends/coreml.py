@@ -186,7 +186,7 @@ def lower_llm_coreml(prepared, folder: Path) -> dict:
         "coreml": {
             "inputs": ["tokens [1, S] int32", "causal_mask [1, 1, S, input_pos + S] fp32 (0 / -inf)"],
             "states": "key_cache, value_cache [n_layers, n_kv_heads, max_seq_len, head_dim] fp16",
-            "weights": f"int4 per-block {BLOCK} linear_symmetric (transformer linears); lm_head {quant.output_bits or 16}-bit; int8 per-row embedding; fp16 rest",
+            "weights": f"int4 per-block {BLOCK} linear_symmetric ({quant.weight_method}: GPTQ integers as compression metadata, or the converter's RTN) transformer linears; lm_head {quant.output_bits or 16}-bit; int8 per-row embedding; fp16 rest",
             **summary,
         },
     }

@@ -154,7 +154,8 @@ def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
     return {"model_file": methods["decode"]["file"], "methods": methods,
             "coreml": {"vision": {"deployment_target": "iOS17", "precision": "fp32"},
                        "text": {"deployment_target": DEPLOYMENT_TARGET, "precision": "fp16",
-                                "weights": f"int4 per-block {BLOCK} linear_symmetric (transformer linears); lm_head {quant.output_bits or 16}-bit; int8 per-row embedding table"},
+                                "weights": f"int{quant.weight_bits} per-block {BLOCK} linear_symmetric ({quant.weight_method}) transformer linears; lm_head {quant.output_bits or 16}-bit; "
+                                           f"embedding table {'int8 per-row' if quant.embedding_bits == 8 else 'fp16'}"},
                        "checked_on_linux": "MIL programs interpreted in fp32 (vision: export/longvu/coreml.py; text: runtime/mil_interpreter.py); not Apple's runtime"}}
 
 
