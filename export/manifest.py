@@ -49,30 +49,15 @@ def _file_checksums(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
 
 
-@contextlib.contextmanager
-def atomic_artifact_dir(out: Path) -> Iterator[Path]:
+def atomic_artifact_dir(out: Path):
     """Yield a temp folder beside `out`; rename it to `out` only if the block succeeds.
 
-    An interrupted export leaves at most a `.<name>.partial-*` folder, never a folder
-    at `out` that looks complete.
+    An interrupted export leaves nothing at `out` that looks complete, and an existing `out`
+    is replaced only when Handheld wrote it (export/outputs.py).
     """
-    out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        yield tmp
-        if not (tmp / MANIFEST).exists():
-            raise RuntimeError("artifact folder finished without a manifest.json")
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    from export.outputs import atomic_dir
+
+    return atomic_dir(out, done=MANIFEST)
 
 
 def write_manifest(folder: Path, kind: str, **fields: Any) -> dict:

@@ -162,7 +162,17 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(records: list[dict], png: Path, path: Path, sources: list[Path]) -> Path:
+def summary_section(summary: dict) -> str:
+    """The demo's model x backend table and step times (export/demo.py), first on the page."""
+    rows = [[r["model"], r["backend"], r["parity"], "-" if r["size_mb"] is None else f"{r['size_mb']:.1f}", r["speed"], r["result"]] for r in summary["rows"]]
+    steps = [[s["step"], f"{s['seconds']:.0f}", s["status"]] for s in summary["steps"]]
+    return (
+        "<h2>Demo summary</h2>" + _table(["model", "backend", "parity", "MB", "speed", "result"], rows)
+        + "<h3>Demo steps</h3>" + _table(["step", "seconds", "status"], steps)
+    )
+
+
+def render_html(records: list[dict], png: Path, path: Path, sources: list[Path], summary: dict | None = None) -> Path:
     image = base64.b64encode(png.read_bytes()).decode()
     metrics = [
         [record_label(r), r["runner"], m["name"], m.get("variant", ""), m.get("threads", ""), _fmt(m["value"]), m["unit"], len(m.get("samples", []))]
@@ -174,6 +184,7 @@ def render_html(records: list[dict], png: Path, path: Path, sources: list[Path])
     style = "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}th{background:#eee}img{max-width:100%}"
     sections = [
         f"<h1>Handheld benchmark report</h1><p>{len(records)} result(s): {html.escape(', '.join(p.name for p in sources))}</p>",
+        summary_section(summary) if summary else "",
         f'<img alt="benchmark charts" src="data:image/png;base64,{image}">',
         "<h2>Metrics</h2>" + _table(["result", "runner", "metric", "variant", "threads", "value", "unit", "samples"], metrics),
         "<h2>Parity</h2>" + (_table(header, parity) if parity else "<p>no parity numbers</p>"),
@@ -184,7 +195,7 @@ def render_html(records: list[dict], png: Path, path: Path, sources: list[Path])
     return path
 
 
-def render_report(results: list[Path], out: Path) -> list[Path]:
+def render_report(results: list[Path], out: Path, summary: dict | None = None) -> list[Path]:
     """Validate every record, then write out/report.png and out/report.html."""
     if not results:
         raise HandheldError("no benchmark results given", "pass bench JSON files from `handheld bench`")
@@ -192,4 +203,4 @@ def render_report(results: list[Path], out: Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     png = render_png(records, out / "report.png")
-    return [png, render_html(records, png, out / "report.html", [Path(p) for p in results])]
+    return [png, render_html(records, png, out / "report.html", [Path(p) for p in results], summary)]

@@ -29,6 +29,7 @@ from export.bundle import contract
 from export.config import parse_enum
 from export.errors import HandheldError
 from export.manifest import load_manifest
+from export.outputs import atomic_dir, atomic_file
 
 
 class Target(str, Enum):
@@ -145,33 +146,13 @@ def _check_artifact(path: Path, target: Target) -> dict:
     return manifest
 
 
-@contextlib.contextmanager
-def _atomic_dir(out: Path) -> Iterator[Path]:
-    """A temp folder beside `out`, renamed over it only when the block succeeds."""
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _write_zip(folder: Path, zip_path: Path) -> None:
-    tmp = zip_path.with_name(f".{zip_path.name}.partial")
-    with zipfile.ZipFile(tmp, "w") as zf:
+def _write_zip(folder: Path, zip_path: Path, root: str) -> None:
+    """The folder's tree under `root/` (the published bundle's name)."""
+    with zipfile.ZipFile(zip_path, "w") as zf:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             rel = path.relative_to(folder).as_posix()
             method = zipfile.ZIP_DEFLATED if path.suffix in DEFLATE_SUFFIXES else zipfile.ZIP_STORED
-            zf.write(path, f"{folder.name}/{rel}", compress_type=method)
-    os.replace(tmp, zip_path)
+            zf.write(path, f"{root}/{rel}", compress_type=method)
 
 
 def _handheld_version() -> str:
@@ -192,7 +173,11 @@ def build_bundle(cfg: BundleConfig) -> dict:
     if missing:
         raise HandheldError(f"the {cfg.target.value} app needs {'; '.join(missing)}", "add the missing artifact to the command")
     models, files = [], {}
-    with _atomic_dir(cfg.out) as tmp:
+    out = cfg.out.resolve()
+    # the zip is written complete (from the checked temp folder) before the folder is renamed
+    # into place, and renamed itself after it: an interrupt leaves neither half-done
+    zip_ctx = atomic_file(zip_path(out)) if cfg.make_zip else contextlib.nullcontext()
+    with zip_ctx as zip_tmp, atomic_dir(cfg.out, done=contract.BUNDLE_MANIFEST) as tmp:
         for (src, manifest), d in zip(manifests, dirs):
             shipped = app_files(manifest)
             for rel in shipped:
@@ -216,7 +201,10 @@ def build_bundle(cfg: BundleConfig) -> dict:
         from export.bundle.verify import verify_folder
 
         verify_folder(tmp)  # the bundle must pass its own check before it is published
-    if cfg.make_zip:
-        out = cfg.out.resolve()
-        _write_zip(out, out.with_name(out.name + ".zip"))
+        if zip_tmp is not None:
+            _write_zip(tmp, zip_tmp, out.name)
     return bundle
+
+
+def zip_path(out: Path) -> Path:
+    return Path(out).with_name(Path(out).name + ".zip")

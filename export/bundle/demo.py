@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from export.demo import DemoRow, StepReport
 from export.errors import HandheldError
 
 # demo step outputs (export/llm/demo.py, export/sam/demo.py, export/longvu/demo.py)
@@ -39,22 +40,23 @@ def host_results(root: Path, out: Path) -> list[Path]:
     return [write_record(host_record(raw, folder), out / f"{kind}.json") for kind, (raw, folder) in raws.items()]
 
 
-def run_demo(out_root: Path) -> list[str]:
+def run_demo(out_root: Path) -> StepReport:
     from export.bundle.bundle import BundleConfig, build_bundle
     from export.bundle.verify import verify_bundle
-    from export.report import render_report
 
     root = Path(out_root)
-    lines = ["Phone bundles (android_demo/, ios_demo/ read them; see their READMEs to build the apps):"]
+    report = StepReport(["Phone bundles (android_demo/, ios_demo/ read them; see their READMEs to build the apps):"])
     for target, names in TARGET_ARTIFACTS.items():
         out = root / "bundles" / target
         try:
             build_bundle(BundleConfig(target=target, out=out, artifacts=tuple(root / n for n in names)))
             summary = verify_bundle(out.with_name(f"{target}.zip"))
-            lines.append(f"  {target:8} {out}.zip: {', '.join(summary['models'])}, {summary['size_bytes'] / 2**20:.0f} MiB, verified")
+            size = summary["size_bytes"] / 2**20
+            report.lines.append(f"  {target:8} {out}.zip: {', '.join(summary['models'])}, {size:.0f} MiB, verified")
+            report.rows.append(DemoRow(f"bundle {target}", target, "verified", summary["size_bytes"] / 1e6, "", ", ".join(summary["models"])))
         except HandheldError as err:
-            lines.append(f"  {target:8} not bundled: {err.problem}")
-    results = host_results(root, root / "bench")
-    png, page = render_report(results, root / "report")
-    lines.append(f"  report of {len(results)} host results: {png} and {page}")
-    return lines
+            report.lines.append(f"  {target:8} not bundled: {err.problem}")
+            report.rows.append(DemoRow(f"bundle {target}", target, "FAILED", None, "", err.problem))
+    report.bench_records = host_results(root, root / "bench")
+    report.lines.append(f"  {len(report.bench_records)} host bench records in {root / 'bench'} (the report is written at the end)")
+    return report

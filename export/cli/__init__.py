@@ -90,14 +90,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from export.harness import DEMO_STEPS, resolve
+    from export.demo import run_demo
 
-    summary = []
-    for name in DEMO_STEPS.names():
-        summary += resolve(DEMO_STEPS.get(name))(args.out)
-    print("\n== Handheld demo summary ==")
-    print("\n".join(summary))
-    return 0
+    return run_demo(args.out)
 
 
 def quiet_toolchain_logs() -> None:

@@ -56,15 +56,24 @@ def build_genai_baseline(out: Path = GENAI_BASELINE, checkpoint: str | None = No
         import onnxruntime_genai  # noqa: F401
     except ImportError:
         raise HandheldError("onnxruntime-genai is not installed", "pip install -r requirements.lock (it pins onnxruntime-genai)") from None
-    out = Path(out)
+    # every path absolute: the builder runs in out's parent and takes an `-i` it cannot find
+    # from there for a hub model id (then asks for a token)
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
     hf = out.parent / (out.name + ".hf")
     write_hf_folder(checkpoint, hf)
     cache = out.parent / (out.name + ".cache")
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out), "-p", "int4", "-e", "cpu", "-c", str(cache)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     shutil.rmtree(cache, ignore_errors=True)
     if proc.returncode != 0 or not (out / "genai_config.json").is_file():
-        raise HandheldError(f"onnxruntime-genai's builder failed: {proc.stderr.strip().splitlines()[-1:]}", "check the checkpoint is a Llama-family HF model")
+        log = out.parent / (out.name + ".builder.log")
+        log.write_text(proc.stdout + proc.stderr)
+        last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
+        raise HandheldError(
+            f"onnxruntime-genai's builder failed on {hf} (exit {proc.returncode}): {last}",
+            f"read the builder's full log in {log}; the input folder must hold config.json, safetensors and tokenizer files",
+        )
     return out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from export.demo import DemoRow, StepReport, verdict
 from export.longvu.config import PRESETS
 
 DEMO_PRESET = "longvu-smollm2"
@@ -26,7 +27,7 @@ def _reusable(out: Path) -> dict | None:
     return manifest if same else None
 
 
-def run_demo(out_root: Path) -> list[str]:
+def run_demo(out_root: Path) -> StepReport:
     from export.cli.longvu import format_report
     from export.longvu.bench import bench_artifact
     from export.longvu.export import export_longvu
@@ -42,6 +43,7 @@ def run_demo(out_root: Path) -> list[str]:
     (out.parent / "longvu-executorch.bench.json").write_text(json.dumps(bench, indent=2) + "\n")
     p = manifest["parity"]
     v = bench["by_threads"]["2"]["videos"]["bigbuckbunny"]
+    decode = "- (EOS first)" if v["decode_tok_s"] is None else f"{v['decode_tok_s']:.0f} tok/s"
     lines = [
         f"LongVU {out}/{manifest['model_file']} ({bench['size_mb']:.0f} MB; methods {', '.join(manifest['methods'])})",
         f"     parity {'PASS' if p['passed'] else 'FAIL'}: selection identical on "
@@ -52,8 +54,10 @@ def run_demo(out_root: Path) -> list[str]:
         f"     A: {answer.text.strip()}",
         *[f"     {line}" for line in format_report(answer).splitlines()],
         f"     speed @2 threads: DINO {v['dino_frames_per_s']:.1f} frames/s, SigLIP {v['siglip_frames_per_s']:.1f} frames/s, "
-        f"TTFT {v['time_to_first_token_ms']:.0f} ms, decode {f"{v['decode_tok_s']:.0f} tok/s" if v["decode_tok_s"] is not None else "- (EOS first)"}, peak RSS {bench['by_threads']['2']['peak_rss_mb']:.0f} MB",
+        f"TTFT {v['time_to_first_token_ms']:.0f} ms, decode {decode}, peak RSS {bench['by_threads']['2']['peak_rss_mb']:.0f} MB",
     ]
     if manifest["notice"]:
         lines.append(f"     {manifest['notice']}")
-    return lines
+    speed = f"TTFT {v['time_to_first_token_ms']:.0f} ms, decode {decode} @2T"
+    row = DemoRow("LongVU", "executorch", verdict(p), bench["size_mb"], speed, f"bigbuckbunny: {answer.text.strip()}")
+    return StepReport(lines, [row])

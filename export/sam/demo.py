@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from export.config import Backend
+from export.demo import DemoRow, StepReport, verdict
 from export.sam.config import SamExportConfig
 
 
-def run_demo(out_root: Path) -> list[str]:
+def run_demo(out_root: Path) -> StepReport:
     from PIL import Image
 
     from export.sam.bench import bench_artifact, format_table
@@ -19,18 +20,29 @@ def run_demo(out_root: Path) -> list[str]:
     from runtime.segment import Segmenter, overlay
 
     root = Path(out_root) / "sam"
-    lines = ["SqueezeSAM (shipped checkpoint, 256 px):"]
+    report = StepReport(["SqueezeSAM (shipped checkpoint, 256 px):"])
+    verdicts = {}
     for backend in Backend:
         folder = root / backend.value
-        report = export_sam(SamExportConfig(backend=backend, with_teacher=backend is Backend.EXECUTORCH), folder)
-        lines += [f" {folder}"] + format_report(report)
+        parity = export_sam(SamExportConfig(backend=backend, with_teacher=backend is Backend.EXECUTORCH), folder)
+        verdicts[backend] = verdict(parity)
+        report.lines += [f" {folder}"] + format_report(parity)
     bench = bench_artifact(root / "executorch", threads=(1, 2), runs=5)
-    lines += ["  bench (ExecuTorch/XNNPACK, this machine):"] + ["   " + l for l in format_table(bench)]
+    report.lines += ["  bench (ExecuTorch/XNNPACK, this machine):"] + ["   " + line for line in format_table(bench)]
     segmenter = Segmenter.from_artifact(root / "executorch", "int8")
     photo = held_out_images()["astronaut"]
     segmenter.set_image(photo)
     result = segmenter.auto()
     png = root / "astronaut_auto_int8.png"
     Image.fromarray(overlay(photo, result)).save(png)
-    lines.append(f"  auto-mode overlay (ExecuTorch int8): {png} (mask {100 * result.mask.mean():.1f}% of the photo)")
-    return lines
+    mask = f"auto mode on astronaut: mask {100 * result.mask.mean():.1f}% of the photo ({png.name})"
+    report.lines.append(f"  auto-mode overlay (ExecuTorch int8): {png} (mask {100 * result.mask.mean():.1f}% of the photo)")
+    int8 = {r["threads"]: r for r in bench["rows"] if r["model"] == "squeezesam int8"}
+    for backend in Backend:
+        folder = root / backend.value
+        size = sum(f.stat().st_size for f in folder.rglob("squeezesam_int8*") if f.is_file()) / 1e6
+        speed, result_text = "- (no CoreML runtime on Linux)" if backend is Backend.COREML else "", mask if backend is Backend.EXECUTORCH else ""
+        if backend is Backend.EXECUTORCH and 2 in int8:
+            speed = f"int8 first mask {int8[2]['first_mask_ms']:.0f} ms @2T"
+        report.rows.append(DemoRow("SqueezeSAM int8", backend.value, verdicts[backend], size, speed, result_text))
+    return report
