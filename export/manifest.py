@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from export.errors import HandheldError
@@ -60,6 +60,26 @@ def atomic_artifact_dir(out: Path):
     return atomic_dir(out, done=MANIFEST)
 
 
+KINDS = ("llm", "sam", "longvu")
+DIGEST = "manifest_sha256"
+_HEX = set("0123456789abcdef")
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON without its own digest: an edited manifest
+    (a file entry removed, max_seq_len or eos ids changed) no longer matches."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def rewrite_manifest(folder: Path, manifest: dict) -> dict:
+    """Write `manifest` into `folder` with a fresh manifest_sha256 (an exporter's last word)."""
+    manifest = {k: v for k, v in manifest.items() if k != DIGEST}
+    manifest[DIGEST] = manifest_digest(manifest)
+    (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
 def write_manifest(folder: Path, kind: str, **fields: Any) -> dict:
     """Write manifest.json for every file now in `folder` (call it last)."""
     manifest = {
@@ -70,7 +90,65 @@ def write_manifest(folder: Path, kind: str, **fields: Any) -> dict:
         **fields,
         "files": _file_checksums(Path(folder)),
     }
-    (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return rewrite_manifest(folder, manifest)
+
+
+def _bad(path: Path, problem: str) -> HandheldError:
+    return HandheldError(f"{path} {problem}", "re-export the artifact with `handheld export ...`; Handheld will not run a damaged or edited artifact")
+
+
+def confined(rel: object) -> bool:
+    """A relative POSIX path that stays inside its folder."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        return False
+    parts = PurePosixPath(rel).parts
+    return not PurePosixPath(rel).is_absolute() and ".." not in parts and parts[0] not in ("~",)
+
+
+def named_files(manifest: dict) -> list[str]:
+    """Every file (or .mlpackage folder) the manifest tells a runner to open."""
+    names = [manifest.get("model_file")]
+    tokenizer = manifest.get("tokenizer")
+    if isinstance(tokenizer, dict):
+        names.append(tokenizer.get("file"))
+    for key in ("methods", "variants"):
+        entries = manifest.get(key)
+        if isinstance(entries, dict):
+            names += [e.get("file") for e in entries.values() if isinstance(e, dict) and "file" in e]
+    teacher = manifest.get("teacher")
+    if isinstance(teacher, dict) and isinstance(teacher.get("files"), dict):
+        names += list(teacher["files"].values())
+    return [n for n in names if n is not None]
+
+
+def _covered(name: str, files: dict) -> bool:
+    return name in files or any(rel.startswith(name.rstrip("/") + "/") for rel in files)
+
+
+def check_structure(path: Path, manifest: object) -> dict:
+    """The manifest's shape, before any key is read (a list, a missing kind, a bad file map)."""
+    if not isinstance(manifest, dict):
+        raise _bad(path, f"is a JSON {type(manifest).__name__}, not a manifest object")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise HandheldError(
+            f"{path} has format version {manifest.get('format_version')}, this Handheld reads {FORMAT_VERSION}",
+            "re-export the artifact with this version of Handheld",
+        )
+    if manifest.get("kind") not in KINDS:
+        raise _bad(path, f"has kind {manifest.get('kind')!r}; Handheld artifacts are {', '.join(KINDS)}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise _bad(path, "lists no files with checksums")
+    for rel, digest in files.items():
+        if not confined(rel):
+            raise _bad(path, f"lists a file outside its folder: {rel!r}")
+        if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _HEX:
+            raise _bad(path, f"has no valid sha256 for {rel}")
+    for name in named_files(manifest):
+        if not confined(name):
+            raise _bad(path, f"names a file outside its folder: {name!r}")
+        if not _covered(name, files):
+            raise _bad(path, f"names {name} without a checksum for it")
     return manifest
 
 
@@ -87,26 +165,32 @@ def load_manifest(folder: Path, verify: bool = True) -> dict:
         )
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise HandheldError(f"{path} is not valid JSON ({err})", "re-run the export; the manifest was damaged") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise HandheldError(
-            f"{path} has format version {manifest.get('format_version')}, this Handheld reads {FORMAT_VERSION}",
-            "re-export the artifact with this version of Handheld",
-        )
+    check_structure(path, manifest)
     if verify:
+        if manifest.get(DIGEST) != manifest_digest(manifest):
+            raise _bad(path, "was edited after export (its manifest_sha256 does not match)" if DIGEST in manifest else "has no manifest_sha256 (an older Handheld, or edited)")
         verify_checksums(folder, manifest)
     return manifest
 
 
 def verify_checksums(folder: Path, manifest: dict) -> None:
+    from export.outputs import SIDE_FOLDER_PREFIXES, SIDE_OUTPUTS
+
     problems = []
-    for name, expected in manifest.get("files", {}).items():
+    for name, expected in manifest["files"].items():
         path = Path(folder) / name
-        if not path.is_file():
+        if not path.is_file() or path.is_symlink():
             problems.append(f"missing {name}")
         elif sha256_file(path) != expected:
             problems.append(f"checksum mismatch in {name}")
+    on_disk = {p.relative_to(folder).as_posix() for p in Path(folder).rglob("*") if p.is_file() or p.is_symlink()}
+    unlisted = sorted(
+        rel for rel in on_disk - set(manifest["files"]) - {MANIFEST}
+        if rel not in SIDE_OUTPUTS and not rel.split("/", 1)[0].startswith(SIDE_FOLDER_PREFIXES)
+    )
+    problems += [f"unlisted file {rel}" for rel in unlisted]
     if problems:
         raise HandheldError(
             f"artifact {folder} is corrupted or was modified: {'; '.join(problems)}",
@@ -118,5 +202,4 @@ def update_manifest(folder: Path, **fields: Any) -> dict:
     """Merge `fields` into an existing manifest (e.g. parity numbers), keeping checksums."""
     manifest = load_manifest(folder, verify=False)
     manifest.update(fields)
-    (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    return rewrite_manifest(folder, manifest)

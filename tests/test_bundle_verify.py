@@ -7,7 +7,7 @@ import pytest
 
 import bundle_fakes as fakes
 from export.bundle import contract
-from export.bundle.bundle import BundleConfig, build_bundle
+from export.bundle.bundle import BundleConfig, build_bundle, bundle_digest
 from export.bundle.verify import verify_bundle
 from export.cli import main
 from export.errors import HandheldError
@@ -21,11 +21,29 @@ def bundle(tmp_path):
     return out
 
 
-def edit_manifest(bundle, change):
+def edit_manifest(bundle, change, resign=True):
+    """Change bundle.json; resign=True re-signs it as a (buggy) bundler would have written it."""
     path = bundle / contract.BUNDLE_MANIFEST
     doc = json.loads(path.read_text())
     change(doc)
+    if resign and "bundle_sha256" in doc:
+        doc["bundle_sha256"] = bundle_digest(doc)
     path.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["models"][0].update(max_seq_len=4096),
+        lambda d: d["models"][0]["tokenizer"].update(eos_ids=[0]),
+        lambda d: d["models"].append(dict(d["models"][0])),
+        lambda d: d.update(target="ios"),
+    ],
+)
+def test_a_hand_edited_bundle_json_fails(bundle, change):
+    edit_manifest(bundle, change, resign=False)
+    with pytest.raises(HandheldError, match="bundle.json was edited after it was written"):
+        verify_bundle(bundle)
 
 
 def test_fresh_bundle_and_its_zip_verify(bundle):

@@ -13,6 +13,7 @@ the keys an app reads are the keys the exporter wrote (see contract.py).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -197,6 +198,7 @@ def build_bundle(cfg: BundleConfig) -> dict:
             "models": models,
             "files": files,
         }
+        bundle["bundle_sha256"] = bundle_digest(bundle)
         (tmp / contract.BUNDLE_MANIFEST).write_text(json.dumps(bundle, indent=2) + "\n")
         from export.bundle.verify import verify_folder
 
@@ -204,6 +206,12 @@ def build_bundle(cfg: BundleConfig) -> dict:
         if zip_tmp is not None:
             _write_zip(tmp, zip_tmp, out.name)
     return bundle
+
+
+def bundle_digest(bundle: dict) -> str:
+    """sha256 of bundle.json's canonical JSON without its own digest (see bundle.schema.json)."""
+    body = {k: v for k, v in bundle.items() if k != "bundle_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def zip_path(out: Path) -> Path:

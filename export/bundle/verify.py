@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 from export.bundle import contract
-from export.bundle.bundle import missing_companions, missing_keys, named_files
+from export.bundle.bundle import bundle_digest, missing_companions, missing_keys, named_files
 from export.errors import HandheldError
 from export.manifest import sha256_file
 
@@ -75,7 +75,9 @@ def _entry_problems(entry: dict, files: dict, target: str) -> list[str]:
 def verify_folder(folder: Path) -> dict:
     folder = Path(folder)
     bundle = _read_manifest(folder)
-    problems = schema_errors(bundle, "bundle")
+    problems = schema_errors(bundle, "bundle") if isinstance(bundle, dict) else [f"bundle.json is a JSON {type(bundle).__name__}, not an object"]
+    if not problems and bundle["bundle_sha256"] != bundle_digest(bundle):
+        problems.append("bundle.json was edited after it was written (its bundle_sha256 does not match)")
     if not problems:  # the checks below rely on the shape the schema guarantees
         problems += _file_problems(folder, bundle["files"])
         for entry in bundle["models"]:
