@@ -8,16 +8,12 @@ tampered or truncated artifact fails loudly instead of producing garbage.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 from export.errors import HandheldError
 

@@ -32,7 +32,8 @@ BUNDLE_MANIFEST = "bundle.json"
 # phone results): they do not make the folder foreign
 SIDE_OUTPUTS = ("bench.json",)
 SIDE_FOLDER_PREFIXES = ("device-",)
-REPORT_FILES = {"report.png", "report.html"}
+# folders of plain files that Handheld writes whole: `handheld report`, `handheld eval llm`
+OWN_FILE_SETS = ({"report.png", "report.html"}, {"eval.json", "eval.png"})
 
 
 def _umask() -> int:
@@ -79,7 +80,7 @@ def foreign_entries(folder: Path) -> list[str]:
             if n not in SIDE_OUTPUTS and not n.split("/", 1)[0].startswith(SIDE_FOLDER_PREFIXES)
         ]
         return extra
-    if names and names <= REPORT_FILES:
+    if names and any(names <= own for own in OWN_FILE_SETS):
         return []
     # `export --backend all`: a folder of artifact folders, each Handheld's own
     children = [p for p in folder.iterdir()]
@@ -93,7 +94,8 @@ def is_empty_dir(path: Path) -> bool:
 
 
 def _check_parent(path: Path, flag: str) -> None:
-    for ancestor in path.parents:
+    """`path` as the user wrote it (messages name it so); relative paths end at the cwd."""
+    for ancestor in [*path.parents, Path.cwd()] if not path.is_absolute() else path.parents:
         if ancestor.exists():
             if not ancestor.is_dir():
                 raise HandheldError(f"{flag} {path}: {ancestor} is a file, not a folder", f"choose a {flag} path under a folder")
@@ -109,8 +111,7 @@ def check_output(path: Path, *, folder: bool, force: bool = False, flag: str = "
         raise HandheldError(f"{flag} must name a new {'folder' if folder else 'file'}, not the current folder", f"pass e.g. {flag} out")
     if suffixes and path.suffix.lower() not in suffixes:
         raise HandheldError(f"{flag} {path}: expected a {' or '.join(suffixes)} file", f"name it e.g. {path.with_suffix(suffixes[0]).name}")
-    resolved = path.resolve()
-    _check_parent(resolved, flag)
+    _check_parent(path, flag)
     if not (path.exists() or path.is_symlink()):
         return path
     if path.is_symlink():
@@ -130,7 +131,7 @@ def check_output(path: Path, *, folder: bool, force: bool = False, flag: str = "
     elif path.is_dir():
         raise HandheldError(f"{flag} {path} is a folder, Handheld writes a file there", f"pass a file path, e.g. {path / 'out'}{suffixes[0] if suffixes else ''}")
     if not force:
-        raise HandheldError(f"{flag} {path} already exists", f"pass --force to replace it, or choose a new {flag}")
+        raise HandheldError(f"{flag} {path} already exists", "pass --force to replace it, or choose another path")
     return path
 
 

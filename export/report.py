@@ -199,8 +199,11 @@ def render_report(results: list[Path], out: Path, summary: dict | None = None) -
     """Validate every record, then write out/report.png and out/report.html."""
     if not results:
         raise HandheldError("no benchmark results given", "pass bench JSON files from `handheld bench`")
+    from export.outputs import atomic_dir
+
     records = [load_record(p) for p in results]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    png = render_png(records, out / "report.png")
-    return [png, render_html(records, png, out / "report.html", [Path(p) for p in results], summary)]
+    with atomic_dir(out) as tmp:
+        png = render_png(records, tmp / "report.png")
+        render_html(records, png, tmp / "report.html", [Path(p) for p in results], summary)
+    return [out / "report.png", out / "report.html"]

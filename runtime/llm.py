@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from export.errors import HandheldError
 from runtime.generate import GenerationResult, LLMStepper, SamplingConfig, generate
 from runtime.runner import open_runner
 from runtime.tokenizer import ArtifactTokenizer
@@ -12,9 +13,26 @@ from runtime.tokenizer import ArtifactTokenizer
 
 class LLMSession:
     def __init__(self, artifact: Path, threads: int | None = None):
+        from export.manifest import load_manifest
+
+        kind = load_manifest(artifact, verify=False)["kind"]
+        if kind != "llm":
+            raise HandheldError(f"{artifact} is a {kind!r} artifact, not an LLM", "pass the --out folder of `handheld export llm`")
         self.runner = open_runner(artifact, threads=threads)
         self.tokenizer = ArtifactTokenizer(artifact, self.runner.manifest["tokenizer"])
         self.step = LLMStepper(self.runner)
+
+    def check_fits(self, prompt: str, cfg: SamplingConfig, chat: bool = True) -> int:
+        """The prompt's token count; an error before any compute when it leaves no room to answer."""
+        n = len(self.tokenizer.encode(self.tokenizer.chat_prompt(prompt) if chat else prompt))
+        if n == 0:
+            raise HandheldError("the prompt is empty after tokenization", "pass a --prompt with some text")
+        if n + 1 > self.step.max_seq_len:
+            raise HandheldError(
+                f"the prompt has {n} tokens, the artifact's context holds {self.step.max_seq_len} (prompt + answer)",
+                "shorten the prompt or re-export with a larger --max-seq-len",
+            )
+        return n
 
     def ask(self, prompt: str, cfg: SamplingConfig = SamplingConfig(), chat: bool = True, stream: Callable[[str], None] | None = None) -> GenerationResult:
         text = self.tokenizer.chat_prompt(prompt) if chat else prompt

@@ -62,7 +62,9 @@ class Segmenter:
         manifest = load_manifest(folder)
         if manifest.get("kind") != "sam":
             raise HandheldError(f"{folder} holds a {manifest.get('kind')!r} artifact, not a segmenter", "pass a folder written by `handheld export sam`")
-        variants = manifest["variants"]
+        variants = manifest.get("variants")
+        if not isinstance(variants, dict) or not all(isinstance(v, dict) and "file" in v for v in variants.values()):
+            raise HandheldError(f"{folder}/manifest.json lists no model variants", "re-export it with `handheld export sam`")
         if variant not in variants:
             raise HandheldError(f"{folder} has no {variant!r} variant", f"use one of: {', '.join(variants)}")
         run = load_forward(manifest["backend"], Path(folder) / variants[variant]["file"])
@@ -143,18 +145,29 @@ def open_segmenter(source: Path, variant: str = "int8") -> Segmenter:
     return Segmenter.from_artifact(source, variant)
 
 
+def mask_path(out: Path) -> Path:
+    """The binary mask PNG written beside the overlay."""
+    return Path(out).with_name(Path(out).stem + "_mask.png")
+
+
 def segment_to_png(source: Path, image: Path, clicks: list[Click], out: Path, variant: str = "int8") -> dict:
     """Segment `image` with `clicks` (none: auto mode); write an overlay PNG and the mask PNG beside it."""
     from PIL import Image
 
-    segmenter = open_segmenter(source, variant)
     rgb = load_image(Path(image))
+    h, w = rgb.shape[:2]
+    outside = [c for c in clicks if not (0 <= c.x <= w and 0 <= c.y <= h)]
+    if outside:
+        c = outside[0]
+        raise HandheldError(f"click ({c.x - 0.5:.0f}, {c.y - 0.5:.0f}) is outside the {w}x{h} image", f"click inside it: x in 0..{w - 1}, y in 0..{h - 1}")
+    segmenter = open_segmenter(source, variant)
     segmenter.set_image(rgb)
     result = segmenter.predict(clicks) if clicks else segmenter.auto()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(rgb, result)).save(out)
-    mask_path = out.with_name(out.stem + "_mask.png")
-    Image.fromarray(result.mask.astype(np.uint8) * 255).save(mask_path)
-    return {"overlay": str(out), "mask": str(mask_path), "model": segmenter.name, "mask_fraction": round(float(result.mask.mean()), 4),
+    from export.outputs import atomic_file
+
+    with atomic_file(out) as tmp_overlay, atomic_file(mask_path(out)) as tmp_mask:
+        Image.fromarray(overlay(rgb, result)).save(tmp_overlay, format="PNG")
+        Image.fromarray(result.mask.astype(np.uint8) * 255).save(tmp_mask, format="PNG")
+    return {"overlay": str(out), "mask": str(mask_path(out)), "model": segmenter.name, "mask_fraction": round(float(result.mask.mean()), 4),
             "clicks": [(round(c.x, 1), round(c.y, 1), "+" if c.positive else "-") for c in result.clicks]}

@@ -64,6 +64,9 @@ def build_prompt(tokenizer, question: str) -> Prompt:
     return Prompt(tokenizer.encode(before), tokenizer.encode(question), tokenizer.encode(after))
 
 
+MIN_VISUAL_TOKENS = 64  # one frame at LongVU's low resolution (8 x 8)
+
+
 def visual_budget(cfg: LongVUConfig, prompt: Prompt) -> int:
     """Visual tokens the context can take next to the prompt and the reserved answer."""
     return cfg.context_len - len(prompt.prefix) - len(prompt.suffix) - cfg.max_new_tokens
@@ -122,6 +125,13 @@ def ask(pieces: Pieces, tokenizer, video: Video, question: str, sampling: Sampli
     cfg = pieces.cfg
     sampling = sampling or SamplingConfig(max_new_tokens=cfg.max_new_tokens)
     prompt = build_prompt(tokenizer, question)
+    budget = visual_budget(cfg, prompt)
+    if budget < MIN_VISUAL_TOKENS:
+        raise HandheldError(
+            f"the question takes {len(prompt.prefix) + len(prompt.suffix)} of the artifact's {cfg.context_len} context tokens "
+            f"({cfg.max_new_tokens} reserved for the answer), leaving {max(budget, 0)} for the video",
+            f"ask a shorter question (the video needs at least {MIN_VISUAL_TOKENS} tokens), or re-export with a larger --context-len",
+        )
     selection, visual, timings = select(pieces, video.frames, prompt)
     embeds = prompt_embeddings(pieces, prompt, visual)
     step = EmbedsStepper(pieces, embeds)

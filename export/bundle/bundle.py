@@ -16,15 +16,12 @@ import contextlib
 import hashlib
 import importlib.metadata
 import json
-import os
 import shutil
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Iterator
 
 from export.bundle import contract
 from export.config import parse_enum

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from export.cli.args import add_force, existing_path, float_range, int_range
 from export.config import Backend
 from export.errors import HandheldError
 from export.sam.config import SamExportConfig, TrainConfig
@@ -14,35 +15,38 @@ def add_export_parser(export_sub) -> None:
     p = export_sub.add_parser("sam", help="export SqueezeSAM (fp32 + int8) and check it on real photos")
     p.add_argument("--backend", default="executorch", choices=[b.value for b in Backend] + ["all"])
     p.add_argument("--out", type=Path, required=True, help="artifact folder (with --backend all: one subfolder per backend)")
-    p.add_argument("--checkpoint", help="a `handheld train sam` checkpoint (default: the shipped export/sam/weights one)")
+    add_force(p)
+    p.add_argument("--checkpoint", type=existing_path("checkpoint", folder=False), help="a `handheld train sam` checkpoint (default: the shipped export/sam/weights one)")
     p.add_argument("--with-teacher", action="store_true", help="also export the LiteMedSAM teacher the same way (bench baseline)")
-    p.add_argument("--calibration-images", type=int, default=SamExportConfig.calibration_images)
+    p.add_argument("--calibration-images", type=int_range(1, 10000), default=SamExportConfig.calibration_images)
     p.set_defaults(func=cmd_export)
 
 
 def add_commands(sub) -> None:
     s = sub.add_parser("segment", help="segment a photo with clicks (none: auto mode) and write an overlay PNG")
-    s.add_argument("model", type=Path, help="artifact folder from `handheld export sam`, or a SqueezeSAM checkpoint .pt")
-    s.add_argument("--image", type=Path, required=True)
+    s.add_argument("model", type=existing_path("segmenter"), help="artifact folder from `handheld export sam`, or a SqueezeSAM checkpoint .pt")
+    s.add_argument("--image", type=existing_path("image", folder=False), required=True)
     s.add_argument("--click", action="append", default=[], metavar="X,Y[,+|-]", help="pixel from the top-left; + (default) or -")
-    s.add_argument("--out", type=Path, default=Path("mask.png"))
+    s.add_argument("--out", type=Path, default=Path("mask.png"), help="overlay PNG (the mask goes beside it as NAME_mask.png)")
+    add_force(s, "--out PNG and its mask")
     s.add_argument("--variant", default="int8", choices=["int8", "fp32"])
     s.set_defaults(func=cmd_segment)
 
     t = sub.add_parser("train", help="train a model family")
     t_sub = t.add_subparsers(dest="family", required=True)
     ts = t_sub.add_parser("sam", help="distil SqueezeSAM from a SAM-family teacher (resumable)")
-    ts.add_argument("--teacher", default=TrainConfig.teacher, help="lite-medsam (offline) or mobile-sam")
-    ts.add_argument("--teacher-checkpoint", help="teacher weights (needed for mobile-sam)")
-    ts.add_argument("--images", nargs="*", default=[], metavar="DIR", help="extra photo folders (the offline samples are always used)")
+    ts.add_argument("--teacher", default=TrainConfig.teacher, choices=["lite-medsam", "mobile-sam"], help="lite-medsam (offline) or mobile-sam")
+    ts.add_argument("--teacher-checkpoint", type=existing_path("teacher checkpoint", folder=False), help="teacher weights (needed for mobile-sam)")
+    ts.add_argument("--images", nargs="*", type=existing_path("photo folder", folder=True), default=[], metavar="DIR", help="extra photo folders (the offline samples are always used)")
     ts.add_argument("--preset", default=TrainConfig.preset)
-    ts.add_argument("--steps", type=int, default=TrainConfig.steps)
-    ts.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    ts.add_argument("--lr", type=float, default=TrainConfig.lr)
-    ts.add_argument("--time-limit", type=float, default=TrainConfig.time_limit_s, help="stop and save after this many seconds (0 = none)")
+    ts.add_argument("--steps", type=int_range(1, 10**7), default=TrainConfig.steps)
+    ts.add_argument("--batch-size", type=int_range(1, 4096), default=TrainConfig.batch_size)
+    ts.add_argument("--lr", type=float_range(0.0, 1.0, lo_open=True), default=TrainConfig.lr)
+    ts.add_argument("--time-limit", type=float_range(0.0), default=TrainConfig.time_limit_s, help="stop and save after this many seconds (0 = none)")
     ts.add_argument("--device", default=TrainConfig.device)
-    ts.add_argument("--seed", type=int, default=TrainConfig.seed)
-    ts.add_argument("--out", default=TrainConfig.out)
+    ts.add_argument("--seed", type=int_range(0, 2**63 - 1), default=TrainConfig.seed)
+    ts.add_argument("--out", type=Path, default=Path(TrainConfig.out), help="checkpoint to write (resumes from OUT.resume.pt when it exists)")
+    add_force(ts, "checkpoint")
     ts.set_defaults(func=cmd_train)
 
 
@@ -64,6 +68,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from export.sam.export import export_sam
     from export.sam.parity import format_report
 
+    from export.outputs import check_output
+    from export.sam.model import load_checkpoint
+
+    check_output(args.out, folder=True, force=args.force)
+    if args.checkpoint is not None:
+        load_checkpoint(args.checkpoint)  # seconds: a bad file fails before calibration and lowering
     backends = [b for b in Backend] if args.backend == "all" else [Backend(args.backend)]
     for backend in backends:
         out = args.out / backend.value if args.backend == "all" else args.out
@@ -78,9 +88,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from runtime.segment import segment_to_png
+    from export.outputs import check_output
+    from runtime.segment import mask_path, segment_to_png
 
-    result = segment_to_png(args.model, args.image, [parse_click(c) for c in args.click], args.out, args.variant)
+    clicks = [parse_click(c) for c in args.click]
+    check_output(args.out, folder=False, force=args.force, suffixes=(".png",))
+    check_output(mask_path(args.out), folder=False, force=args.force, flag="the mask PNG")
+    if args.image.resolve() in (args.out.resolve(), mask_path(args.out).resolve()):
+        raise HandheldError(f"--out {args.out} would overwrite the input image", "write the overlay to another file")
+    result = segment_to_png(args.model, args.image, clicks, args.out, args.variant)
     print(f"{result['model']}: mask covers {100 * result['mask_fraction']:.1f}% of the image, clicks {result['clicks']}")
     print(f"wrote {result['overlay']} and {result['mask']}")
     return 0
@@ -89,8 +105,19 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from export.sam.train import train
 
+    from export.outputs import check_output
+    from export.sam.train import pick_device, read_resume_state, resume_path
+
+    if args.out.is_dir():
+        raise HandheldError(f"--out {args.out} is a folder, training writes a checkpoint file", f"pass a file, e.g. {args.out / 'squeezesam.pt'}")
+    resuming = resume_path(args.out).is_file()
+    if resuming:
+        read_resume_state(resume_path(args.out))
+    # an existing checkpoint is replaced when this run resumes it (its own resume file), else only with --force
+    check_output(args.out, folder=False, force=args.force or resuming, suffixes=(".pt",))
+    pick_device(args.device)
     cfg = TrainConfig(preset=args.preset, teacher=args.teacher, teacher_checkpoint=args.teacher_checkpoint, images=tuple(args.images),
-                      out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, time_limit_s=args.time_limit,
+                      out=str(args.out), steps=args.steps, batch_size=args.batch_size, lr=args.lr, time_limit_s=args.time_limit,
                       seed=args.seed, device=args.device)
     result = train(cfg)
     print(f"wrote {result['checkpoint']} after {result['steps']} steps")

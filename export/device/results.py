@@ -235,8 +235,14 @@ def load_record(path: Path) -> dict:
         record = json.loads(path.read_text())
     except FileNotFoundError:
         raise HandheldError(f"{path} does not exist", "pass JSON files written by `handheld bench`") from None
+    except IsADirectoryError:
+        raise HandheldError(f"{path} is a folder, not a bench record", "pass JSON files written by `handheld bench`") from None
+    except UnicodeDecodeError:
+        raise HandheldError(f"{path} is not a text file (a bench record is JSON)", "pass JSON files written by `handheld bench`") from None
     except json.JSONDecodeError as err:
         raise HandheldError(f"{path} is not valid JSON ({err})", "pass JSON files written by `handheld bench`") from None
+    if not isinstance(record, dict):
+        raise HandheldError(f"{path} holds a JSON {type(record).__name__}, not a bench record", "pass JSON files written by `handheld bench`")
     return validate_record(record, str(path))
 
 

@@ -86,6 +86,30 @@ def demo_checkpoint() -> Path:
     return Path(spec.submodule_search_locations[0]) / DEMO_GGUF
 
 
+GGUF_MAGIC = b"GGUF"
+
+
+def check_checkpoint_path(path: str | Path) -> Path:
+    """Cheap checks before any loading: exists, a .gguf file with GGUF's header or an HF folder."""
+    p = Path(path).expanduser()
+    _resolve(p)
+    if p.is_file():
+        with open(p, "rb") as f:
+            head = f.read(24)
+        if head[:4] != GGUF_MAGIC:
+            raise HandheldError(f"checkpoint {p} is not a GGUF file (no GGUF header)", "pass a complete .gguf file or an HF model folder")
+        if len(head) < 24:
+            raise HandheldError(f"checkpoint {p} is truncated ({p.stat().st_size} bytes)", "copy the .gguf file again completely")
+    elif not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
+        raise HandheldError(f"checkpoint folder {p} has no *.safetensors or *.bin weights", "pass the folder holding config.json, the weights and the tokenizer")
+    return p
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
+
+
 def _resolve(path: str | Path | None) -> tuple[Path, dict]:
     p = demo_checkpoint() if path is None else Path(path).expanduser()
     if not p.exists():
@@ -105,20 +129,24 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
     from transformers.utils import logging as hf_logging
 
     folder, kwargs = _resolve(path)
+    if path is not None:
+        check_checkpoint_path(path)
+    # name the file the user passed (a .gguf), not its folder
+    name = folder / kwargs["gguf_file"] if "gguf_file" in kwargs else folder
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         cfg = AutoConfig.from_pretrained(folder, **kwargs)
     except Exception as err:  # transformers raises many types for unreadable files
-        raise HandheldError(f"cannot read the checkpoint config at {folder}: {str(err).splitlines()[0]}", "check the file is a complete HF folder or GGUF") from None
+        raise HandheldError(f"cannot read the checkpoint config of {name}: {_first_line(err)}", "check the file is a complete HF folder or GGUF (copy it again)") from None
     family = getattr(cfg, "model_type", "?")
     args = LLM_FAMILIES.get(family)(cfg)
     try:
         hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
     except Exception as err:
-        raise HandheldError(f"cannot load the checkpoint at {folder}: {str(err).splitlines()[0]}", "check the weights and tokenizer files are complete") from None
+        raise HandheldError(f"cannot load the checkpoint {name}: {_first_line(err)}", "check the weights and tokenizer files are complete") from None
     model = Llama(args)
     state = {k.removeprefix("model."): v for k, v in hf.state_dict().items()}
     if args.tie_embeddings:

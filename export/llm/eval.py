@@ -163,10 +163,12 @@ def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
         "target_gap_ratio": TARGET_GAP_RATIO,
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    from export.outputs import atomic_dir
+
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, out / "eval.png")
+    with atomic_dir(out) as tmp:
+        (tmp / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        plot(result, tmp / "eval.png")
     print(format_table(fp, table, cfg.schemes))
     for key, label in (("spinquant_gap_over_quarot_gap", "RTN"), ("spinquant_gap_over_quarot_gap_gptq", "GPTQ")):
         for s, r in result[key].items():

@@ -37,7 +37,16 @@ def _open(path: Path):
     if not container.streams.video:
         container.close()
         raise HandheldError(f"{path} has no video stream", "pass a file with a video track")
+    fmt = container.format.name or ""
+    if fmt == "image2" or fmt.endswith("_pipe"):
+        container.close()
+        raise HandheldError(f"{path} is a still image ({fmt}), not a video", "pass a video file (mp4, mkv, webm, ...); for photos use `handheld segment`")
     return container
+
+
+def probe(path: str | Path) -> None:
+    """Open and close: a HandheldError for anything that is not a readable video."""
+    _open(Path(path).expanduser()).close()
 
 
 def _duration(container, stream) -> float | None:

@@ -214,6 +214,21 @@ def _state(rot, opt, step, recipe, history) -> dict:
     return {"R1": rot.R1.detach().cpu(), "R2": [r.detach().cpu() for r in rot.R2], "opt": opt.state_dict(), "step": step, "recipe": recipe.to_dict(), "history": history}
 
 
+RESUME_KEYS = ("recipe", "R1", "R2", "opt", "step", "history")
+
+
+def read_resume_state(path: Path) -> dict:
+    """A learn-rotations resume checkpoint, or an error naming it (garbage, another tool's file)."""
+    fix = f"delete {path} to start afresh, or pass another --out"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle/zip errors come in many types
+        raise HandheldError(f"resume file {path} cannot be read ({type(err).__name__})", fix) from None
+    if not isinstance(state, dict) or any(k not in state for k in RESUME_KEYS):
+        raise HandheldError(f"resume file {path} is not a learn-rotations checkpoint", fix)
+    return state
+
+
 def learn_rotations(model, windows: torch.Tensor, recipe: RotationRecipe, out: str | Path, resume_file: str | Path | None = None, progress: bool = True) -> Path:
     """Learn R1/R2 for `model` (the original checkpoint model) on calibration `windows`
     ([n, seq_len] int64) and write the rotation file `out`. Resumes from `resume_file`
@@ -238,7 +253,7 @@ def learn_rotations(model, windows: torch.Tensor, recipe: RotationRecipe, out: s
     history = {"loss": [], "seconds": 0.0, "cpu_seconds": 0.0, "device": str(device), "threads": torch.get_num_threads()}
     start = 0
     if resume_file.is_file():
-        state = torch.load(resume_file, map_location="cpu", weights_only=True)
+        state = read_resume_state(resume_file)
         if state["recipe"] == recipe.to_dict():
             with torch.no_grad():
                 rot.R1.copy_(state["R1"])

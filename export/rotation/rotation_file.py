@@ -70,11 +70,7 @@ def _bad(path, problem: str) -> HandheldError:
     )
 
 
-def load_rotation_file(path: str | Path, model) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
-    """-> (R1 [dim, dim] float64, [R2 [head_dim, head_dim] float64] per layer, the raw blob).
-
-    `model` is the original (unrotated) Llama the rotations will be folded into."""
-    path = Path(path)
+def _read(path: Path) -> dict:
     if not path.is_file():
         raise _bad(path, "does not exist")
     try:
@@ -85,6 +81,22 @@ def load_rotation_file(path: str | Path, model) -> tuple[torch.Tensor, list[torc
         raise _bad(path, f"is not a {FORMAT} file")
     if blob.get("version") != VERSION:
         raise _bad(path, f"has version {blob.get('version')}, this Handheld reads version {VERSION}")
+    if not all(isinstance(blob.get(k), torch.Tensor) for k in ("r1", "r2", "probe")) or not isinstance(blob.get("model"), dict):
+        raise _bad(path, "lacks r1, r2, probe or model")
+    return blob
+
+
+def check_rotation_file(path: str | Path) -> None:
+    """The file's own shape, before any checkpoint loads (the CLI's early check)."""
+    _read(Path(path))
+
+
+def load_rotation_file(path: str | Path, model) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
+    """-> (R1 [dim, dim] float64, [R2 [head_dim, head_dim] float64] per layer, the raw blob).
+
+    `model` is the original (unrotated) Llama the rotations will be folded into."""
+    path = Path(path)
+    blob = _read(path)
     want, got = model_signature(model), blob.get("model", {})
     diff = {k: (got.get(k), want[k]) for k in MODEL_KEYS if got.get(k) != want[k]}
     if diff:

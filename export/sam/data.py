@@ -45,6 +45,9 @@ def to_rgb(array: np.ndarray, what: str = "image") -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+MAX_IMAGE_PIXELS = 64 * 10**6  # a 20000 x 20000 photo would take 1.2 GB decoded
+
+
 def load_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -53,10 +56,16 @@ def load_image(path: Path) -> np.ndarray:
         raise HandheldError(f"image {path} does not exist", "check the path")
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise HandheldError(f"image {path} is {im.width}x{im.height} pixels, more than Handheld decodes ({MAX_IMAGE_PIXELS // 10**6} MP)",
+                                    "downscale it first (the segmenter sees 256 px anyway), e.g. to 4096 px on the long side")
             im.load()
             if im.width == 0 or im.height == 0:
                 raise HandheldError(f"image {path} is empty (0 pixels)", "pass an image with at least one pixel")
             return to_rgb(np.asarray(im.convert("RGBA" if "A" in im.getbands() else "RGB")), str(path))
+    except Image.DecompressionBombError:
+        raise HandheldError(f"image {path} has more pixels than Handheld decodes ({MAX_IMAGE_PIXELS // 10**6} MP)",
+                            "downscale it first (the segmenter sees 256 px anyway), e.g. to 4096 px on the long side") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise HandheldError(f"cannot read image {path}: {err}", "pass a PNG or JPEG file") from None
 

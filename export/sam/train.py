@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from export.errors import HandheldError
 from export.sam.clicks import Click, clicks_to_tensors, interior_point, next_click, render_click_maps
 from export.sam.config import SqueezeSamConfig, TrainConfig, sam_preset
 from export.sam.data import TargetSet, cached_targets, held_out_images, training_images
@@ -30,7 +31,28 @@ CACHE_DIR = Path.home() / ".cache" / "handheld" / "sam"
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise HandheldError(f"--device {name}: no CUDA GPU is visible here", "use --device cpu (or auto)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise HandheldError(f"unknown --device {name!r}", "use auto, cpu or cuda[:N]") from None
+
+
+def resume_path(out: Path) -> Path:
+    return Path(out).with_name(Path(out).name + ".resume.pt")
+
+
+def read_resume_state(path: Path, device="cpu") -> dict:
+    """The resume file (weights, optimizer, step, RNG: plain tensors and ints, weights_only)."""
+    fix = f"delete {path} to train afresh, or pass another --out"
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # pickle/zip errors come in many types
+        raise HandheldError(f"resume file {path} cannot be read ({type(err).__name__})", fix) from None
+    if not isinstance(state, dict) or any(k not in state for k in ("model", "opt", "sched", "step", "rng")):
+        raise HandheldError(f"resume file {path} is not a `handheld train sam` resume file", fix)
+    return state
 
 
 def normalize(images_u8: torch.Tensor, config: SqueezeSamConfig, content: np.ndarray) -> torch.Tensor:
@@ -165,10 +187,10 @@ def train(cfg: TrainConfig) -> dict:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=max(0.05, 2.0 / cfg.steps))
     rng = np.random.default_rng(cfg.seed)
     out = Path(cfg.out)
-    resume = out.with_name(out.name + ".resume.pt")
+    resume = resume_path(out)
     step = 0
     if resume.is_file():
-        state = torch.load(resume, map_location=device, weights_only=False)  # our own file: includes RNG state
+        state = read_resume_state(resume, device)
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); sched.load_state_dict(state["sched"])
         step, rng.bit_generator.state = state["step"], state["rng"]
     out.parent.mkdir(parents=True, exist_ok=True)
