@@ -229,7 +229,7 @@ def test_backend_all_exports_every_backend_and_reports_a_failure(monkeypatch, tm
     monkeypatch.setattr(pipeline, "load_checkpoint", lambda path: "checkpoint")
     monkeypatch.setattr(pipeline, "prepare_model", lambda cfg, ck: ("prepared", cfg.backend.value))
     monkeypatch.setattr(pipeline, "export_prepared", fake_export)
-    rc = main(["export", "llm", "--backend", "all", "--out", str(tmp_path), "--max-seq-len", "64"])
+    rc = main(["export", "llm", "--backend", "all", "--out", str(tmp_path / "all"), "--max-seq-len", "256"])
     assert rc == 1
     assert [s[:2] for s in seen] == [("executorch", "executorch"), ("onnx", "onnx"), ("coreml", "coreml")]
     assert len({s[2:] for s in seen}) == 1  # one rotation/quantization config for all

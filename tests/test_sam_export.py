@@ -127,13 +127,14 @@ def test_cli_segment_writes_overlay_and_rejects_bad_input(tiny_artifacts, tmp_pa
     out = tmp_path / "overlay.png"
     assert main(["segment", str(tiny_artifacts / "executorch"), "--image", str(gray), "--click", "10,12", "--click", "40,30,-", "--out", str(out)]) == 0
     assert np.asarray(Image.open(out)).shape == (37, 53, 3)
-    assert main(["segment", str(tiny_artifacts / "executorch"), "--image", str(gray), "--click", "60,3", "--out", str(out)]) == 2
+    assert main(["segment", str(tiny_artifacts / "executorch"), "--image", str(gray), "--out", str(out)]) == 2  # exists, no --force
+    assert main(["segment", str(tiny_artifacts / "executorch"), "--image", str(gray), "--click", "60,3", "--out", str(out), "--force"]) == 2
     assert "outside the 53x37 image" in capsys.readouterr().err
-    assert main(["segment", str(tiny_artifacts / "executorch"), "--image", str(gray), "--click", "6;3", "--out", str(out)]) == 2
+    assert main(["segment", str(tiny_artifacts / "executorch"), "--image", str(gray), "--click", "6;3", "--out", str(out), "--force"]) == 2
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    assert main(["segment", str(tiny_artifacts / "executorch"), "--image", str(empty), "--out", str(out)]) == 2
-    assert main(["segment", str(tiny_artifacts / "coreml"), "--image", str(gray), "--out", str(out)]) == (0 if __import__("platform").system() == "Darwin" else 2)
+    assert main(["segment", str(tiny_artifacts / "executorch"), "--image", str(empty), "--out", str(out), "--force"]) == 2
+    assert main(["segment", str(tiny_artifacts / "coreml"), "--image", str(gray), "--out", str(out), "--force"]) == (0 if __import__("platform").system() == "Darwin" else 2)
 
 
 def test_bench_measures_each_variant(tiny_artifacts):
