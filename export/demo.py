@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,15 @@ def run_demo(out_root: Path) -> int:
             status = "ok"
         except HandheldError as err:
             step = StepReport(lines=[f"{name}: FAILED: {err}"], rows=[DemoRow(name, "-", "FAILED", None, "", err.problem)])
+            status = "FAILED"
+        except Exception as err:  # a bug in one step: report it, run the others (--verbose: traceback)
+            import traceback
+
+            if os.environ.get("HANDHELD_VERBOSE") == "1":
+                traceback.print_exc()
+            problem = f"unexpected {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+            step = StepReport(lines=[f"{name}: FAILED ({problem}; a Handheld bug: re-run with --verbose for the traceback)"],
+                              rows=[DemoRow(name, "-", "FAILED", None, "", problem)])
             status = "FAILED"
         seconds = time.perf_counter() - start
         timings.append((name, seconds, status))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from export.progress import tqdm
 
 from export.errors import HandheldError
 from export.llm.quant_coreml import BLOCK

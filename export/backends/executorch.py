@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
+from export.progress import tqdm
 
 from export.errors import HandheldError
 

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+from export.progress import tqdm
 
 from export.errors import HandheldError
 from export.llm.onnx_ops import onnx_translations

@@ -116,7 +116,7 @@ def _check_baseline(kind: str, baseline: Path) -> None:
             raise HandheldError(f"--baseline {baseline} is not a .pte program", "pass ExecuTorch export_llm's .pte (`make baseline`) or an LLM artifact folder")
         with open(baseline, "rb") as f:
             head = f.read(8)
-        if head[4:8] != b"ET12" and b"ET" not in head:
+        if head[4:6] != b"ET":  # the flatbuffer identifier (ET12 today) after the root offset
             raise HandheldError(f"--baseline {baseline} is not an ExecuTorch program (no ET header)", "pass the .pte that `make baseline` wrote")
     elif not (baseline / "manifest.json").is_file():
         raise HandheldError(f"--baseline {baseline} is a folder without manifest.json", "pass an LLM artifact folder or a .pte file")
@@ -198,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     verbose = "--verbose" in argv or os.environ.get("HANDHELD_VERBOSE") == "1"
     argv = [a for a in argv if a != "--verbose"]
+    saved_env = {k: os.environ.get(k) for k in ("HANDHELD_VERBOSE", "TQDM_DISABLE")}
+    if verbose:
+        os.environ["HANDHELD_VERBOSE"] = "1"  # steps and workers read it (export/demo.py)
     quiet_toolchain_logs(verbose)
+    if not verbose:
+        os.environ["TQDM_DISABLE"] = "1"  # the libraries' own bars; Handheld's show (export/progress.py)
     # ExecuTorch's Python runtime stalls in attention past ~112 tokens of context if libtorch's
     # OpenMP pool runs inside its ops; set before torch loads (XNNPACK threads are set separately).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -236,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
             logs.close(keep_log)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        for key, value in saved_env.items():  # main() may run in-process again (tests)
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def bench_artifact(
     prompt_tokens: int = PROMPT_TOKENS,
     decode_steps: int = DECODE_STEPS,
 ) -> dict:
-    from tqdm import tqdm
+    from export.progress import tqdm
 
     from export.manifest import load_manifest
 

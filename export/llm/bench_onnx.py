@@ -218,7 +218,7 @@ def bench_vs_genai(folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3,
     process timing `passes` passes (median), then the median over rounds, so load on the shared
     machine drifts over all of them alike. With r4_cost, a timing-only copy without the online
     Hadamard R4 joins the rounds."""
-    from tqdm import tqdm
+    from export.progress import tqdm
 
     from export.llm.bench import _measure
     from export.llm.checkpoint import load_checkpoint

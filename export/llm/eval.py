@@ -130,7 +130,7 @@ def plot(result: dict, path: Path) -> None:
 
 def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
     """Measure the table, print it, write OUT/eval.json and OUT/eval.png; returns the result."""
-    from tqdm import tqdm
+    from export.progress import tqdm
 
     from export.data.text import token_windows
     from export.llm.checkpoint import load_checkpoint

@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+from export.progress import tqdm
 
 from export.config import llm_config_from_dict
 from export.data.text import parity_prompts, token_windows

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from tqdm import tqdm
+from export.progress import tqdm
 
 from export.errors import HandheldError
 from export.longvu.config import LongVUConfig

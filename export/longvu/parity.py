@@ -15,6 +15,8 @@ while a random-input test passed), so only real frames are used.
 
 from __future__ import annotations
 
+import itertools
+
 import dataclasses
 from pathlib import Path
 
@@ -113,7 +115,8 @@ def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig, float_ref=None) -> di
         # decoder parity: both decoders greedy from the SAME multimodal prompt (the eager one), so
         # vision differences (already measured above) do not masquerade as decoder drift
         ga, gr = (generate(EmbedsStepper(p, embeds), [0] * embeds.shape[1], sampling, stop_ids=ref_tok.eos_ids).tokens for p in (art, ref))
-        same = [x == y for x, y in zip(ga, gr)] if (ga or gr) else [True]  # both stopping at once agree
+        # positions past the shorter answer disagree; two empty answers (EOS at once) agree
+        same = [x == y for x, y in itertools.zip_longest(ga, gr)] if (ga or gr) else [True]
         tf_art, tf_ref = (_teacher_forced(p, embeds, gr) for p in (art, ref))
         tf_cos = torch.nn.functional.cosine_similarity(tf_art.double(), tf_ref.double(), dim=-1)
         # two empty answers (EOS first) agree

@@ -106,7 +106,7 @@ def gptq_weights(
     `model` is the float model about to be quantized (rotated already, if it is); activation
     quantization is not applied while the Hessians are collected, as in QuaRot/SpinQuant.
     `scales` ({name: [out, in] per-column scale}) imposes an exporter's grid."""
-    from tqdm import tqdm
+    from export.progress import tqdm
 
     if scheme.w_bits >= 16:
         return {}

@@ -233,7 +233,7 @@ def learn_rotations(model, windows: torch.Tensor, recipe: RotationRecipe, out: s
     """Learn R1/R2 for `model` (the original checkpoint model) on calibration `windows`
     ([n, seq_len] int64) and write the rotation file `out`. Resumes from `resume_file`
     (default: OUT.ckpt) when it holds a checkpoint of the same recipe; CUDA when present."""
-    from tqdm import tqdm
+    from export.progress import tqdm
 
     out = Path(out)
     resume_file = Path(resume_file) if resume_file else out.with_suffix(".ckpt")

@@ -95,12 +95,13 @@ def measure_teacher(folder: Path, threads: int, runs: int) -> dict:
 def _in_subprocess(kind: str, folder: Path, variant: str, threads: int, runs: int) -> dict:
     """Measure one model in a fresh interpreter; returns its numbers plus its own peak RSS."""
     code = ("import json, sys; from pathlib import Path; from export.sam import bench; "
-            f"print('BENCH' + json.dumps(bench._measure_here({kind!r}, Path({str(folder)!r}), {variant!r}, {threads}, {runs})))")
+            f"print('BENCH' + json.dumps(bench._measure_here({kind!r}, Path({str(Path(folder).resolve())!r}), {variant!r}, {threads}, {runs})))")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2])
     lines = [l for l in done.stdout.splitlines() if l.startswith("BENCH")]
     if done.returncode or not lines:
-        raise HandheldError(f"benchmark of {kind} {variant} failed: {done.stderr.strip().splitlines()[-1:] if done.stderr else done.returncode}",
+        tail = " / ".join(done.stderr.strip().splitlines()[-2:]) if done.stderr.strip() else f"exit {done.returncode}"
+        raise HandheldError(f"benchmark of {kind} {variant} failed: {tail}",
                             "run `handheld parity DIR` first to see whether the artifact loads")
     return json.loads(lines[-1][5:])
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from export.progress import tqdm
 
 from export.config import Backend
 from export.errors import HandheldError

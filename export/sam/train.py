@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from export.progress import tqdm
 
 from export.errors import HandheldError
 from export.sam.clicks import Click, clicks_to_tensors, interior_point, next_click, render_click_maps
