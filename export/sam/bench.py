@@ -25,7 +25,7 @@ from export.errors import HandheldError
 from export.manifest import load_manifest
 
 
-def _size_mb(path: Path) -> float:
+def path_size_mb(path: Path) -> float:
     path = Path(path)
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     return round(sum(p.stat().st_size for p in files) / 1e6, 3)
@@ -132,9 +132,9 @@ def bench_artifact(folder: Path, baseline: Path | None = None, threads=(1, 2), r
     models = [("squeezesam", v) for v in manifest["variants"]]
     if manifest.get("teacher"):
         models.append(("teacher", manifest["teacher"]["variant"]))
-    sizes = {f"squeezesam {v}": _size_mb(folder / manifest["variants"][v]["file"]) for v in manifest["variants"]}
+    sizes = {f"squeezesam {v}": path_size_mb(folder / manifest["variants"][v]["file"]) for v in manifest["variants"]}
     if manifest.get("teacher"):
-        sizes[f"teacher {manifest['teacher']['variant']}"] = round(sum(_size_mb(folder / f) for f in manifest["teacher"]["files"].values()), 3)
+        sizes[f"teacher {manifest['teacher']['variant']}"] = round(sum(path_size_mb(folder / f) for f in manifest["teacher"]["files"].values()), 3)
     rows = []
     for n in threads:
         for kind, variant in models:

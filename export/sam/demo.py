@@ -20,7 +20,8 @@ DEMO_ENFORCE_PARITY = True  # a random tiny model records its parity instead
 def run_demo(out_root: Path) -> StepReport:
     from PIL import Image
 
-    from export.sam.bench import bench_artifact, format_table
+    from export.manifest import load_manifest
+    from export.sam.bench import path_size_mb, bench_artifact, format_table
     from export.sam.data import held_out_images
     from export.sam.export import export_sam
     from export.sam.parity import format_report
@@ -49,7 +50,8 @@ def run_demo(out_root: Path) -> StepReport:
     int8 = {r["threads"]: r for r in bench["rows"] if r["model"] == "squeezesam int8"}
     for backend in Backend:
         folder = root / backend.value
-        size = sum(f.stat().st_size for f in folder.rglob("squeezesam_int8*") if f.is_file()) / 1e6
+        # the int8 file the manifest names: a .pte, an .onnx or an .mlpackage folder
+        size = path_size_mb(folder / load_manifest(folder)["variants"]["int8"]["file"])
         speed, result_text = "- (no CoreML runtime on Linux)" if backend is Backend.COREML else "", mask if backend is Backend.EXECUTORCH else ""
         if backend is Backend.EXECUTORCH and 2 in int8:
             speed = f"int8 first mask {int8[2]['first_mask_ms']:.0f} ms @2T"
