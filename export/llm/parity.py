@@ -36,6 +36,12 @@ TOLERANCES = {
     "perplexity_ratio": ("max", 1.03),  # artifact ppl / eager-quantized ppl
     "perplexity_ratio_inverse": ("max", 1.03),  # ... in both directions
 }
+# Teacher-forced top-1 agreement also counts coin flips: on SmolLM2's held-out text a tenth of
+# the positions have their two best logits within 0.10 of each other (measured), so a kernel
+# that is not bit-exact (ONNX's MatMulNBits: per-position max-abs logit error ~0.5 against its
+# simulation) flips some of them, more or fewer on another CPU. Agreement is judged again where
+# the reference has decided: its top-1 leads its runner-up by at least DECIDED_LOGITS.
+DECIDED_LOGITS = 1.0
 WINDOWS, WINDOW_LEN, PREFILL_LEN = 2, 160, 32
 PROMPTS, GREEDY_TOKENS = 4, 64
 
@@ -73,6 +79,20 @@ def _greedy(step, prompt_ids: list[int], n: int) -> list[int]:
     return generate(step, prompt_ids, SamplingConfig(max_new_tokens=n)).tokens
 
 
+def top1_metrics(art: torch.Tensor, ref: torch.Tensor) -> dict:
+    """art, ref: [positions, vocab] logits -> top-1 agreement, overall and where `ref` has decided."""
+    same = art.argmax(-1) == ref.argmax(-1)
+    best2 = ref.topk(2, dim=-1).values
+    decided = best2[:, 0] - best2[:, 1] >= DECIDED_LOGITS
+    behind = ref.max(-1).values - ref.gather(-1, art.argmax(-1, keepdim=True))[:, 0]  # 0 where they agree
+    return {
+        "top1_agreement": float(same.double().mean()),
+        "top1_agreement_decided": float(same[decided].double().mean()) if decided.any() else 1.0,
+        "top1_decided_positions": int(decided.sum()),
+        "top1_worst_flip_logits": float(behind.max()),  # how far the artifact's worst pick trails the reference's best
+    }
+
+
 def measure(artifact_step, eager_step, fp_model, tokenizer) -> dict:
     windows = token_windows(tokenizer, "parity", WINDOW_LEN, WINDOWS)
     art, ref, fp, targets = [], [], [], []
@@ -99,7 +119,7 @@ def measure(artifact_step, eager_step, fp_model, tokenizer) -> dict:
         "logits_cosine_mean": float(per_pos_cos.mean()),
         "logits_max_abs": max_abs(art, ref),
         "logits_sqnr_db": sqnr_db(ref, art),
-        "top1_agreement": float((art.argmax(-1) == ref.argmax(-1)).double().mean()),
+        **top1_metrics(art, ref),
         "greedy_agreement": sum(agreement) / len(agreement),
         "greedy_identical_prefix": prefix,
         "perplexity_artifact": ppl_art,
@@ -125,7 +145,8 @@ def print_report(report: dict) -> None:
     print(
         f"parity [{'PASS' if report['passed'] else 'FAIL'}] vs eager {report['reference']}: "
         f"logits cosine min {m['logits_cosine_min']:.4f} p01 {m['logits_cosine_p01']:.4f} mean {m['logits_cosine_mean']:.5f}, "
-        f"SQNR {m['logits_sqnr_db']:.1f} dB, max-abs {m['logits_max_abs']:.3f}, top-1 {m['top1_agreement']:.3f}, "
+        f"SQNR {m['logits_sqnr_db']:.1f} dB, max-abs {m['logits_max_abs']:.3f}, top-1 {m['top1_agreement']:.3f} "
+        f"(where decided {m.get('top1_agreement_decided', float('nan')):.3f} of {m.get('top1_decided_positions', 0)}), "
         f"greedy agreement {m['greedy_agreement']:.3f} (identical prefixes {m['greedy_identical_prefix']}/{GREEDY_TOKENS}); "
         f"perplexity artifact {m['perplexity_artifact']:.2f} / eager quantized {m['perplexity_eager_quantized']:.2f} "
         f"/ eager fp32 {m['perplexity_eager_fp32']:.2f} over {m['predicted_tokens']} tokens"
