@@ -56,3 +56,44 @@ def evaluate(model, targets: TargetSet, at=(1, 3, 5)) -> dict:
     out["miou_auto_click"] = round(float(np.mean(auto_click)), 4) if auto_click else None
     out["objects"] = len(curves)
     return out
+
+
+def evaluate_on_ground_truth(segmenter, truth: dict, images: dict[str, np.ndarray], at=(1, 3, 5)) -> dict:
+    """A segmenter (runtime.segment.Segmenter: the user's path, masks at photo resolution) against
+    the hand-checked ground truth (export/sam/ground_truth.py):
+    - mIoU after 1/3/5 SAM-style clicks on every whole object (first click at its deepest point,
+      each later one in the largest error region);
+    - auto mode (no clicks) against each photo's salient subject;
+    - part -> whole: one click at a part's deepest point, IoU with its whole object, per case.
+    Returns the summary and every per-object number (`objects`), with the masks in `masks`
+    for contact sheets."""
+    from export.sam.ground_truth import part_cases
+
+    curves, rows, auto, parts, masks = [], [], {}, {}, {}
+    for image_name, objects in truth.items():
+        segmenter.set_image(images[image_name])
+
+        def predict(clicks):
+            return segmenter.predict(clicks).mask
+
+        for obj in objects.values():
+            if obj.whole is None:
+                curve = click_curve(predict, obj.mask, max(at))
+                curves.append(curve)
+                rows.append({"image": image_name, "object": obj.name, "ious": [round(v, 4) for v in curve]})
+                masks[(image_name, obj.name, "1 click")] = predict([Click(*interior_point(obj.mask), True)])
+            if obj.salient:
+                pred = segmenter.auto().mask
+                auto[image_name] = round(iou(pred, obj.mask), 4)
+                masks[(image_name, obj.name, "auto")] = pred
+        for part, whole in part_cases({image_name: objects}):
+            pred = predict([Click(*interior_point(part.mask), True)])
+            parts[f"{image_name}: {part.name} -> {whole.name}"] = round(iou(pred, whole.mask), 4)
+            masks[(image_name, part.name, f"click on part -> {whole.name}")] = pred
+    curves = np.array(curves)
+    summary = {f"miou_{k}_clicks": round(float(curves[:, k - 1].mean()), 4) for k in at}
+    summary["miou_auto_vs_salient"] = round(float(np.mean(list(auto.values()))), 4)
+    summary["part_to_whole_mean_iou"] = round(float(np.mean(list(parts.values()))), 4)
+    summary["part_to_whole_cases_at_0.7"] = f"{sum(v >= 0.7 for v in parts.values())}/{len(parts)}"
+    summary["whole_objects"], summary["part_cases"] = len(curves), len(parts)
+    return {"summary": summary, "auto": auto, "part_to_whole": parts, "objects": rows, "masks": masks}
