@@ -33,7 +33,7 @@ BUNDLE_MANIFEST = "bundle.json"
 SIDE_OUTPUTS = ("bench.json",)
 SIDE_FOLDER_PREFIXES = ("device-",)
 # folders of plain files that Handheld writes whole: `handheld report`, `handheld eval llm`
-OWN_FILE_SETS = ({"report.png", "report.html"}, {"eval.json", "eval.png"})
+OWN_FILE_SETS = ({"report.png", "report.html"}, {"eval.json", "eval.png"}, {"eval.json", "contact_sheet.png"})
 
 
 def _umask() -> int:

@@ -339,6 +339,17 @@ CASES = [
     ("learn-scheme", ["learn-rotations", "--out", "r.pt", "--scheme", "W3A3"], None, "invalid choice"),
     ("learn-out-suffix", ["learn-rotations", "--out", "r.txt"], None, "expected a .pt file"),
     ("learn-checkpoint-missing", ["learn-rotations", "--out", "r.pt", "--checkpoint", "nope"], None, "does not exist"),
+    # -- eval sam
+    ("evsam-no-out", ["eval", "sam"], None, "--out"),
+    ("evsam-model-missing", ["eval", "sam", "nope", "--out", "ev"], None, "does not exist"),
+    ("evsam-out-file", ["eval", "sam", "--out", "file.txt"], None, "is an existing file"),
+    ("evsam-out-user", ["eval", "sam", "--out", "user", "--force"], None, "did not write"),
+    ("evsam-out-report", ["eval", "sam", "--out", "report"], None, "already exists"),
+    ("evsam-variant", ["eval", "sam", "sam", "--out", "ev", "--variant", "int4"], None, "invalid choice"),
+    ("evsam-checkpoint-garbage", ["eval", "sam", "garbage.pt", "--out", "ev"], None, "not a loadable PyTorch checkpoint"),
+    ("evsam-on-llm-artifact", ["eval", "sam", "art", "--out", "ev"], None, "not a segmenter"),
+    ("evsam-int8-swapped", ["eval", "sam", "sam", "--out", "ev"], _swap_sam_int8, "names model.pte without a checksum"),
+    ("evsam-unknown-family", ["eval", "video", "--out", "ev"], None, "invalid choice"),
     # -- eval llm
     ("eval-schemes-blank", ["eval", "llm", "--out", "ev", "--schemes", ","], None, "names nothing"),
     ("eval-schemes-unknown", ["eval", "llm", "--out", "ev", "--schemes", "W9A9"], None, "unknown scheme"),

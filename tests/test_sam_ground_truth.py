@@ -97,3 +97,25 @@ def test_the_scorer_gives_an_oracle_full_marks_and_an_empty_segmenter_none(truth
     want = 1.0 if perfect else 0.0
     assert s["miou_1_clicks"] == s["miou_5_clicks"] == s["miou_auto_vs_salient"] == s["part_to_whole_mean_iou"] == want, s
     assert s["part_to_whole_cases_at_0.7"] == (f"{s['part_cases']}/{s['part_cases']}" if perfect else f"0/{s['part_cases']}")
+
+
+def test_eval_sam_writes_the_numbers_and_the_contact_sheet(tmp_path, capsys):
+    import json
+
+    import torch
+
+    from export.cli import main
+    from export.sam.config import SAM_PRESETS
+    from export.sam.model import build, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(build(SAM_PRESETS["tiny-test"]).eval(), tmp_path / "tiny.pt", half=False)
+    out = tmp_path / "eval"
+    assert main(["eval", "sam", str(tmp_path / "tiny.pt"), "--out", str(out)]) == 0
+    assert "mIoU 1 / 3 / 5 clicks" in capsys.readouterr().out
+    result = json.loads((out / "eval.json").read_text())
+    assert result["summary"]["whole_objects"] >= 10 and result["summary"]["part_cases"] >= 8
+    assert all(0.0 <= v <= 1.0 for v in result["part_to_whole"].values())
+    assert (out / "contact_sheet.png").stat().st_size > 10_000
+    assert main(["eval", "sam", str(tmp_path / "tiny.pt"), "--out", str(out)]) == 2  # exists: --force
+    assert main(["eval", "sam", str(tmp_path / "tiny.pt"), "--out", str(out), "--force"]) == 0  # its own folder

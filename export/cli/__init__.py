@@ -31,8 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export", help="export a model family to a phone backend")
     export_sub = export.add_subparsers(dest="family", required=True)
+    ev = sub.add_parser("eval", help="measure a model family's quality on held-out data")
+    eval_sub = ev.add_subparsers(dest="family", required=True)
     for family in _families():
         family.add_export_parser(export_sub)
+        if hasattr(family, "add_eval_parser"):
+            family.add_eval_parser(eval_sub)
         family.add_commands(sub)
 
     p = sub.add_parser("parity", help="check an artifact against its eager model; non-zero exit on failure")

@@ -35,8 +35,9 @@ def add_commands(sub) -> None:
     learn.add_argument("--weight-quant-in-loss", dest="weight_quant_in_loss", action=argparse.BooleanOptionalAction, default=None, help="fake-quantize the weights in the loss too (default; --no-weight-quant-in-loss learns from activations only, about half the step cost)")
     learn.set_defaults(func=cmd_learn)
 
-    ev = sub.add_parser("eval", help="measure accuracy of quantized models")
-    ev_sub = ev.add_subparsers(dest="family", required=True)
+
+
+def add_eval_parser(ev_sub) -> None:
     llm = ev_sub.add_parser("llm", help="held-out perplexity: FP / RTN / QuaRot / SpinQuant at W4A16g32, W4A8KV8, W4A4KV4")
     llm.add_argument("--checkpoint", type=existing_path("checkpoint"), help="HF folder or .gguf (default: the offline SmolLM2-135M)")
     llm.add_argument("--rotation-file", dest="rotation_file", type=existing_path("rotation file", folder=False), help="learned rotations (default: the shipped SmolLM2 file)")

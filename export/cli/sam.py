@@ -1,4 +1,4 @@
-"""CLI for SqueezeSAM: `export sam`, `segment`, `train sam`."""
+"""CLI for SqueezeSAM: `export sam`, `segment`, `train sam`, `eval sam`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ def add_export_parser(export_sub) -> None:
     p.add_argument("--with-teacher", action="store_true", help="also export the LiteMedSAM teacher the same way (bench baseline)")
     p.add_argument("--calibration-images", type=int_range(1, 10000), default=SamExportConfig.calibration_images)
     p.set_defaults(func=cmd_export)
+
+
+def add_eval_parser(ev_sub) -> None:
+    e = ev_sub.add_parser("sam", help="score a segmenter against the hand-checked ground truth of the held-out photos")
+    e.add_argument("model", nargs="?", type=existing_path("segmenter"), help="artifact folder from `handheld export sam`, or a SqueezeSAM checkpoint .pt (default: the shipped checkpoint)")
+    e.add_argument("--variant", default="int8", choices=["int8", "fp32"], help="an artifact's variant (default int8)")
+    e.add_argument("--out", type=Path, required=True, help="folder for eval.json and contact_sheet.png")
+    add_force(e)
+    e.set_defaults(func=cmd_eval)
 
 
 def add_commands(sub) -> None:
@@ -99,6 +108,20 @@ def cmd_segment(args: argparse.Namespace) -> int:
     result = segment_to_png(args.model, args.image, clicks, args.out, args.variant)
     print(f"{result['model']}: mask covers {100 * result['mask_fraction']:.1f}% of the image, clicks {result['clicks']}")
     print(f"wrote {result['overlay']} and {result['mask']}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from export.outputs import check_output
+    from export.sam.evaluate import format_summary, run_sam_eval
+    from runtime.segment import open_segmenter
+
+    check_output(args.out, folder=True, force=args.force)
+    if args.model is not None:
+        open_segmenter(args.model, args.variant)  # a wrong file or artifact fails before any work
+    result = run_sam_eval(args.model, args.variant, args.out)
+    print("\n".join(format_summary(result)))
+    print(f"wrote {args.out}/eval.json and {args.out}/contact_sheet.png")
     return 0
 
 
