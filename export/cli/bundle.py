@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from export.bundle.contract import TARGETS
 from export.cli.args import add_force, artifact_dir, existing_path
 
 
@@ -15,7 +16,7 @@ def add_export_parser(export_sub) -> None:
 def add_commands(sub) -> None:
     b = sub.add_parser("bundle", help="pack artifacts into an app-ready folder + zip for the Android or iOS demo app")
     b.add_argument("artifacts", type=artifact_dir, nargs="+", metavar="ARTIFACT", help="artifact folders from `handheld export`")
-    b.add_argument("--target", required=True, choices=["android", "ios"])
+    b.add_argument("--target", required=True, choices=list(TARGETS))
     b.add_argument("--out", type=Path, required=True, help="bundle folder to write (DIR.zip is written beside it)")
     b.add_argument("--no-zip", action="store_true", help="write the folder only")
     add_force(b, "bundle folder and zip")

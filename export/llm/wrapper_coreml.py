@@ -25,7 +25,6 @@ from torch import nn
 from export.llm.model import Llama
 
 INPUT_NAMES = ("tokens", "causal_mask")
-STATE_NAMES = ("key_cache", "value_cache")
 
 
 def causal_mask(input_pos: int, seq_len: int) -> torch.Tensor:

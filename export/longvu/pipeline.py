@@ -26,7 +26,6 @@ from export.longvu.config import LongVUConfig, VitFamily
 from export.longvu.decoder import EmbedsDecoder, TokenEmbedding
 from export.longvu.weights import load_projector, load_vit
 
-PIECES = ("dino", "siglip", "project", "embed", "decode")
 NOT_MEANINGFUL = (
     "NOTE: the vision encoders and projector are seeded random weights (no DINOv2/SigLIP/LongVU "
     "weights install offline), so this answer is NOT meaningful; pass --dino/--siglip/--projector "

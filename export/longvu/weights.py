@@ -12,7 +12,6 @@ from config.json when present, otherwise from the ViT size tables.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -141,7 +140,3 @@ def load_projector(source: str | Path | None, vision: VitConfig, llm_dim: int, h
             "pass a projector trained for this SigLIP and LLM (a 2-layer GELU MLP)",
         ) from None
     return proj.eval().requires_grad_(False)
-
-
-def with_image_size(cfg: VitConfig, size: int) -> VitConfig:
-    return dataclasses.replace(cfg, image_size=size)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 CLIP_GRID = tuple(1.0 - 0.05 * i for i in range(10))  # 1.0 .. 0.55
 
@@ -77,16 +76,3 @@ class ActQuant(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, clip={self.clip}"
-
-
-class QuantLinear(nn.Module):
-    """A linear with a static fake-quantized weight and fake-quantized input activations."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, act: nn.Module):
-        super().__init__()
-        self.weight = nn.Parameter(weight, requires_grad=False)
-        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
-        self.act = act
-
-    def forward(self, x):
-        return F.linear(self.act(x), self.weight, self.bias)

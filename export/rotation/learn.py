@@ -124,10 +124,6 @@ def _r2_heads_out(layer: int, n_heads: int):
     return lambda rot, w: torch.einsum("de,hdi->hei", rot.r2[layer], w.unflatten(0, (n_heads, -1))).flatten(0, 1)
 
 
-def _compose(first, second):
-    return lambda rot, w: second(rot, first(rot, w))
-
-
 class RotatedBias(nn.Module):
     """Parametrization b -> b R2 per head (v_proj's bias, Qwen2)."""
 
