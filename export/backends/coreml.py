@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from export.progress import tqdm
 
-from export.errors import HandheldError
+from export.errors import HandheldError, error_line
 from export.llm.quant_coreml import BLOCK
 
 DEPLOYMENT_TARGET = "iOS18"  # ct.StateType needs iOS 18 / macOS 15
@@ -133,7 +133,7 @@ def export_coreml(module, out_package: Path, weight_bits: int = 4, output_bits: 
     except HandheldError:
         raise
     except Exception as err:
-        msg = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        msg = error_line(err)
         raise HandheldError(
             f"CoreML conversion failed: {type(err).__name__}: {msg}",
             "this model/config is not supported by the CoreML export; report it with the config",
@@ -226,7 +226,7 @@ def lower_coreml_delegate(decoder, out_file: Path, weight_quantization: dict = D
     except HandheldError:
         raise
     except Exception as err:
-        msg = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        msg = error_line(err)
         raise HandheldError(f"ExecuTorch CoreML-delegate lowering failed: {type(err).__name__}: {msg}", "report it with the model config") from err
     return {"file": out_file.name, "delegate_backend": delegates[0].backend_id, "delegates": 1, "ops_outside_delegate": 0, "weight_quantization": dict(weight_quantization)}
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from export.progress import tqdm
 
-from export.errors import HandheldError
+from export.errors import HandheldError, error_line
 
 
 def delegation_summary(edge_program) -> dict:
@@ -97,7 +97,7 @@ def lower_to_executorch(
         raise
     except Exception as err:
         raise HandheldError(
-            f"lowering to ExecuTorch failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}",
+            f"lowering to ExecuTorch failed: {type(err).__name__}: {error_line(err)}",
             "this model/config is not supported by the XNNPACK export; report it with the config",
         ) from err
     finally:

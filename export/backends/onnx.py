@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from export.progress import tqdm
 
-from export.errors import HandheldError
+from export.errors import HandheldError, error_line
 from export.llm.onnx_ops import onnx_translations
 from export.llm.quant_onnx import ACCURACY_LEVEL, BLOCK, LINEAR_BITS, OUTPUT_BITS
 
@@ -211,7 +211,7 @@ def export_onnx(
         raise
     except Exception as err:
         raise HandheldError(
-            f"ONNX export failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}",
+            f"ONNX export failed: {type(err).__name__}: {error_line(err)}",
             "this model/config is not supported by the ONNX export; report it with the config",
         ) from err
     finally:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from export.progress import tqdm
 
-from export.errors import HandheldError
+from export.errors import HandheldError, error_line
 from export.longvu.config import LongVUConfig
 from export.longvu.pipeline import NOT_MEANINGFUL, LongVUModel, build_model
 from export.manifest import atomic_artifact_dir, write_manifest
@@ -98,7 +98,7 @@ def lower_program(parts: dict[str, Piece], out_file: Path, metadata: dict) -> di
         raise
     except Exception as err:
         raise HandheldError(
-            f"lowering LongVU to ExecuTorch failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}",
+            f"lowering LongVU to ExecuTorch failed: {type(err).__name__}: {error_line(err)}",
             "report it with the config; the eager pipeline (`handheld ask-video --eager`) still works",
         ) from err
     return summary
@@ -133,7 +133,7 @@ def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
         try:
             to_coreml(p.module, p.example_inputs, ([s["name"] for s in p.inputs], [s["name"] for s in p.outputs]), folder / file, int8=False)
         except Exception as err:
-            raise HandheldError(f"CoreML conversion of LongVU's {name} failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}",
+            raise HandheldError(f"CoreML conversion of LongVU's {name} failed: {type(err).__name__}: {error_line(err)}",
                                 "report it with the config; the ExecuTorch backend is the reference path") from err
         methods[name] = {"file": file, "inputs": p.inputs, "outputs": p.outputs}
     quant = m.cfg.llm.quant.for_backend("coreml")
@@ -194,7 +194,7 @@ def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
                                             input_names=names_in, output_names=names_out, opset_version=ONNX_OPSET, optimize=True, verbose=False)
             program.save(str(folder / file))
         except Exception as err:
-            raise HandheldError(f"ONNX export of LongVU's {name} failed: {type(err).__name__}: {str(err).strip().splitlines()[0][:300]}",
+            raise HandheldError(f"ONNX export of LongVU's {name} failed: {type(err).__name__}: {error_line(err)}",
                                 "report it with the config; the ExecuTorch backend is the reference path") from err
         methods[name] = {"file": file, "inputs": p.inputs, "outputs": p.outputs}
     # the simulated model's integers (GPTQ's, or the quantizer's own RTN) go into decode.onnx

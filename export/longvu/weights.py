@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from export.errors import HandheldError
+from export.errors import HandheldError, error_line
 from export.longvu.config import VitConfig, VitFamily
 from export.longvu.projector import Projector
 from export.longvu.vit import ANCHOR_KEYS, IGNORED_PREFIXES, VIT_CLASSES
@@ -48,7 +48,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             else:
                 state.update(torch.load(f, map_location="cpu", weights_only=True))
         except Exception as err:  # safetensors/pickle raise many types for damaged files
-            raise HandheldError(f"cannot read weights from {f}: {str(err).splitlines()[0][:200]}", "check the file is a complete checkpoint") from None
+            raise HandheldError(f"cannot read weights from {f}: {error_line(err, 200)}", "check the file is a complete checkpoint") from None
     return state
 
 
@@ -136,7 +136,7 @@ def load_projector(source: str | Path | None, vision: VitConfig, llm_dim: int, h
         proj.mlp.load_state_dict(state)
     except RuntimeError as err:
         raise HandheldError(
-            f"the projector in {source} does not fit {vision.dim} -> {llm_dim}: {str(err).splitlines()[-1].strip()[:200]}",
+            f"the projector in {source} does not fit {vision.dim} -> {llm_dim}: {error_line(err, 200, last=True)}",
             "pass a projector trained for this SigLIP and LLM (a 2-layer GELU MLP)",
         ) from None
     return proj.eval().requires_grad_(False)
