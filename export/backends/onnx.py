@@ -268,12 +268,9 @@ def lower_llm_onnx(prepared, folder: Path) -> dict:
 
 
 def judge_onnx(metrics: dict) -> dict:
-    failures = [
-        f"{key}={metrics[key]:.4g} ({kind} {limit})"
-        for key, (kind, limit) in ONNX_TOLERANCES.items()
-        if not (metrics[key] >= limit if kind == "min" else metrics[key] <= limit)
-    ]
-    return {"passed": not failures, "failures": failures, "tolerances": ONNX_TOLERANCES}
+    from export.tolerances import judge
+
+    return judge(metrics, ONNX_TOLERANCES)
 
 
 def check_onnx_parity(folder: Path, prepared=None) -> dict:

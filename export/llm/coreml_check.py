@@ -19,6 +19,7 @@ from unittest import mock
 
 from export.config import llm_config_from_dict
 from export.manifest import load_manifest
+from export.tolerances import failures as tolerance_failures
 from runtime.coreml_runner import coreml_runtime_available
 
 # teacher-forced: one 64-token window (32-token prefill, 31 decode calls); greedy: 2 prompts x 16 tokens
@@ -100,7 +101,7 @@ def check_delegate_parity(pte: Path, float_model, tokens, weight_quantization: d
         "positions": len(rows),
     }
     judged = DELEGATE_TOLERANCES
-    failures = [f"{k}={metrics[k]:.4g} ({kind} {lim})" for k, (kind, lim) in judged.items() if not (metrics[k] >= lim if kind == "min" else metrics[k] <= lim)]
+    failures = tolerance_failures(metrics, judged)
     return {
         "passed": not failures,
         "failures": failures,

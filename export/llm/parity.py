@@ -21,7 +21,8 @@ from export.progress import tqdm
 from export.config import llm_config_from_dict
 from export.data.text import parity_prompts, token_windows
 from export.manifest import update_manifest
-from export.metrics import cosine, max_abs, sqnr_db
+from export.metrics import max_abs, sqnr_db
+from export.tolerances import judge as judge_tolerances
 
 # Named tolerances (artifact vs eager with the same quantization simulated):
 # metric -> ("min" | "max", limit)
@@ -132,12 +133,7 @@ def measure(artifact_step, eager_step, fp_model, tokenizer) -> dict:
 
 
 def judge(metrics: dict) -> dict:
-    failures = []
-    for key, (kind, limit) in TOLERANCES.items():
-        value = metrics[key]
-        if not (value >= limit if kind == "min" else value <= limit):
-            failures.append(f"{key}={value:.4g} ({kind} {limit})")
-    return {"passed": not failures, "failures": failures, "tolerances": TOLERANCES}
+    return judge_tolerances(metrics, TOLERANCES)
 
 
 def print_report(report: dict) -> None:

@@ -163,12 +163,9 @@ def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig, float_ref=None) -> di
 
 
 def judge(metrics: dict) -> dict:
-    failures = []
-    for key, (kind, limit) in TOLERANCES.items():
-        value = metrics[key]
-        if not (value >= limit if kind == "min" else value <= limit):
-            failures.append(f"{key}={value:.4g} ({kind} {limit})")
-    return {"passed": not failures, "failures": failures, "tolerances": TOLERANCES}
+    from export.tolerances import judge as judge_tolerances
+
+    return judge_tolerances(metrics, TOLERANCES)
 
 
 def print_report(report: dict) -> None:

@@ -13,3 +13,12 @@ def test_first_or_last_non_empty_line_cut_to_the_limit():
     assert error_line(err) == "first line"
     assert error_line(err, last=True) == "last line"
     assert error_line(RuntimeError("x" * 500), 7) == "xxxxxxx"
+
+
+def test_the_tolerance_judge_names_what_missed():
+    from export.tolerances import judge
+
+    table = {"cosine": ("min", 0.99), "ratio": ("max", 1.03)}
+    assert judge({"cosine": 0.995, "ratio": 1.03}, table) == {"passed": True, "failures": [], "tolerances": table}
+    report = judge({"cosine": 0.98, "ratio": 1.1}, table)
+    assert not report["passed"] and report["failures"] == ["cosine=0.98 (min 0.99)", "ratio=1.1 (max 1.03)"]
