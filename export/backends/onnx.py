@@ -25,7 +25,9 @@ from export.errors import HandheldError, error_line
 from export.llm.onnx_ops import onnx_translations
 from export.llm.quant_onnx import ACCURACY_LEVEL, BLOCK, LINEAR_BITS, OUTPUT_BITS
 
-OPSET = 18  # MatMulNBits is com.microsoft; 18 keeps the standard ops runnable on older ORT builds
+# every Handheld ONNX graph: MatMulNBits is com.microsoft; 18 keeps the standard ops runnable on
+# older ORT builds, and static QDQ int8 activations (SqueezeSAM) fail at opset 21 (18-20 work)
+OPSET = 18
 
 # Artifact vs `simulate_matmulnbits` eager reference, teacher-forced on real text (tests hold
 # the ONNX artifact to these, tighter than the harness-wide TOLERANCES). Per op the simulation
@@ -50,8 +52,8 @@ ONNX_TOLERANCES = {
 
 
 @contextlib.contextmanager
-def _in_temp_dir():
-    """ORT's quantizer writes temp files into the working directory: keep them out of the repo."""
+def in_temp_dir():
+    """ORT's quantizer writes temp files (augmented models) into the working directory: keep them out of the user's."""
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="handheld-onnx-") as tmp:
         os.chdir(tmp)
@@ -195,7 +197,7 @@ def export_onnx(
         paths = {n.name: _module_path(n) for n in model.graph.node if n.name in set(roles["linear"] + roles["lm_head"])}
         if weight_bits == 4 and not roles["linear"]:
             raise HandheldError("no transformer linear found in the exported ONNX graph", "report this with the model config")
-        with _in_temp_dir():
+        with in_temp_dir():
             if weight_bits == 4:
                 model = _quantize_nodes(model, roles["linear"], LINEAR_BITS)
                 rewritten = write_block_integers(model, paths, block_weights) if block_weights else 0

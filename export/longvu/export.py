@@ -159,7 +159,6 @@ def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
                        "checked_on_linux": "MIL programs interpreted in fp32 (vision: export/longvu/coreml.py; text: runtime/mil_interpreter.py); not Apple's runtime"}}
 
 
-ONNX_OPSET = 18
 
 
 @LONGVU_BACKENDS.register("onnx")
@@ -168,7 +167,7 @@ def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
     graph with embeddings in (MatMulNBits with the simulation's integers, fixed-size KV buffers)."""
     import copy
 
-    from export.backends.onnx import export_onnx, fused_block_weights
+    from export.backends.onnx import OPSET, export_onnx, fused_block_weights
     from export.llm.onnx_ops import onnx_translations
     from export.llm.quant_onnx import check_onnx_quant_config
     from export.llm.wrapper_onnx import past_names, present_names
@@ -191,7 +190,7 @@ def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
         try:
             with torch.no_grad():
                 program = torch.onnx.export(p.module, p.example_inputs, dynamo=True, dynamic_shapes=p.dynamic_shapes, custom_translation_table=onnx_translations(),
-                                            input_names=names_in, output_names=names_out, opset_version=ONNX_OPSET, optimize=True, verbose=False)
+                                            input_names=names_in, output_names=names_out, opset_version=OPSET, optimize=True, verbose=False)
             program.save(str(folder / file))
         except Exception as err:
             raise HandheldError(f"ONNX export of LongVU's {name} failed: {type(err).__name__}: {error_line(err)}",
@@ -201,7 +200,7 @@ def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
     block_weights = fused_block_weights(m.llm) if quant.weight_bits == 4 else None
     summary = export_onnx(dec, folder / "decode.onnx", weight_bits=quant.weight_bits, output_bits=quant.output_bits, block_weights=block_weights)
     methods["decode"] = {"file": "decode.onnx", "inputs": inputs, "outputs": outputs, "onnx_graph": summary}
-    return {"model_file": "decode.onnx", "methods": methods, "onnx_opset": ONNX_OPSET}
+    return {"model_file": "decode.onnx", "methods": methods, "onnx_opset": OPSET}
 
 
 def export_longvu(cfg: LongVUConfig, out: Path, check_parity: bool = True, model: LongVUModel | None = None) -> dict:

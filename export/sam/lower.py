@@ -10,17 +10,14 @@ int8 is static: activation ranges come from real photos with real click maps (ca
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from export.errors import HandheldError
+from export.backends.onnx import OPSET, in_temp_dir
 
-ONNX_OPSET = 18  # static QDQ int8 activations fail at opset 21; 18-20 work
 
 
 def quantize_pt2e(module: torch.nn.Module, example: tuple, calibration: list[tuple]) -> torch.nn.Module:
@@ -67,27 +64,15 @@ def to_executorch(module: torch.nn.Module, example: tuple, out_file: Path) -> di
     return summary
 
 
-@contextlib.contextmanager
-def _in_temp_dir():
-    """onnxruntime's quantizer leaves augmented models in the working directory."""
-    cwd = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="handheld-ort-") as tmp:
-        os.chdir(tmp)
-        try:
-            yield Path(tmp)
-        finally:
-            os.chdir(cwd)
-
-
 def to_onnx(module: torch.nn.Module, example: tuple, names: tuple[list[str], list[str]], out_file: Path, calibration: list[tuple] | None) -> dict:
     """fp32 ONNX (calibration None) or QDQ int8 (per-channel int8 weights, int8 activations)."""
     import onnx
 
     out_file = Path(out_file).resolve()
-    with _in_temp_dir() as tmp:
+    with in_temp_dir() as tmp:
         fp32 = tmp / "fp32.onnx"
         with torch.no_grad():
-            torch.onnx.export(module.eval(), example, str(fp32), dynamo=True, opset_version=ONNX_OPSET,
+            torch.onnx.export(module.eval(), example, str(fp32), dynamo=True, opset_version=OPSET,
                               input_names=names[0], output_names=names[1], external_data=False, verbose=False)
         if calibration is None:
             os.replace(fp32, out_file)
@@ -108,7 +93,7 @@ def to_onnx(module: torch.nn.Module, example: tuple, names: tuple[list[str], lis
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     ops = collections.Counter(n.op_type for n in onnx.load(str(out_file)).graph.node)
-    return {"opset": ONNX_OPSET, "ops": dict(ops)}
+    return {"opset": OPSET, "ops": dict(ops)}
 
 
 def to_coreml(module: torch.nn.Module, example: tuple, names: tuple[list[str], list[str]], out_file: Path, int8: bool) -> dict:
