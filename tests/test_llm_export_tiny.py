@@ -185,3 +185,15 @@ def test_bench_reports_both_artifacts_and_their_ratios(tiny_artifact):
         assert m["prefill_tok_s"] > 0 and m["decode_tok_s"] > 0 and m["peak_rss_mb"] > 50
     ratio = report["ratios_vs_executorch_export_llm"]["1"]
     assert ratio["decode_tok_s"] == pytest.approx(ours["decode_tok_s"] / base["decode_tok_s"])
+
+
+def test_an_int8_kv_cache_is_refused_not_ignored(tiny_llama):
+    """The ExecuTorch program has no quantized cache yet: kv_cache_bits=8 must not export an fp32 one silently."""
+    import pytest
+
+    from export.config import LLMQuantConfig
+    from export.errors import HandheldError
+    from export.llm.quantize import quantize_llm
+
+    with pytest.raises(HandheldError, match="fp32 KV cache"):
+        quantize_llm(tiny_llama, LLMQuantConfig(kv_cache_bits=8, weight_method="rtn"))
