@@ -13,7 +13,8 @@ from export.errors import HandheldError, error_line
 
 
 def delegation_summary(edge_program) -> dict:
-    """Which ops XNNPACK took and which stayed on ExecuTorch's portable/custom kernels."""
+    """Which ops XNNPACK took and which stayed on ExecuTorch's portable/custom kernels; the same
+    keys for every model family."""
     from executorch.devtools.backend_debug import get_delegation_info
 
     info = get_delegation_info(edge_program.graph_module)
@@ -22,14 +23,16 @@ def delegation_summary(edge_program) -> dict:
     for op, row in info.delegation_by_operator.items():
         if row.delegated:
             delegated[op] = row.delegated
-        if row.non_delegated:
+        if row.non_delegated and op != "getitem":  # getitem only unpacks a delegate's outputs
             non_delegated[op] = row.non_delegated
     return {
-        "num_delegated_subgraphs": info.num_delegated_subgraphs,
-        "num_delegated_nodes": info.num_delegated_nodes,
-        "num_non_delegated_nodes": info.num_non_delegated_nodes,
+        "delegated_subgraphs": info.num_delegated_subgraphs,
+        "delegated_nodes": info.num_delegated_nodes,
+        "non_delegated_nodes": info.num_non_delegated_nodes,
         "delegated_ops": dict(delegated),
         "non_delegated_ops": dict(non_delegated),
+        # a layout change between two delegates runs on portable kernels: what keeps int8 from paying
+        "layout_transposes_outside_delegate": sum(n for op, n in non_delegated.items() if "permute" in op or "transpose" in op),
     }
 
 

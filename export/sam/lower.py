@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.backends.executorch import delegation_summary
 from export.backends.onnx import OPSET, in_temp_dir
 
 
@@ -34,22 +35,6 @@ def quantize_pt2e(module: torch.nn.Module, example: tuple, calibration: list[tup
     return convert_pt2e(prepared)
 
 
-def delegation(edge_program) -> dict:
-    """Op counts XNNPACK took and those left to ExecuTorch's portable kernels."""
-    from executorch.devtools.backend_debug import get_delegation_info
-
-    info = get_delegation_info(edge_program.graph_module)
-    rows = info.delegation_by_operator.items()
-    return {
-        "delegated_subgraphs": info.num_delegated_subgraphs,
-        "delegated_nodes": info.num_delegated_nodes,
-        "non_delegated_nodes": info.num_non_delegated_nodes,
-        # getitem nodes only unpack a delegate's outputs; anything else left out runs on portable kernels
-        "non_delegated_ops": {op: r.non_delegated for op, r in rows if r.non_delegated and op != "getitem"},
-        "layout_transposes_outside_delegate": sum(r.non_delegated for op, r in rows if "permute" in op or "transpose" in op),
-    }
-
-
 def to_executorch(module: torch.nn.Module, example: tuple, out_file: Path) -> dict:
     """torch.export -> Edge -> XNNPACK -> .pte; returns the delegation summary."""
     import executorch.kernels.quantized  # noqa: F401  (out variants for any quantize op left outside XNNPACK)
@@ -59,7 +44,7 @@ def to_executorch(module: torch.nn.Module, example: tuple, out_file: Path) -> di
     with torch.no_grad():
         ep = torch.export.export(module, example, strict=False)
     edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
-    summary = delegation(edge.exported_program())
+    summary = delegation_summary(edge.exported_program())
     Path(out_file).write_bytes(edge.to_executorch().buffer)
     return summary
 
