@@ -27,10 +27,14 @@ def load_executorch(path: Path, threads: int = 1) -> Forward:
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
     from executorch.runtime import Runtime
 
-    _unsafe_reset_threadpool(threads)  # XNNPACK's pool; torch's OpenMP is pinned by OMP_NUM_THREADS
+    from runtime.executorch_runner import native_stderr_silenced
+
+    with native_stderr_silenced():  # the bindings' log lines (cpuinfo, threadpool)
+        _unsafe_reset_threadpool(threads)  # XNNPACK's pool; torch's OpenMP is pinned by OMP_NUM_THREADS
 
     try:
-        method = Runtime.get().load_program(str(path)).load_method("forward")
+        with native_stderr_silenced():
+            method = Runtime.get().load_program(str(path)).load_method("forward")
     except Exception as err:
         raise HandheldError(f"ExecuTorch could not load {path} ({type(err).__name__})", "re-export it with this Handheld version") from None
 

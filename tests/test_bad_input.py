@@ -423,6 +423,19 @@ def test_a_clean_run_prints_handhelds_lines_only(world):
     assert proc.stdout.decode().rstrip().endswith("bundle OK")
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_executorch_bindings_log_lines_stay_behind_verbose(verbose, monkeypatch, capsys):
+    """ExecuTorch's Python bindings hand cpuinfo's and the threadpool's log lines to Python's
+    sys.stderr (they reached `make demo`'s output); --verbose shows them."""
+    from runtime.executorch_runner import set_threads
+
+    monkeypatch.delenv("HANDHELD_NATIVE_LOGS", raising=False)
+    monkeypatch.setenv("HANDHELD_VERBOSE", "1" if verbose else "0")
+    set_threads(2)
+    err = capsys.readouterr().err
+    assert ("threadpool" in err) == verbose, err
+
+
 def test_a_bug_is_reported_as_one_line_and_verbose_shows_the_traceback(world, monkeypatch, capsys):
     import export.bundle.verify as verify
 

@@ -146,3 +146,23 @@ def test_bench_measures_each_variant(tiny_artifacts):
     assert all(r["first_mask_ms"] > 0 and r["per_click_ms"] > 0 and r["peak_rss_mb"] > 50 for r in rows.values())
     assert rows["squeezesam int8"]["size_mb"] < rows["squeezesam fp32"]["size_mb"]
     json.dumps(result)
+
+
+def test_cli_export_records_a_checkpoint_path_given_on_the_command_line(tmp_path, capsys):
+    """--checkpoint arrives as a Path: the manifest records it as a string (it crashed with a
+    JSON TypeError after the whole export)."""
+    import json
+
+    import torch
+
+    from export.cli import main
+    from export.sam.config import SAM_PRESETS
+    from export.sam.model import build, save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(build(SAM_PRESETS["tiny-test"]).eval(), tmp_path / "tiny.pt", half=False)
+    code = main(["export", "sam", "--backend", "onnx", "--checkpoint", str(tmp_path / "tiny.pt"), "--out", str(tmp_path / "onnx"), "--calibration-images", "2"])
+    err = capsys.readouterr().err
+    assert code in (0, 2) and "unexpected" not in err, err  # 2: a random tiny model may miss a parity tolerance
+    manifest = json.loads((tmp_path / "onnx" / "manifest.json").read_text())
+    assert manifest["export_config"]["checkpoint"] == str(tmp_path / "tiny.pt")

@@ -144,9 +144,13 @@ def quiet_toolchain_logs(verbose: bool = False) -> None:
     import warnings
 
     if verbose:
+        logging.disable(logging.NOTSET)
         return
     for name in ("torchao", "torch", "torch.utils._pytree", "torch._export", "torch.export", "coremltools", "onnxscript", "executorch", "root"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # libraries set their own loggers' levels when they load (torch.onnx's exporter, ExecuTorch's
+    # CoreML partitioner at INFO), after this runs: drop their records below ERROR everywhere
+    logging.disable(logging.WARNING)
     warnings.simplefilter("ignore")
 
 

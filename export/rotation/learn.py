@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,6 @@ from export.rotation.cayley import CayleySGD
 from export.rotation.fuse import fuse_rms_norms
 from export.rotation.rotation_file import save_rotation_file
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -259,9 +258,9 @@ def learn_rotations(model, windows: torch.Tensor, recipe: RotationRecipe, out: s
             start, history = state["step"], state["history"]
             for _ in range(start):
                 sched.step()
-            log.info("resuming from %s at step %d", resume_file, start)
+            print(f"resuming from {resume_file} at step {start}", file=sys.stderr)
         else:
-            log.warning("ignoring %s: it was written by another recipe", resume_file)
+            print(f"ignoring {resume_file}: it was written by another recipe", file=sys.stderr)
     t0 = time.perf_counter() - history["seconds"]
     c0 = time.process_time() - history.get("cpu_seconds", 0.0)
     bar = tqdm(range(start, recipe.steps), initial=start, total=recipe.steps, desc="learning R1/R2", disable=not progress)

@@ -144,6 +144,8 @@ class SamExportConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "backend", parse_enum(Backend, self.backend, "backend"))
+        if self.checkpoint is not None:  # the CLI hands a Path; the manifest records a string
+            object.__setattr__(self, "checkpoint", str(self.checkpoint))
         if self.calibration_images < 1:
             raise HandheldError("calibration_images must be >= 1", "use e.g. 8")
 
