@@ -135,7 +135,8 @@ def render_png(records: list[dict], path: Path) -> Path:
     color = lambda rows: [DEVICE_COLORS[r[3]] for r in rows]  # noqa: E731
     _bars(fig.add_subplot(grid[0, 0]), latency, "Latency (lower is better)", "ms", color(latency))
     _bars(fig.add_subplot(grid[0, 1]), [(f"{r[0]} ({r[2]})", r[1]) for r in throughput], "Throughput (higher is better)", "tokens or frames per second", color(throughput))
-    _bars(fig.add_subplot(grid[1, 0]), size_rows(records), "Artifact size", "MiB")
+    # the whole folder: a SqueezeSAM folder also holds its fp32 variant and the teacher it is timed against
+    _bars(fig.add_subplot(grid[1, 0]), size_rows(records), "Artifact folder size (every file: variants, baselines)", "MiB")
     _bars(fig.add_subplot(grid[1, 1]), [(f"{label}: {h['op'][:40]}", 100 * h["share"]) for label, h in hot], "ETDump hot spots", "% of operator time")
 
     ax = fig.add_subplot(grid[2, :])
@@ -188,7 +189,7 @@ def render_html(records: list[dict], png: Path, path: Path, sources: list[Path],
         f'<img alt="benchmark charts" src="data:image/png;base64,{image}">',
         "<h2>Metrics</h2>" + _table(["result", "runner", "metric", "variant", "threads", "value", "unit", "samples"], metrics),
         "<h2>Parity</h2>" + (_table(header, parity) if parity else "<p>no parity numbers</p>"),
-        "<h2>Sizes</h2>" + _table(["model [backend]", "MiB"], [[k, f"{v:.2f}"] for k, v in size_rows(records)]),
+        "<h2>Artifact folder sizes (every file: variants, baselines)</h2>" + _table(["model [backend]", "MiB"], [[k, f"{v:.2f}"] for k, v in size_rows(records)]),
         "<h2>ETDump hot spots</h2>" + (_table(["result", "operator", "total ms", "calls", "share"], hot) if hot else "<p>no ETDump profiles in these results</p>"),
     ]
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>Handheld report</title><style>{style}</style></head><body>{''.join(sections)}</body></html>\n")
