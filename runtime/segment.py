@@ -47,7 +47,11 @@ class Segmenter:
     def from_checkpoint(cls, path: Path | None = None) -> "Segmenter":
         from export.sam.model import load_checkpoint, shipped_checkpoint
 
-        model = load_checkpoint(path or shipped_checkpoint())
+        return cls.from_model(load_checkpoint(path or shipped_checkpoint()))
+
+    @classmethod
+    def from_model(cls, model) -> "Segmenter":
+        """An eager SqueezeSam module (on the CPU, eval mode)."""
 
         def forward(image, clicks):
             with torch.no_grad():

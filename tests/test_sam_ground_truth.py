@@ -119,3 +119,16 @@ def test_eval_sam_writes_the_numbers_and_the_contact_sheet(tmp_path, capsys):
     assert (out / "contact_sheet.png").stat().st_size > 10_000
     assert main(["eval", "sam", str(tmp_path / "tiny.pt"), "--out", str(out)]) == 2  # exists: --force
     assert main(["eval", "sam", str(tmp_path / "tiny.pt"), "--out", str(out), "--force"]) == 0  # its own folder
+
+
+def test_a_training_run_reports_its_model_against_the_ground_truth():
+    import torch
+
+    from export.sam.config import SAM_PRESETS
+    from export.sam.model import build
+    from export.sam.train import ground_truth_summary
+
+    torch.manual_seed(0)
+    summary = ground_truth_summary(build(SAM_PRESETS["tiny-test"]).eval())
+    assert summary["whole_objects"] >= 10 and summary["part_cases"] >= 8
+    assert 0.0 <= summary["miou_1_clicks"] <= 1.0 and 0.0 <= summary["miou_auto_vs_salient"] <= 1.0

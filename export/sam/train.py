@@ -210,5 +210,16 @@ def train(cfg: TrainConfig) -> dict:
     bar.close()
     model.eval().cpu()
     metrics = evaluate(model, held)
-    save_checkpoint(model, out, half=True, train_config=cfg.__dict__ | {"images": list(cfg.images)}, steps_done=step, held_out=metrics)
-    return {"checkpoint": str(out), "steps": step, **metrics}
+    truth = ground_truth_summary(model)
+    save_checkpoint(model, out, half=True, train_config=cfg.__dict__ | {"images": list(cfg.images)}, steps_done=step, held_out=metrics, ground_truth=truth)
+    return {"checkpoint": str(out), "steps": step, **metrics, "ground_truth": truth}
+
+
+def ground_truth_summary(model) -> dict:
+    """The trained model against the hand-checked ground truth (what `handheld eval sam` reports)."""
+    from export.sam.data import held_out_images
+    from export.sam.evaluate import evaluate_on_ground_truth
+    from export.sam.ground_truth import load_ground_truth
+    from runtime.segment import Segmenter
+
+    return evaluate_on_ground_truth(Segmenter.from_model(model), load_ground_truth(), held_out_images())["summary"]
