@@ -25,7 +25,7 @@ def _sam_bench(folder: Path) -> dict:
     """The SqueezeSAM step prints its bench but keeps no JSON: measure once more (seconds)."""
     from export.sam.bench import bench_artifact
 
-    return bench_artifact(folder, threads=(2,), runs=3)
+    return bench_artifact(folder, threads=(2,), runs=3, show=False)  # a record, not a table
 
 
 def host_results(root: Path, out: Path) -> list[Path]:

@@ -124,7 +124,9 @@ def peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == "darwin" else 1)
 
 
-def bench_artifact(folder: Path, baseline: Path | None = None, threads=(1, 2), runs: int = 5) -> dict:
+def bench_artifact(folder: Path, baseline: Path | None = None, threads=(1, 2), runs: int = 5, show: bool = True) -> dict:
+    """Time every variant (and the teacher, when the folder holds it) in worker processes;
+    `show` prints the table (the demo prints it inside its own step report instead)."""
     folder = Path(folder)
     manifest = load_manifest(folder)
     if manifest["backend"] == "coreml":
@@ -141,8 +143,8 @@ def bench_artifact(folder: Path, baseline: Path | None = None, threads=(1, 2), r
             numbers = _in_subprocess(kind, folder, variant, n, runs)
             rows.append({"model": f"{kind} {variant}", "threads": n, "size_mb": sizes[f"{kind} {variant}"], **numbers})
     result = {"backend": manifest["backend"], "runs": runs, "image": "skimage astronaut (512x512)", "rows": rows, "ratios": ratios(rows)}
-    for line in format_table(result):
-        print(line)
+    if show:
+        print("\n".join(format_table(result)))
     return result
 
 

@@ -39,7 +39,7 @@ def run_demo(out_root: Path) -> StepReport:
         parity = export_sam(cfg, folder)
         verdicts[backend] = verdict(parity)
         report.lines += [f" {folder}"] + format_report(parity)
-    bench = bench_artifact(root / "executorch", threads=(1, 2), runs=5)
+    bench = bench_artifact(root / "executorch", threads=(1, 2), runs=5, show=False)
     report.lines += ["  bench (ExecuTorch/XNNPACK, this machine):"] + ["   " + line for line in format_table(bench)]
     segmenter = Segmenter.from_artifact(root / "executorch", "int8")
     photo = held_out_images()["astronaut"]
