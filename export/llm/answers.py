@@ -5,8 +5,8 @@ A 135M-parameter model is often undecided between two openings of an answer: Smo
 fp32 leads "The capital of France is Paris" over "L'..." by 0.08 logits on "What is the capital
 of France?". Any quantization moves first-token logits by about a logit, so such a question
 tests the coin, not the artifact. The demo and the chat tests ask questions whose float answer
-is decided (`DECIDED_MARGIN`), and `python -m export.llm.answers OUT.json` measures a question
-list on fp32 and every backend's simulation, side by side.
+is decided (`DECIDED_MARGIN`), and `python -m export.llm.answers [OUT.json]` measures a question
+list on fp32 and every backend's simulation, side by side (docs/answer_margins.json).
 """
 
 from __future__ import annotations
@@ -70,8 +70,10 @@ def measure_questions(backends=("executorch", "onnx", "coreml"), questions=QUEST
 
 
 if __name__ == "__main__":
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("artifacts/answer_margins.json")
     results = measure_questions()
-    Path(sys.argv[1]).write_text(json.dumps(results, indent=1) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
     for q, by_model in results.items():
         cells = ["{} {}".format(name, "-" if r["min_margin"] is None else "{:.2f}".format(r["min_margin"])) for name, r in by_model.items()]
         print(f"{q:56} {'  '.join(cells)}")
