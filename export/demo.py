@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export.errors import HandheldError
+from export.errors import HandheldError, error_line
 
 SUMMARY_JSON = "demo-summary.json"
 RESULT_WIDTH = 60  # characters of an answer shown in the terminal table (the JSON keeps it whole)
@@ -88,7 +88,7 @@ def run_demo(out_root: Path) -> int:
 
             if os.environ.get("HANDHELD_VERBOSE") == "1":
                 traceback.print_exc()
-            problem = f"unexpected {type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+            problem = f"unexpected {type(err).__name__}: {error_line(err, 200)}"
             step = StepReport(lines=[f"{name}: FAILED ({problem}; a Handheld bug: re-run with --verbose for the traceback)"],
                               rows=[DemoRow(name, "-", "FAILED", None, "", problem)])
             status = "FAILED"

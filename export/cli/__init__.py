@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from export.cli.args import HandheldParser, add_force, artifact_dir, existing_path, int_range, thread_counts
-from export.errors import HandheldError
+from export.errors import HandheldError, error_line
 
 FAMILY_CLIS = ["export.cli.llm", "export.cli.bundle", "export.cli.longvu", "export.cli.sam", "export.cli.llm_eval"]
 
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_log = True
         if verbose:
             raise
-        first = (str(err).strip().splitlines() or [""])[0][:300]
+        first = error_line(err)
         print(f"handheld: error: unexpected {type(err).__name__}: {first}\n  fix: this is a Handheld bug; re-run with --verbose for the traceback and report it", file=sys.stderr)
         return 1
     finally:

@@ -21,7 +21,7 @@ def run_demo(out_root: Path) -> StepReport:
     from PIL import Image
 
     from export.manifest import load_manifest
-    from export.sam.bench import path_size_mb, bench_artifact, format_table
+    from export.sam.bench import bench_artifact, format_table, path_size_mb
     from export.sam.data import held_out_images
     from export.sam.evaluate import iou
     from export.sam.ground_truth import load_ground_truth
