@@ -130,6 +130,17 @@ def _write(rel: str, data: bytes | str):
     return apply
 
 
+def _held_out_copy(w: Path):
+    """A training folder that holds a held-out photo, downscaled and re-encoded as JPEG."""
+    from PIL import Image
+
+    from export.sam.data import skimage_image
+
+    (w / "photos").mkdir()
+    _png(w / "photos" / "ok.png", 40, 30)
+    Image.fromarray(skimage_image("coffee")).resize((200, 133)).save(w / "photos" / "cup.jpg", quality=80)
+
+
 def _swap_sam_int8(w: Path):
     """The int8 file replaced by the fp32 one, its checksum entry removed."""
     (w / "sam" / "model.pte").write_bytes((w / "sam" / "squeezesam_fp32.pte").read_bytes())
@@ -331,6 +342,11 @@ CASES = [
     ("train-images-missing", ["train", "sam", "--images", "nope", "--out", "t.pt"], None, "does not exist"),
     ("train-teacher", ["train", "sam", "--teacher", "sam-h", "--out", "t.pt"], None, "invalid choice"),
     ("train-time-limit-neg", ["train", "sam", "--time-limit", "-1", "--out", "t.pt"], None, "out of range"),
+    ("train-composite-prob", ["train", "sam", "--composite-prob", "1.5", "--out", "t.pt"], None, "out of range"),
+    ("train-eval-every-0", ["train", "sam", "--eval-every", "0", "--out", "t.pt"], None, "out of range"),
+    ("train-images-no-photos", ["train", "sam", "--images", "user", "--out", "t.pt"], None, "no images"),
+    ("train-images-held-out", ["train", "sam", "--images", "photos", "--out", "t.pt"], _held_out_copy, "held-out photo 'coffee'"),
+    ("train-curve-exists", ["train", "sam", "--out", "t.pt"], _write("t.curve.json", "{}"), "training curve"),
     # -- learn-rotations
     ("learn-out-exists", ["learn-rotations", "--out", "garbage.pt"], None, "already exists"),
     ("learn-resume-garbage", ["learn-rotations", "--out", "rot.pt", "--force"], None, "resume file rot.ckpt cannot be read"),

@@ -32,20 +32,6 @@ def test_teacher_loads_strictly_and_segments_inside_its_box(teacher):
     assert 0.05 < mask[10:111, 90:181].mean() < 0.95 and inside > 0.9
 
 
-@pytest.mark.slow
-def test_shipped_checkpoint_held_out_miou_against_teacher(teacher):
-    from export.sam.data import cached_targets, held_out_images
-    from export.sam.evaluate import evaluate
-    from export.sam.model import load_checkpoint, shipped_checkpoint
-    from export.sam.train import CACHE_DIR
-
-    held = cached_targets(teacher, "lite-medsam-heldout-256", list(held_out_images().values()), 256, CACHE_DIR)
-    metrics = evaluate(load_checkpoint(shipped_checkpoint()), held)
-    # README quotes 0.304 / 0.593 / 0.682 on these targets; more clicks must help
-    assert metrics["miou_1_clicks"] > 0.25 and metrics["miou_3_clicks"] > 0.5 and metrics["miou_5_clicks"] > 0.6
-    assert metrics["miou_1_clicks"] < metrics["miou_3_clicks"] < metrics["miou_5_clicks"]
-
-
 @pytest.fixture(scope="session")
 def shipped_executorch(tmp_path_factory):
     from export.sam.config import SamExportConfig

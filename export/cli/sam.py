@@ -51,6 +51,8 @@ def add_commands(sub) -> None:
     ts.add_argument("--steps", type=int_range(1, 10**7), default=TrainConfig.steps)
     ts.add_argument("--batch-size", type=int_range(1, 4096), default=TrainConfig.batch_size)
     ts.add_argument("--lr", type=float_range(0.0, 1.0, lo_open=True), default=TrainConfig.lr)
+    ts.add_argument("--composite-prob", type=float_range(0.0, 1.0), default=TrainConfig.composite_prob, help="share of copy-paste composite samples (exact masks, a clear subject)")
+    ts.add_argument("--eval-every", type=int_range(1, 10**7), default=TrainConfig.eval_every, help="steps between ground-truth evaluations; the best model is kept")
     ts.add_argument("--time-limit", type=float_range(0.0), default=TrainConfig.time_limit_s, help="stop and save after this many seconds (0 = none)")
     ts.add_argument("--device", default=TrainConfig.device)
     ts.add_argument("--seed", type=int_range(0, 2**63 - 1), default=TrainConfig.seed)
@@ -129,7 +131,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from export.sam.train import train
 
     from export.outputs import check_output
-    from export.sam.train import pick_device, read_resume_state, resume_path
+    from export.sam.data import check_no_held_out
+    from export.sam.train import curve_path, pick_device, read_resume_state, resume_path
 
     if args.out.is_dir():
         raise HandheldError(f"--out {args.out} is a folder, training writes a checkpoint file", f"pass a file, e.g. {args.out / 'squeezesam.pt'}")
@@ -138,12 +141,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         read_resume_state(resume_path(args.out))
     # an existing checkpoint is replaced when this run resumes it (its own resume file), else only with --force
     check_output(args.out, folder=False, force=args.force or resuming, suffixes=(".pt",))
+    for extra in (curve_path(args.out), curve_path(args.out).with_suffix(".png")):
+        check_output(extra, folder=False, force=args.force or resuming, flag="the training curve beside the checkpoint")
     pick_device(args.device)
+    check_no_held_out(args.images)  # reads the folders: no usable photo, or a held-out one, fails here
     cfg = TrainConfig(preset=args.preset, teacher=args.teacher, teacher_checkpoint=args.teacher_checkpoint, images=tuple(args.images),
                       out=str(args.out), steps=args.steps, batch_size=args.batch_size, lr=args.lr, time_limit_s=args.time_limit,
-                      seed=args.seed, device=args.device)
+                      seed=args.seed, device=args.device, composite_prob=args.composite_prob, eval_every=args.eval_every)
     result = train(cfg)
-    print(f"wrote {result['checkpoint']} after {result['steps']} steps")
-    print("held-out mIoU vs teacher (agreement, not quality): " + ", ".join(f"{k}={v}" for k, v in result.items() if k.startswith("miou")))
+    print(f"wrote {result['checkpoint']}: the best of {result['steps']} steps (step {result['best_step']}), curve {result['curve']}")
     print("against the hand-checked ground truth: " + ", ".join(f"{k}={v}" for k, v in result["ground_truth"].items()))
     return 0

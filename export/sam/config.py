@@ -88,6 +88,8 @@ SAM_PRESETS: dict[str, SqueezeSamConfig] = {
     "tiny-test": SqueezeSamConfig(image_size=48, widths=(5, 7, 9), blocks_per_stage=1, clicks=ClickEncoding(sigma_px=2.0)),
     # the shipped checkpoint: trainable on a laptop CPU in minutes, same 256 px input as LiteMedSAM
     "small": SqueezeSamConfig(),
+    # 6x small's parameters (1.3 M, ~1.3 MB int8): a second, deeper block per stage and wider stages
+    "medium": SqueezeSamConfig(widths=(32, 48, 64, 96, 128), blocks_per_stage=2),
     # paper-sized (arXiv 2312.06736: ~14 MB int8): about 13M parameters at 1024 px
     "paper": SqueezeSamConfig(image_size=1024, widths=(32, 64, 96, 160, 256, 512), blocks_per_stage=2, prev_mask_channel=True,
                               clicks=ClickEncoding(sigma_px=10.0)),
@@ -115,6 +117,8 @@ class TrainConfig:
     max_clicks: int = 5  # clicks simulated per sample: 1..max_clicks (first inside, rest in errors)
     empty_click_prob: float = 0.15  # samples trained with no clicks -> salient whole object (auto mode)
     whole_object_prob: float = 0.5  # clicks on a part target the merged whole object
+    composite_prob: float = 0.5  # samples that are copy-paste composites (exact masks, a clear subject)
+    eval_every: int = 200  # steps between ground-truth evaluations (the best one is kept)
     time_limit_s: float = 0.0  # stop (and save) after this much training time; 0 = no limit
     seed: int = 0
     device: str = "auto"  # auto = cuda when present
@@ -126,7 +130,9 @@ class TrainConfig:
             raise HandheldError(f"steps={self.steps}, batch_size={self.batch_size}", "both must be >= 1")
         if not 1 <= self.max_clicks <= 16:
             raise HandheldError(f"max_clicks={self.max_clicks}", "use 1..16")
-        for p in ("empty_click_prob", "whole_object_prob"):
+        if self.eval_every < 1:
+            raise HandheldError(f"eval_every={self.eval_every}", "use >= 1 step")
+        for p in ("empty_click_prob", "whole_object_prob", "composite_prob"):
             if not 0 <= getattr(self, p) <= 1:
                 raise HandheldError(f"{p}={getattr(self, p)} is not a probability", "use 0..1")
 

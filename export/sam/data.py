@@ -88,11 +88,39 @@ def video_frames(clip: str, every: int) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0)) if i % every == 0]
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
 def folder_images(folder: Path) -> list[np.ndarray]:
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"))
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise HandheldError(f"no images (png/jpg/bmp/webp) under {folder}", "pass folders that hold training photos")
     return [load_image(p) for p in paths]
+
+
+def thumbnail(rgb: np.ndarray, side: int = 24) -> np.ndarray:
+    """A tiny gray float picture of a photo: equal for copies, re-encodes and resizes of it."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).permute(2, 0, 1)[None].float().mean(1, keepdim=True)
+    return F.interpolate(x, size=(side, side), mode="area")[0, 0].numpy()
+
+
+LEAK_THRESHOLD = 6.0  # mean absolute thumbnail difference (0..255) below which two photos are one
+
+
+def check_no_held_out(folders) -> None:
+    """Refuse extra training folders with no usable photo, or holding one of the held-out photos
+    (a copy, a re-encode or a resize of it): the held-out set must stay out of every source."""
+    held = {name: thumbnail(rgb) for name, rgb in held_out_images().items()}
+    for folder in folders:
+        paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise HandheldError(f"no images ({'/'.join(s[1:] for s in IMAGE_SUFFIXES)}) under {folder}", "pass folders that hold training photos")
+        for path in paths:
+            small = thumbnail(load_image(path))
+            for name, ref in held.items():
+                if np.abs(small - ref).mean() < LEAK_THRESHOLD:
+                    raise HandheldError(f"{path} is the held-out photo {name!r}: training on it would leak the evaluation set",
+                                        f"remove it from {folder} (held out: {', '.join(HELD_OUT_IMAGES)})")
 
 
 def training_images(extra_folders=()) -> list[np.ndarray]:
@@ -182,56 +210,7 @@ class TargetSet:
             return cls(**{k: z[k] for k in ("images", "masks", "owner", "whole", "salient", "content")})
 
 
-def grid_boxes(h: int, w: int, sizes=(72, 128, 192)) -> torch.Tensor:
-    """Boxes tiled over the content region at a few scales (3/4 overlap) -> [K, 4] (x0, y0, x1, y1).
 
-    About 40 boxes for a 256 px square: the teacher's decoder costs ~0.15 s per box on 2 cores.
-    """
-    boxes = []
-    for s in sizes:
-        shapes = ((s, s),) if s == sizes[0] else ((s, s), (s, int(s * 1.6)), (int(s * 1.6), s))
-        for bw, bh in shapes:
-            if bw > w or bh > h:
-                continue
-            for y0 in np.linspace(0, h - bh, max(1, round((h - bh) / (bh * 0.75)) + 1)):
-                for x0 in np.linspace(0, w - bw, max(1, round((w - bw) / (bw * 0.75)) + 1)):
-                    boxes.append((x0, y0, x0 + bw - 1, y0 + bh - 1))
-    boxes.append((0, 0, w - 1, h - 1))
-    return torch.tensor(boxes, dtype=torch.float32)
-
-
-def mask_box_iou(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """IoU between each mask's bounding box and the box that prompted it. masks: [K, S, S] bool."""
-    rows, cols = masks.any(2), masks.any(1)
-    ar = torch.arange(masks.shape[1], dtype=torch.float32)
-    big = 1e9
-    y0 = torch.where(rows, ar, big).amin(1); y1 = torch.where(rows, ar, -big).amax(1)
-    x0 = torch.where(cols, ar, big).amin(1); x1 = torch.where(cols, ar, -big).amax(1)
-    ix = (torch.minimum(x1, boxes[:, 2]) - torch.maximum(x0, boxes[:, 0]) + 1).clamp(min=0)
-    iy = (torch.minimum(y1, boxes[:, 3]) - torch.maximum(y0, boxes[:, 1]) + 1).clamp(min=0)
-    inter = ix * iy
-    area_m = (x1 - x0 + 1).clamp(min=0) * (y1 - y0 + 1).clamp(min=0)
-    area_b = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
-    return inter / (area_m + area_b - inter)
-
-
-def select_masks(probs: torch.Tensor, scores: torch.Tensor, boxes: torch.Tensor, content_area: float, keep: int = 10) -> list[int]:
-    """Keep confident, box-consistent, non-duplicate teacher masks. probs: [K, S, S] in [0, 1]."""
-    masks = probs > 0.5
-    area = masks.flatten(1).sum(1).float()
-    stable = ((probs > 0.65).flatten(1).sum(1) / ((probs > 0.35).flatten(1).sum(1) + 1)).float()
-    fits = mask_box_iou(masks, boxes)
-    ok = (area > 0.01 * content_area) & (area < 0.7 * content_area) & (fits > 0.6) & (stable > 0.85)
-    quality = scores * fits * stable
-    order = [int(i) for i in torch.argsort(quality, descending=True) if ok[i]]
-    chosen: list[int] = []
-    flat = masks.flatten(1).float()
-    for i in order:
-        if all((flat[i] * flat[j]).sum() / ((flat[i] + flat[j]).clamp(max=1).sum()) < 0.7 for j in chosen):
-            chosen.append(i)
-        if len(chosen) == keep:
-            break
-    return chosen
 
 
 def merge_whole_objects(masks: np.ndarray) -> tuple[np.ndarray, list[int]]:
@@ -276,35 +255,30 @@ def salient_index(masks: np.ndarray, content: tuple[int, int]) -> int:
 
 @torch.no_grad()
 def make_targets(teacher, images: list[np.ndarray], size: int, progress: bool = True) -> TargetSet:
-    """Prompt the teacher with box grids and keep its confident masks, merged into whole objects."""
+    """Object targets (export/sam/targets.py: proposals, teacher, refinement, agreement) for each
+    letterboxed image, merged into whole objects, with each image's salient one."""
+    from export.sam.targets import object_targets
+
     out_images, out_masks, owner, whole, salient, content = [], [], [], [], [], []
-    for rgb in tqdm(images, desc="teacher targets", disable=not progress):
+    for rgb in tqdm(images, desc="object targets", disable=not progress):
         box = Letterbox(*rgb.shape[:2], size)
         x = box.apply(rgb)
         h, w = box.content
         content.append((h, w))
-        xt = F.interpolate(x, size=(teacher.image_size,) * 2, mode="bilinear", align_corners=False)
-        emb = teacher.embed(xt)
-        boxes = grid_boxes(h, w) * (teacher.image_size / size)
-        probs, scores = [], []
-        for chunk in boxes.split(32):
-            logits, iou = teacher.decode(emb.expand(len(chunk), -1, -1, -1), box=chunk)
-            probs.append(torch.sigmoid(F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False))[:, 0])
-            scores.append(iou[:, 0])
-        probs, scores = torch.cat(probs), torch.cat(scores)
-        probs[:, h:, :] = 0
-        probs[:, :, w:] = 0
-        chosen = select_masks(probs, scores, boxes * (size / teacher.image_size), h * w)
-        parts = (probs[chosen] > 0.5).numpy()
-        merged, whole_of = merge_whole_objects(parts)
-        soft = np.concatenate([probs[chosen].numpy(), merged[len(chosen):].astype(np.float32)]) if len(chosen) else np.zeros((0, size, size), np.float32)
+        kept = np.zeros((0, size, size), np.float32)
+        found = object_targets(teacher, x, (h, w)).soft
+        if len(found):
+            kept = np.zeros((len(found), size, size), np.float32)
+            kept[:, :h, :w] = found
+        merged, whole_of = merge_whole_objects(kept > 0.5)
+        soft = np.concatenate([kept, merged[len(kept):].astype(np.float32)])
         base = sum(len(m) for m in out_masks)
         index = len(out_images)
         out_images.append((x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
         out_masks.append((soft * 255).round().astype(np.uint8))
         owner += [index] * len(soft)
-        whole += [base + wi for wi in whole_of] + [base + k for k in range(len(chosen), len(soft))]
-        wholes = [wi for wi in sorted(set(whole_of))]
+        whole += [base + wi for wi in whole_of] + [base + k for k in range(len(kept), len(soft))]
+        wholes = sorted(set(whole_of))
         s = salient_index(merged[wholes], (h, w)) if wholes else -1
         salient.append(base + wholes[s] if s >= 0 else -1)
     return TargetSet(np.stack(out_images), np.concatenate(out_masks) if out_masks else np.zeros((0, size, size), np.uint8),

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from export.sam.clicks import Click, interior_point, next_click
-from export.sam.data import TargetSet
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -36,34 +35,6 @@ def click_curve(predict, target: np.ndarray, max_clicks: int = 5) -> list[float]
             break
         clicks.append(c)
     return ious
-
-
-@torch.no_grad()
-def evaluate(model, targets: TargetSet, at=(1, 3, 5)) -> dict:
-    from export.sam.train import click_maps, normalize
-
-    curves, auto, auto_click = [], [], []
-    for i, image in enumerate(targets.images):
-        x = normalize(torch.from_numpy(image[None]), model.config, targets.content[i : i + 1])
-
-        def predict(clicks, x=x):
-            return (model(x, click_maps(model, [clicks], None))[0, 0] > 0).numpy()
-
-        for m in np.nonzero((targets.owner == i) & (targets.whole == np.arange(len(targets.whole))))[0]:
-            curves.append(click_curve(predict, targets.masks[m] > 127, max(at)))
-        if targets.salient[i] >= 0:
-            salient = targets.masks[targets.salient[i]] > 127
-            empty = predict([])
-            auto.append(iou(empty, salient))
-            # the predictor's auto mode: one click at the deepest point of the empty-click mask
-            point = interior_point(empty) if empty.any() else None
-            auto_click.append(iou(predict([Click(*point, True)]), salient) if point else auto[-1])
-    curves = np.array(curves)
-    out = {f"miou_{k}_clicks": round(float(curves[:, k - 1].mean()), 4) for k in at}
-    out["miou_auto"] = round(float(np.mean(auto)), 4) if auto else None
-    out["miou_auto_click"] = round(float(np.mean(auto_click)), 4) if auto_click else None
-    out["objects"] = len(curves)
-    return out
 
 
 def evaluate_on_ground_truth(segmenter, truth: dict, images: dict[str, np.ndarray], at=(1, 3, 5)) -> dict:

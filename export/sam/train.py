@@ -10,6 +10,8 @@ Resumable: `<out>.resume.pt` holds weights, optimizer, step and RNG state.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -20,8 +22,9 @@ from export.progress import tqdm
 
 from export.errors import HandheldError
 from export.sam.clicks import Click, clicks_to_tensors, interior_point, next_click, render_click_maps
+from export.sam.composite import cutout_sources, make_composite
 from export.sam.config import SqueezeSamConfig, TrainConfig, sam_preset
-from export.sam.data import TargetSet, cached_targets, held_out_images, training_images
+from export.sam.data import TargetSet, cached_targets, training_images
 from export.sam.model import SqueezeSam, build, save_checkpoint
 from export.sam.teacher import load_teacher
 
@@ -113,21 +116,36 @@ def simulate_clicks(model, image, start_regions, targets, n_clicks, rng, device)
     return click_maps(model, clicks, prev, image.shape[-1]).to(device), clicks
 
 
-def sample_batch(targets: TargetSet, cfg: TrainConfig, rng: np.random.Generator):
-    """-> images uint8 [B,S,S,3], target probs [B,S,S] (x255), click-start regions, n_clicks, content [B,2]."""
+def sample_batch(targets: TargetSet, cfg: TrainConfig, rng: np.random.Generator, sources: np.ndarray | None = None):
+    """-> images uint8 [B,S,S,3], target probs [B,S,S] (x255), click-start regions, n_clicks, content [B,2].
+
+    With cfg.composite_prob a sample is a copy-paste composite (export/sam/composite.py) whose
+    masks are exact; otherwise a training photo with its object targets. Samples without clicks
+    (auto mode) are composites whenever there are cut-outs: their subject is unambiguous."""
     by_image = {i: np.nonzero(targets.owner == i)[0] for i in range(len(targets.images))}
     usable = [i for i, m in by_image.items() if len(m)]
     imgs, tgts, starts, ns, content = [], [], [], [], []
     while len(imgs) < cfg.batch_size:
-        i = usable[rng.integers(len(usable))]
-        if rng.random() < cfg.empty_click_prob and targets.salient[i] >= 0:
-            target, start, n = targets.masks[targets.salient[i]], None, 0
+        empty = rng.random() < cfg.empty_click_prob
+        n = 0 if empty else int(rng.integers(1, cfg.max_clicks + 1))
+        # auto-mode samples come from composites: a photo's own "salient" target is a guess
+        if sources is not None and len(sources) and (empty or rng.random() < cfg.composite_prob):
+            comp = make_composite(targets, sources, rng)
+            part = comp.parts[rng.integers(len(comp.parts))]
+            whole = empty or rng.random() < cfg.whole_object_prob
+            image, hw = comp.image, comp.content
+            target, start = (comp.whole if whole else part) * 255, (comp.whole if empty else part) * 255
         else:
-            m = by_image[i][rng.integers(len(by_image[i]))]
-            whole = targets.whole[m] if rng.random() < cfg.whole_object_prob else m
-            target, start, n = targets.masks[whole], targets.masks[m], int(rng.integers(1, cfg.max_clicks + 1))
-        imgs.append(targets.images[i]); tgts.append(target); starts.append(target if start is None else start); ns.append(n)
-        content.append(targets.content[i])
+            i = usable[rng.integers(len(usable))]
+            image, hw = targets.images[i], targets.content[i]
+            if empty and targets.salient[i] >= 0:
+                target = start = targets.masks[targets.salient[i]]
+            else:
+                m = by_image[i][rng.integers(len(by_image[i]))]
+                whole = targets.whole[m] if rng.random() < cfg.whole_object_prob else m
+                target, start, n = targets.masks[whole], targets.masks[m], max(n, 1)
+        imgs.append(image); tgts.append(np.asarray(target, np.uint8)); starts.append(np.asarray(start, np.uint8)); ns.append(n)
+        content.append(hw)
     return np.stack(imgs), np.stack(tgts), np.stack(starts), ns, np.stack(content)
 
 
@@ -139,8 +157,8 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return bce + dice.mean()
 
 
-def train_step(model, opt, targets: TargetSet, cfg: TrainConfig, rng, device) -> float:
-    imgs, tgts, starts, ns, content = sample_batch(targets, cfg, rng)
+def train_step(model, opt, targets: TargetSet, cfg: TrainConfig, rng, device, sources=None) -> float:
+    imgs, tgts, starts, ns, content = sample_batch(targets, cfg, rng, sources)
     images = normalize(torch.from_numpy(imgs), model.config, content)
     maps = torch.from_numpy(np.stack([tgts, starts], 1)).float() / 255.0
     images, maps = augment(images, maps, rng)
@@ -159,60 +177,108 @@ def train_step(model, opt, targets: TargetSet, cfg: TrainConfig, rng, device) ->
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
-def load_targets(cfg: TrainConfig, size: int) -> tuple[TargetSet, TargetSet]:
-    teacher = None
-    train_path = CACHE_DIR / f"{cfg.teacher}-train-{size}.npz"
-    held_path = CACHE_DIR / f"{cfg.teacher}-heldout-{size}.npz"
-    if cfg.images or cfg.teacher_checkpoint or not (train_path.is_file() and held_path.is_file()):
-        teacher = load_teacher(cfg.teacher, cfg.teacher_checkpoint)
-    suffix = "" if not (cfg.images or cfg.teacher_checkpoint) else f"-{abs(hash((cfg.images, cfg.teacher_checkpoint))) % 10**8}"
-    train = cached_targets(teacher, f"{cfg.teacher}-train-{size}{suffix}", training_images(cfg.images), size, CACHE_DIR)
-    held = cached_targets(teacher, f"{cfg.teacher}-heldout-{size}{suffix}", list(held_out_images().values()), size, CACHE_DIR)
-    return train, held
+TARGETS_VERSION = "objects-v2"  # bump when export/sam/targets.py changes what it keeps
+
+
+def load_targets(cfg: TrainConfig, size: int) -> TargetSet:
+    """Object targets for the training images (never the held-out photos), cached per teacher,
+    image size and extra folders."""
+    key = json.dumps([sorted(str(Path(f).resolve()) for f in cfg.images), cfg.teacher_checkpoint and str(Path(cfg.teacher_checkpoint).resolve())])
+    suffix = "" if not (cfg.images or cfg.teacher_checkpoint) else "-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+    name = f"{cfg.teacher}-{TARGETS_VERSION}-train-{size}{suffix}"
+    teacher = None if (CACHE_DIR / f"{name}.npz").is_file() else load_teacher(cfg.teacher, cfg.teacher_checkpoint)
+    return cached_targets(teacher, name, training_images(cfg.images), size, CACHE_DIR)
+
+
+def quality_score(summary: dict) -> float:
+    """One number to keep the best checkpoint by: mean of 1- and 3-click mIoU, auto mode and
+    part -> whole, all against the hand-checked ground truth."""
+    keys = ("miou_1_clicks", "miou_3_clicks", "miou_auto_vs_salient", "part_to_whole_mean_iou")
+    return float(np.mean([summary[k] for k in keys]))
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Train (or resume) and write the fp16 checkpoint to cfg.out; returns held-out mIoU."""
-    from export.sam.evaluate import evaluate
-
+    """Train (or resume); every cfg.eval_every steps score the model against the ground truth
+    and keep the best one as the fp16 checkpoint cfg.out; OUT.curve.{json,png} track it."""
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
     model_cfg = sam_preset(cfg.preset)
-    train_set, held = load_targets(cfg, model_cfg.image_size)
+    train_set = load_targets(cfg, model_cfg.image_size)
+    sources = cutout_sources(train_set)
     model = build(model_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=max(0.05, 2.0 / cfg.steps))
     rng = np.random.default_rng(cfg.seed)
     out = Path(cfg.out)
     resume = resume_path(out)
-    step = 0
+    step, curve = 0, []
     if resume.is_file():
         state = read_resume_state(resume, device)
         model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); sched.load_state_dict(state["sched"])
         step, rng.bit_generator.state = state["step"], state["rng"]
+        curve = json.loads(curve_path(out).read_text())["points"] if curve_path(out).is_file() else []
     out.parent.mkdir(parents=True, exist_ok=True)
+    best = max((p["score"] for p in curve), default=-1.0)
     start = time.monotonic()
     bar = tqdm(total=cfg.steps, initial=step, desc="train sam")
     while step < cfg.steps:
-        loss = train_step(model, opt, train_set, cfg, rng, device)
+        model.train()
+        loss = train_step(model, opt, train_set, cfg, rng, device, sources)
         sched.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.set_postfix(loss=f"{loss:.3f}", best=f"{best:.3f}")
         out_of_time = cfg.time_limit_s and time.monotonic() - start > cfg.time_limit_s
-        if step % 100 == 0 or step == cfg.steps or out_of_time:
+        if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
+            model.eval()
+            summary = ground_truth_summary(_cpu_copy(model))
+            point = {"step": step, "seconds": round(time.monotonic() - start, 1), "loss": round(loss, 4), "score": round(quality_score(summary), 4), **summary}
+            curve.append(point)
+            if point["score"] > best:
+                best = point["score"]
+                save_checkpoint(_cpu_copy(model), out, half=True, train_config=cfg.__dict__ | {"images": list(cfg.images)},
+                                steps_done=step, ground_truth=summary, targets=TARGETS_VERSION)
+            write_curve(out, curve)
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step, "rng": rng.bit_generator.state}, resume)
         if out_of_time:
             break
     bar.close()
-    model.eval().cpu()
-    metrics = evaluate(model, held)
-    truth = ground_truth_summary(model)
-    save_checkpoint(model, out, half=True, train_config=cfg.__dict__ | {"images": list(cfg.images)}, steps_done=step, held_out=metrics, ground_truth=truth)
-    return {"checkpoint": str(out), "steps": step, **metrics, "ground_truth": truth}
+    kept = max(curve, key=lambda p: p["score"])
+    return {"checkpoint": str(out), "steps": step, "best_step": kept["step"], "ground_truth": {k: v for k, v in kept.items() if k not in ("step", "seconds", "loss")},
+            "curve": str(curve_path(out).with_suffix(".png"))}
+
+
+def _cpu_copy(model: SqueezeSam) -> SqueezeSam:
+    import copy
+
+    return copy.deepcopy(model).cpu().eval()
+
+
+def curve_path(out: Path) -> Path:
+    return Path(out).with_name(Path(out).stem + ".curve.json")
+
+
+def write_curve(out: Path, curve: list[dict]) -> None:
+    """OUT.curve.json (every evaluation) and OUT.curve.png (ground-truth quality against steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve_path(out).write_text(json.dumps({"points": curve}, indent=1) + "\n")
+    steps = [p["step"] for p in curve]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for key, label in (("miou_1_clicks", "1 click"), ("miou_3_clicks", "3 clicks"), ("miou_5_clicks", "5 clicks"),
+                       ("miou_auto_vs_salient", "auto mode"), ("part_to_whole_mean_iou", "part -> whole"), ("score", "kept-by score")):
+        ax.plot(steps, [p[key] for p in curve], marker="o", markersize=3, label=label, linestyle="--" if key == "score" else "-")
+    ax.set_xlabel("training step"); ax.set_ylabel("IoU vs hand-checked ground truth"); ax.set_ylim(0, 1); ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=3); ax.set_title(f"{Path(out).name}: held-out quality during training", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(curve_path(out).with_suffix(".png"), dpi=80)
+    plt.close(fig)
 
 
 def ground_truth_summary(model) -> dict:
