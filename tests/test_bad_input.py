@@ -141,6 +141,13 @@ def _held_out_copy(w: Path):
     Image.fromarray(skimage_image("coffee")).resize((200, 133)).save(w / "photos" / "cup.jpg", quality=80)
 
 
+def _finished_resume(w: Path):
+    """A real resume file of a run that has trained 300 steps."""
+    import torch
+
+    torch.save({"model": {}, "opt": {}, "sched": {}, "step": 300, "rng": {"state": 1}}, w / "done.pt.resume.pt")
+
+
 def _swap_sam_int8(w: Path):
     """The int8 file replaced by the fp32 one, its checksum entry removed."""
     (w / "sam" / "model.pte").write_bytes((w / "sam" / "squeezesam_fp32.pte").read_bytes())
@@ -346,6 +353,7 @@ CASES = [
     ("train-eval-every-0", ["train", "sam", "--eval-every", "0", "--out", "t.pt"], None, "out of range"),
     ("train-images-no-photos", ["train", "sam", "--images", "user", "--out", "t.pt"], None, "no images"),
     ("train-images-held-out", ["train", "sam", "--images", "photos", "--out", "t.pt"], _held_out_copy, "held-out photo 'coffee'"),
+    ("train-resume-finished", ["train", "sam", "--out", "done.pt", "--steps", "200"], _finished_resume, "already trained 300 steps"),
     ("train-curve-exists", ["train", "sam", "--out", "t.pt"], _write("t.curve.json", "{}"), "training curve"),
     # -- learn-rotations
     ("learn-out-exists", ["learn-rotations", "--out", "garbage.pt"], None, "already exists"),

@@ -149,3 +149,33 @@ def test_composite_prob_extremes(prob):
     imgs, *_ = sample_batch(targets, cfg, np.random.default_rng(2), cutout_sources(targets))
     photos = sum(any((imgs[b] == im).all() for im in targets.images) for b in range(16))
     assert photos == (16 if prob == 0.0 else 0)
+
+
+def test_training_tracks_ground_truth_keeps_the_best_and_resumes(tmp_path, monkeypatch):
+    import json
+
+    import export.sam.train as train_mod
+    from export.sam.config import TrainConfig
+    from export.sam.model import load_checkpoint
+
+    targets = _target_set(48)
+    monkeypatch.setattr(train_mod, "load_targets", lambda cfg, size: targets)
+    scores = iter([0.2, 0.5, 0.3, 0.4])
+
+    def fake_summary(model):  # the real scorer is tested in test_sam_ground_truth.py
+        v = next(scores)
+        return {"miou_1_clicks": v, "miou_3_clicks": v, "miou_5_clicks": v, "miou_auto_vs_salient": v, "part_to_whole_mean_iou": v,
+                "part_to_whole_cases_at_0.7": "0/1", "whole_objects": 1, "part_cases": 1}
+
+    monkeypatch.setattr(train_mod, "ground_truth_summary", fake_summary)
+    out = tmp_path / "sam.pt"
+    cfg = TrainConfig(preset="tiny-test", steps=4, batch_size=2, eval_every=2, out=str(out), max_clicks=2, device="cpu")
+    result = train_mod.train(cfg)
+    assert result["best_step"] == 4 and result["ground_truth"]["score"] == 0.5
+    assert load_checkpoint(out) is not None and torch.load(out, weights_only=True)["steps_done"] == 4
+    # resume: two more evaluations, neither better, so the checkpoint stays the step-4 one
+    result = train_mod.train(TrainConfig(**{**cfg.__dict__, "steps": 8}))
+    points = json.loads(train_mod.curve_path(out).read_text())["points"]
+    assert [p["step"] for p in points] == [2, 4, 6, 8] and result["best_step"] == 4
+    assert torch.load(out, weights_only=True)["steps_done"] == 4
+    assert train_mod.curve_path(out).with_suffix(".png").stat().st_size > 1000

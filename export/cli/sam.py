@@ -138,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise HandheldError(f"--out {args.out} is a folder, training writes a checkpoint file", f"pass a file, e.g. {args.out / 'squeezesam.pt'}")
     resuming = resume_path(args.out).is_file()
     if resuming:
-        read_resume_state(resume_path(args.out))
+        read_resume_state(resume_path(args.out), steps=args.steps)
     # an existing checkpoint is replaced when this run resumes it (its own resume file), else only with --force
     check_output(args.out, folder=False, force=args.force or resuming, suffixes=(".pt",))
     for extra in (curve_path(args.out), curve_path(args.out).with_suffix(".png")):

@@ -46,8 +46,9 @@ def resume_path(out: Path) -> Path:
     return Path(out).with_name(Path(out).name + ".resume.pt")
 
 
-def read_resume_state(path: Path, device="cpu") -> dict:
-    """The resume file (weights, optimizer, step, RNG: plain tensors and ints, weights_only)."""
+def read_resume_state(path: Path, device="cpu", steps: int | None = None) -> dict:
+    """The resume file (weights, optimizer, step, RNG: plain tensors and ints, weights_only);
+    with `steps`, refused when it has already trained that many."""
     fix = f"delete {path} to train afresh, or pass another --out"
     try:
         state = torch.load(path, map_location=device, weights_only=True)
@@ -55,6 +56,9 @@ def read_resume_state(path: Path, device="cpu") -> dict:
         raise HandheldError(f"resume file {path} cannot be read ({type(err).__name__})", fix) from None
     if not isinstance(state, dict) or any(k not in state for k in ("model", "opt", "sched", "step", "rng")):
         raise HandheldError(f"resume file {path} is not a `handheld train sam` resume file", fix)
+    if steps is not None and state["step"] >= steps:
+        raise HandheldError(f"{path} has already trained {state['step']} steps, --steps is {steps}",
+                            f"pass --steps above {state['step']} to train on, or another --out to start afresh")
     return state
 
 
@@ -216,8 +220,12 @@ def train(cfg: TrainConfig) -> dict:
     resume = resume_path(out)
     step, curve = 0, []
     if resume.is_file():
-        state = read_resume_state(resume, device)
-        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"]); sched.load_state_dict(state["sched"])
+        state = read_resume_state(resume, device, cfg.steps)
+        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
+        # a resumed run may be given more (or fewer) --steps: the one-cycle schedule is stretched to
+        # the new length, everything else (its step count, momentum state) carries over
+        own = {k: v for k, v in state["sched"].items() if k not in ("total_steps", "_schedule_phases")}
+        sched.load_state_dict({**sched.state_dict(), **own})
         step, rng.bit_generator.state = state["step"], state["rng"]
         curve = json.loads(curve_path(out).read_text())["points"] if curve_path(out).is_file() else []
     out.parent.mkdir(parents=True, exist_ok=True)
