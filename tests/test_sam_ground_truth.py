@@ -132,3 +132,23 @@ def test_a_training_run_reports_its_model_against_the_ground_truth():
     summary = ground_truth_summary(build(SAM_PRESETS["tiny-test"]).eval())
     assert summary["whole_objects"] >= 10 and summary["part_cases"] >= 8
     assert 0.0 <= summary["miou_1_clicks"] <= 1.0 and 0.0 <= summary["miou_auto_vs_salient"] <= 1.0
+
+
+def test_the_whole_photo_baseline_is_what_a_full_mask_scores(truth, photos):
+    from export.sam.evaluate import evaluate_on_ground_truth, whole_photo_baseline
+
+    class WholePhoto(_Oracle):
+        def predict(self, clicks):
+            return self._result(np.ones(next(iter(self.objects.values())).mask.shape, bool))
+
+        def auto(self):
+            return self.predict([])
+
+    result = evaluate_on_ground_truth(WholePhoto(truth, True), truth, photos)
+    base = whole_photo_baseline(truth)
+    assert result["whole_photo_baseline"] == base
+    s = result["summary"]
+    assert abs(s["miou_1_clicks"] - base["miou_any_clicks"]) < 1e-3 and abs(s["miou_5_clicks"] - base["miou_any_clicks"]) < 1e-3
+    assert abs(s["miou_auto_vs_salient"] - base["miou_auto_vs_salient"]) < 1e-3
+    assert abs(s["part_to_whole_mean_iou"] - base["part_to_whole_mean_iou"]) < 1e-3
+    assert 0.1 < base["miou_any_clicks"] < 0.9

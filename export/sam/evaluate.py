@@ -77,7 +77,19 @@ def evaluate_on_ground_truth(segmenter, truth: dict, images: dict[str, np.ndarra
     summary["part_to_whole_mean_iou"] = round(float(np.mean(list(parts.values()))), 4)
     summary["part_to_whole_cases_at_0.7"] = f"{sum(v >= 0.7 for v in parts.values())}/{len(parts)}"
     summary["whole_objects"], summary["part_cases"] = len(curves), len(parts)
-    return {"summary": summary, "auto": auto, "part_to_whole": parts, "objects": rows, "shots": shots}
+    return {"summary": summary, "whole_photo_baseline": whole_photo_baseline(truth), "auto": auto, "part_to_whole": parts, "objects": rows, "shots": shots}
+
+
+def whole_photo_baseline(truth: dict) -> dict:
+    """What a segmenter that always returns the whole photo scores: the floor any number here
+    must be read against (the held-out subjects fill much of their frames)."""
+    from export.sam.ground_truth import part_cases
+
+    wholes = [o.mask.mean() for objects in truth.values() for o in objects.values() if o.whole is None]
+    salient = [o.mask.mean() for objects in truth.values() for o in objects.values() if o.salient]
+    parts = [whole.mask.mean() for _, whole in part_cases(truth)]
+    return {"miou_any_clicks": round(float(np.mean(wholes)), 4), "miou_auto_vs_salient": round(float(np.mean(salient)), 4),
+            "part_to_whole_mean_iou": round(float(np.mean(parts)), 4)}
 
 
 def shots_sheet(shots: list[dict], images: dict[str, np.ndarray], path: Path, title: str) -> None:
@@ -131,11 +143,13 @@ def run_sam_eval(model: Path | None, variant: str, out: Path) -> dict:
 
 
 def format_summary(result: dict) -> list[str]:
-    s = result["summary"]
+    s, b = result["summary"], result["whole_photo_baseline"]
     return [
         f"{result['source']} ({result['model']}) vs hand-checked ground truth ({s['whole_objects']} objects, {s['part_cases']} part cases):",
         f"  mIoU 1 / 3 / 5 clicks: {s['miou_1_clicks']:.3f} / {s['miou_3_clicks']:.3f} / {s['miou_5_clicks']:.3f}",
         f"  auto mode vs the salient subject: {s['miou_auto_vs_salient']:.3f} ("
         + ", ".join(f"{k} {v:.2f}" for k, v in result["auto"].items()) + ")",
         f"  click on a part -> whole object: mean IoU {s['part_to_whole_mean_iou']:.3f}, {s['part_to_whole_cases_at_0.7']} cases at >= 0.7",
+        f"  (a mask of the whole photo scores {b['miou_any_clicks']:.3f} at any click count, {b['miou_auto_vs_salient']:.3f} in auto mode, "
+        f"{b['part_to_whole_mean_iou']:.3f} part -> whole)",
     ]

@@ -198,10 +198,11 @@ def load_targets(cfg: TrainConfig, size: int) -> TargetSet:
 
 
 def quality_score(summary: dict) -> float:
-    """One number to keep the best checkpoint by: mean of 1- and 3-click mIoU, auto mode and
-    part -> whole, all against the hand-checked ground truth."""
-    keys = ("miou_1_clicks", "miou_3_clicks", "miou_auto_vs_salient", "part_to_whole_mean_iou")
-    return float(np.mean([summary[k] for k in keys]))
+    """The number the best checkpoint is kept by: mean ground-truth mIoU after 1, 3 and 5 clicks.
+    Auto mode and part -> whole are tracked but not selected on: on these photos a mask of nearly
+    the whole frame scores well on both (`handheld eval sam` prints that baseline), and an early,
+    blob-predicting model would win."""
+    return float(np.mean([summary[k] for k in ("miou_1_clicks", "miou_3_clicks", "miou_5_clicks")]))
 
 
 def train(cfg: TrainConfig) -> dict:
