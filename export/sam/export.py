@@ -7,7 +7,6 @@ with the model config, preprocessing, click encoding, graph checks and parity nu
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -15,13 +15,11 @@ import contextlib
 import importlib
 import sys
 import types
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from export.errors import HandheldError
 from export.registry import Registry

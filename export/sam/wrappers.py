@@ -7,7 +7,6 @@ a SAM-family app runs it (encoder once per photo, decoder per click).
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 SQUEEZESAM_IO = (["image", "clicks"], ["mask_logits"])  # export/bundle/contract.py SAM_*_NAMES
