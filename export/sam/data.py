@@ -91,11 +91,16 @@ def video_frames(clip: str, every: int) -> list[np.ndarray]:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-def folder_images(folder: Path) -> list[np.ndarray]:
+def image_paths(folder: Path) -> list[Path]:
+    """Every photo under `folder` (recursively); none is an error."""
     paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise HandheldError(f"no images (png/jpg/bmp/webp) under {folder}", "pass folders that hold training photos")
-    return [load_image(p) for p in paths]
+    return paths
+
+
+def folder_images(folder: Path) -> list[np.ndarray]:
+    return [load_image(p) for p in image_paths(folder)]
 
 
 def thumbnail(rgb: np.ndarray, side: int = 24) -> np.ndarray:
@@ -112,10 +117,7 @@ def check_no_held_out(folders) -> None:
     (a copy, a re-encode or a resize of it): the held-out set must stay out of every source."""
     held = {name: thumbnail(rgb) for name, rgb in held_out_images().items()}
     for folder in folders:
-        paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise HandheldError(f"no images ({'/'.join(s[1:] for s in IMAGE_SUFFIXES)}) under {folder}", "pass folders that hold training photos")
-        for path in paths:
+        for path in image_paths(folder):
             small = thumbnail(load_image(path))
             for name, ref in held.items():
                 if np.abs(small - ref).mean() < LEAK_THRESHOLD:
@@ -208,9 +210,6 @@ class TargetSet:
     def load(cls, path: Path) -> "TargetSet":
         with np.load(path, allow_pickle=False) as z:
             return cls(**{k: z[k] for k in ("images", "masks", "owner", "whole", "salient", "content")})
-
-
-
 
 
 def merge_whole_objects(masks: np.ndarray) -> tuple[np.ndarray, list[int]]:

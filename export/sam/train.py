@@ -184,6 +184,7 @@ def train_step(model, opt, targets: TargetSet, cfg: TrainConfig, rng, device, so
     return float(loss.detach())
 
 
+RESUME_EVERY = 100  # steps between resume-file writes (an interrupted run loses at most this many)
 TARGETS_VERSION = "objects-v2"  # bump when export/sam/targets.py changes what it keeps
 
 
@@ -251,6 +252,7 @@ def train(cfg: TrainConfig) -> dict:
                 save_checkpoint(_cpu_copy(model), out, half=True, train_config=cfg.__dict__ | {"images": list(cfg.images)},
                                 steps_done=step, ground_truth=summary, targets=TARGETS_VERSION)
             write_curve(out, curve)
+        if step % RESUME_EVERY == 0 or step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step, "rng": rng.bit_generator.state}, resume)
         if out_of_time:
             break
