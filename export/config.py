@@ -80,7 +80,7 @@ class LLMQuantConfig:
         if self.gptq_windows < 1:
             raise HandheldError(f"gptq_windows={self.gptq_windows}", "use at least 1 calibration window")
 
-    def for_backend(self, backend: str) -> "LLMQuantConfig":
+    def for_backend(self, backend: str) -> LLMQuantConfig:
         """This config with the backend's lm_head default filled in (unchanged when set)."""
         if self.output_bits is not None:
             return self
@@ -137,8 +137,11 @@ def llm_config_from_dict(d: dict) -> LLMExportConfig:
 LLM_PRESETS: dict[str, LLMExportConfig] = {
     "smollm2-8da4w": LLMExportConfig(),  # SpinQuant + GPTQ: the best measured 8da4w perplexity
     "smollm2-8da4w-quarot": LLMExportConfig(rotation=Rotation.QUAROT),
-    "smollm2-8da4w-rtn": LLMExportConfig(rotation=Rotation.NONE, quant=LLMQuantConfig(weight_method="rtn")),  # no rotation, RTN
+    "smollm2-8da4w-rtn": LLMExportConfig(
+        rotation=Rotation.NONE, quant=LLMQuantConfig(weight_method="rtn")
+    ),  # no rotation, RTN
     "smollm2-fp32": LLMExportConfig(
-        rotation=Rotation.NONE, quant=LLMQuantConfig(weight_bits=16, dynamic_activations=False, embedding_bits=0, output_bits=0)
+        rotation=Rotation.NONE,
+        quant=LLMQuantConfig(weight_bits=16, dynamic_activations=False, embedding_bits=0, output_bits=0),
     ),
 }

@@ -58,7 +58,14 @@ def _clip(text: str, width: int) -> str:
 def format_table(rows: list[DemoRow]) -> list[str]:
     header = ("model", "backend", "parity", "MB", "speed", "result")
     cells = [
-        (r.model, r.backend, r.parity, "-" if r.size_mb is None else f"{r.size_mb:.1f}", r.speed or "-", _clip(r.result, RESULT_WIDTH))
+        (
+            r.model,
+            r.backend,
+            r.parity,
+            "-" if r.size_mb is None else f"{r.size_mb:.1f}",
+            r.speed or "-",
+            _clip(r.result, RESULT_WIDTH),
+        )
         for r in rows
     ]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(header)]
@@ -81,7 +88,9 @@ def run_demo(out_root: Path) -> int:
             step = resolve(DEMO_STEPS.get(name))(out_root)
             status = "ok"
         except HandheldError as err:
-            step = StepReport(lines=[f"{name}: FAILED: {err}"], rows=[DemoRow(name, "-", "FAILED", None, "", err.problem)])
+            step = StepReport(
+                lines=[f"{name}: FAILED: {err}"], rows=[DemoRow(name, "-", "FAILED", None, "", err.problem)]
+            )
             status = "FAILED"
         except Exception as err:  # a bug in one step: report it, run the others (--verbose: traceback)
             import traceback
@@ -89,8 +98,10 @@ def run_demo(out_root: Path) -> int:
             if os.environ.get("HANDHELD_VERBOSE") == "1":
                 traceback.print_exc()
             problem = f"unexpected {type(err).__name__}: {error_line(err, 200)}"
-            step = StepReport(lines=[f"{name}: FAILED ({problem}; a Handheld bug: re-run with --verbose for the traceback)"],
-                              rows=[DemoRow(name, "-", "FAILED", None, "", problem)])
+            step = StepReport(
+                lines=[f"{name}: FAILED ({problem}; a Handheld bug: re-run with --verbose for the traceback)"],
+                rows=[DemoRow(name, "-", "FAILED", None, "", problem)],
+            )
             status = "FAILED"
         seconds = time.perf_counter() - start
         timings.append((name, seconds, status))
@@ -116,8 +127,12 @@ def run_demo(out_root: Path) -> int:
     print()
     print("\n".join(format_table(rows)))
     print()
-    print(f"wrote {out_root / SUMMARY_JSON}" + (f" and {report[1]}" if report else " (no bench records: no HTML report)"))
-    failed = [n for n, _, st in timings if st != "ok"] + [f"{r.model} [{r.backend}]" for r in rows if r.parity == "FAIL"]
+    print(
+        f"wrote {out_root / SUMMARY_JSON}" + (f" and {report[1]}" if report else " (no bench records: no HTML report)")
+    )
+    failed = [n for n, _, st in timings if st != "ok"] + [
+        f"{r.model} [{r.backend}]" for r in rows if r.parity == "FAIL"
+    ]
     if failed:
         print(f"handheld: demo finished with failures: {', '.join(failed)}")
         return 1

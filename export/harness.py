@@ -8,7 +8,7 @@ Model families register functions here by artifact kind (the manifest's `kind`),
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 from export.registry import Registry
 

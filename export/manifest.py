@@ -90,7 +90,10 @@ def write_manifest(folder: Path, kind: str, **fields: Any) -> dict:
 
 
 def _bad(path: Path, problem: str) -> HandheldError:
-    return HandheldError(f"{path} {problem}", "re-export the artifact with `handheld export ...`; Handheld will not run a damaged or edited artifact")
+    return HandheldError(
+        f"{path} {problem}",
+        "re-export the artifact with `handheld export ...`; Handheld will not run a damaged or edited artifact",
+    )
 
 
 def confined(rel: object) -> bool:
@@ -162,11 +165,18 @@ def load_manifest(folder: Path, verify: bool = True) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise HandheldError(f"{path} is not valid JSON ({err})", "re-run the export; the manifest was damaged") from None
+        raise HandheldError(
+            f"{path} is not valid JSON ({err})", "re-run the export; the manifest was damaged"
+        ) from None
     check_structure(path, manifest)
     if verify:
         if manifest.get(DIGEST) != manifest_digest(manifest):
-            raise _bad(path, "was edited after export (its manifest_sha256 does not match)" if DIGEST in manifest else "has no manifest_sha256 (an older Handheld, or edited)")
+            raise _bad(
+                path,
+                "was edited after export (its manifest_sha256 does not match)"
+                if DIGEST in manifest
+                else "has no manifest_sha256 (an older Handheld, or edited)",
+            )
         verify_checksums(folder, manifest)
     return manifest
 
@@ -183,7 +193,8 @@ def verify_checksums(folder: Path, manifest: dict) -> None:
             problems.append(f"checksum mismatch in {name}")
     on_disk = {p.relative_to(folder).as_posix() for p in Path(folder).rglob("*") if p.is_file() or p.is_symlink()}
     unlisted = sorted(
-        rel for rel in on_disk - set(manifest["files"]) - {MANIFEST}
+        rel
+        for rel in on_disk - set(manifest["files"]) - {MANIFEST}
         if rel not in SIDE_OUTPUTS and not rel.split("/", 1)[0].startswith(SIDE_FOLDER_PREFIXES)
     )
     problems += [f"unlisted file {rel}" for rel in unlisted]

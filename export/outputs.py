@@ -21,8 +21,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from export.errors import HandheldError
 
@@ -76,7 +76,8 @@ def foreign_entries(folder: Path) -> list[str]:
             continue
         listed = set(manifest["files"]) | {manifest_name}
         extra = [
-            n for n in sorted(names - listed)
+            n
+            for n in sorted(names - listed)
             if n not in SIDE_OUTPUTS and not n.split("/", 1)[0].startswith(SIDE_FOLDER_PREFIXES)
         ]
         return extra
@@ -98,19 +99,31 @@ def _check_parent(path: Path, flag: str) -> None:
     for ancestor in [*path.parents, Path.cwd()] if not path.is_absolute() else path.parents:
         if ancestor.exists():
             if not ancestor.is_dir():
-                raise HandheldError(f"{flag} {path}: {ancestor} is a file, not a folder", f"choose a {flag} path under a folder")
+                raise HandheldError(
+                    f"{flag} {path}: {ancestor} is a file, not a folder", f"choose a {flag} path under a folder"
+                )
             if not os.access(ancestor, os.W_OK | os.X_OK):
-                raise HandheldError(f"{flag} {path}: cannot write in {ancestor} (permission denied)", f"choose a {flag} path in a folder you can write")
+                raise HandheldError(
+                    f"{flag} {path}: cannot write in {ancestor} (permission denied)",
+                    f"choose a {flag} path in a folder you can write",
+                )
             return
 
 
-def check_output(path: Path, *, folder: bool, force: bool = False, flag: str = "--out", suffixes: tuple[str, ...] = ()) -> Path:
+def check_output(
+    path: Path, *, folder: bool, force: bool = False, flag: str = "--out", suffixes: tuple[str, ...] = ()
+) -> Path:
     """Validate an output path before any work; raise HandheldError with the fix, else return it."""
     path = Path(path)
     if str(path) in ("", "."):
-        raise HandheldError(f"{flag} must name a new {'folder' if folder else 'file'}, not the current folder", f"pass e.g. {flag} out")
+        raise HandheldError(
+            f"{flag} must name a new {'folder' if folder else 'file'}, not the current folder", f"pass e.g. {flag} out"
+        )
     if suffixes and path.suffix.lower() not in suffixes:
-        raise HandheldError(f"{flag} {path}: expected a {' or '.join(suffixes)} file", f"name it e.g. {path.with_suffix(suffixes[0]).name}")
+        raise HandheldError(
+            f"{flag} {path}: expected a {' or '.join(suffixes)} file",
+            f"name it e.g. {path.with_suffix(suffixes[0]).name}",
+        )
     _check_parent(path, flag)
     if not (path.exists() or path.is_symlink()):
         return path
@@ -118,7 +131,10 @@ def check_output(path: Path, *, folder: bool, force: bool = False, flag: str = "
         raise HandheldError(f"{flag} {path} is a symbolic link", f"pass the real path, or a new {flag}")
     if folder:
         if not path.is_dir():
-            raise HandheldError(f"{flag} {path} is an existing file, Handheld writes a folder there", f"choose a new {flag} folder, or move the file away")
+            raise HandheldError(
+                f"{flag} {path} is an existing file, Handheld writes a folder there",
+                f"choose a new {flag} folder, or move the file away",
+            )
         if is_empty_dir(path):
             return path
         foreign = foreign_entries(path)
@@ -129,7 +145,10 @@ def check_output(path: Path, *, folder: bool, force: bool = False, flag: str = "
                 f"choose a new {flag} folder, or move those files away yourself",
             )
     elif path.is_dir():
-        raise HandheldError(f"{flag} {path} is a folder, Handheld writes a file there", f"pass a file path, e.g. {path / 'out'}{suffixes[0] if suffixes else ''}")
+        raise HandheldError(
+            f"{flag} {path} is a folder, Handheld writes a file there",
+            f"pass a file path, e.g. {path / 'out'}{suffixes[0] if suffixes else ''}",
+        )
     if not force:
         raise HandheldError(f"{flag} {path} already exists", "pass --force to replace it, or choose another path")
     return path
@@ -163,7 +182,9 @@ def atomic_dir(out: Path, *, done: str | None = None) -> Iterator[Path]:
         publish_mode(tmp)
         if out.exists() or out.is_symlink():
             if out.is_symlink() or not out.is_dir():
-                raise HandheldError(f"{out} is not a folder Handheld wrote; it was left as it is", "choose another output path")
+                raise HandheldError(
+                    f"{out} is not a folder Handheld wrote; it was left as it is", "choose another output path"
+                )
             foreign = foreign_entries(out) if not is_empty_dir(out) else []
             if foreign:
                 raise HandheldError(

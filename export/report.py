@@ -97,7 +97,16 @@ def _fmt(value: float) -> str:
 
 def _bars(ax, rows, title, xlabel, colors=None):
     if not rows:
-        ax.text(0.5, 0.5, f"{title}: none in these results", ha="center", va="center", transform=ax.transAxes, color="gray", fontsize=9)
+        ax.text(
+            0.5,
+            0.5,
+            f"{title}: none in these results",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="gray",
+            fontsize=9,
+        )
         ax.set_axis_off()
         return
     labels, values = [r[0] for r in rows], [r[1] for r in rows]
@@ -129,29 +138,61 @@ def render_png(records: list[dict], path: Path) -> Path:
     parity = [[*row[:2], row[2] if len(row[2]) <= PNG_TEXT else row[2][: PNG_TEXT - 3] + "..."] for row in parity]
     n_bars = max(len(latency), len(throughput), len(hot), 4)
     fig = plt.figure(figsize=(17, 4 + 0.22 * n_bars + 0.35 * len(parity)), layout="constrained")
-    grid = fig.add_gridspec(3, 2, height_ratios=[max(len(latency), len(throughput), 3), max(len(hot), len(records), 3), 1 + len(parity)])
+    grid = fig.add_gridspec(
+        3, 2, height_ratios=[max(len(latency), len(throughput), 3), max(len(hot), len(records), 3), 1 + len(parity)]
+    )
     fig.suptitle(f"Handheld benchmark report: {len(records)} result(s)", fontsize=12)
 
     color = lambda rows: [DEVICE_COLORS[r[3]] for r in rows]  # noqa: E731
     _bars(fig.add_subplot(grid[0, 0]), latency, "Latency (lower is better)", "ms", color(latency))
-    _bars(fig.add_subplot(grid[0, 1]), [(f"{r[0]} ({r[2]})", r[1]) for r in throughput], "Throughput (higher is better)", "tokens or frames per second", color(throughput))
+    _bars(
+        fig.add_subplot(grid[0, 1]),
+        [(f"{r[0]} ({r[2]})", r[1]) for r in throughput],
+        "Throughput (higher is better)",
+        "tokens or frames per second",
+        color(throughput),
+    )
     # the whole folder: a SqueezeSAM folder also holds its fp32 variant and the teacher it is timed against
-    _bars(fig.add_subplot(grid[1, 0]), size_rows(records), "Artifact folder size (every file: variants, baselines)", "MiB")
-    _bars(fig.add_subplot(grid[1, 1]), [(f"{label}: {h['op'][:40]}", 100 * h["share"]) for label, h in hot], "ETDump hot spots", "% of operator time")
+    _bars(
+        fig.add_subplot(grid[1, 0]), size_rows(records), "Artifact folder size (every file: variants, baselines)", "MiB"
+    )
+    _bars(
+        fig.add_subplot(grid[1, 1]),
+        [(f"{label}: {h['op'][:40]}", 100 * h["share"]) for label, h in hot],
+        "ETDump hot spots",
+        "% of operator time",
+    )
 
     ax = fig.add_subplot(grid[2, :])
     ax.set_axis_off()
     ax.set_title("Parity (artifact vs eager, from the manifests)", fontsize=10, loc="left")
     if parity:
-        table = ax.table(cellText=parity, colLabels=header, loc="upper left", cellLoc="left", colLoc="left", colWidths=[0.22, 0.06, 0.72])
+        table = ax.table(
+            cellText=parity,
+            colLabels=header,
+            loc="upper left",
+            cellLoc="left",
+            colLoc="left",
+            colWidths=[0.22, 0.06, 0.72],
+        )
         table.auto_set_font_size(False)
         table.set_fontsize(7)
         for cell in table.get_celld().values():
             cell.PAD = 0.01  # matplotlib pads by a fraction of the cell width: 10% of a wide cell is a gap
     else:
-        ax.text(0.5, 0.5, "no parity numbers in these results", ha="center", va="center", transform=ax.transAxes, color="gray")
+        ax.text(
+            0.5,
+            0.5,
+            "no parity numbers in these results",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="gray",
+        )
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in DEVICE_COLORS.values()]
-    fig.legend(handles, list(DEVICE_COLORS), loc="outside upper right", fontsize=8, title="device", title_fontsize=8, ncols=3)
+    fig.legend(
+        handles, list(DEVICE_COLORS), loc="outside upper right", fontsize=8, title="device", title_fontsize=8, ncols=3
+    )
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -165,34 +206,67 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def summary_section(summary: dict) -> str:
     """The demo's model x backend table and step times (export/demo.py), first on the page."""
-    rows = [[r["model"], r["backend"], r["parity"], "-" if r["size_mb"] is None else f"{r['size_mb']:.1f}", r["speed"], r["result"]] for r in summary["rows"]]
+    rows = [
+        [
+            r["model"],
+            r["backend"],
+            r["parity"],
+            "-" if r["size_mb"] is None else f"{r['size_mb']:.1f}",
+            r["speed"],
+            r["result"],
+        ]
+        for r in summary["rows"]
+    ]
     steps = [[s["step"], f"{s['seconds']:.0f}", s["status"]] for s in summary["steps"]]
     return (
-        "<h2>Demo summary</h2>" + _table(["model", "backend", "parity", "MB", "speed", "result"], rows)
-        + "<h3>Demo steps</h3>" + _table(["step", "seconds", "status"], steps)
+        "<h2>Demo summary</h2>"
+        + _table(["model", "backend", "parity", "MB", "speed", "result"], rows)
+        + "<h3>Demo steps</h3>"
+        + _table(["step", "seconds", "status"], steps)
     )
 
 
 def render_html(records: list[dict], png: Path, path: Path, sources: list[Path], summary: dict | None = None) -> Path:
     image = base64.b64encode(png.read_bytes()).decode()
     metrics = [
-        [record_label(r), r["runner"], m["name"], m.get("variant", ""), m.get("threads", ""), _fmt(m["value"]), m["unit"], len(m.get("samples", []))]
+        [
+            record_label(r),
+            r["runner"],
+            m["name"],
+            m.get("variant", ""),
+            m.get("threads", ""),
+            _fmt(m["value"]),
+            m["unit"],
+            len(m.get("samples", [])),
+        ]
         for r in records
         for m in r["metrics"]
     ]
     header, parity = parity_rows(records)
-    hot = [[label, h["op"], _fmt(h["total_ms"]), h["calls"], f"{100 * h['share']:.1f}%"] for label, h in hotspot_rows(records)]
+    hot = [
+        [label, h["op"], _fmt(h["total_ms"]), h["calls"], f"{100 * h['share']:.1f}%"]
+        for label, h in hotspot_rows(records)
+    ]
     style = "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}th{background:#eee}img{max-width:100%}"
     sections = [
         f"<h1>Handheld benchmark report</h1><p>{len(records)} result(s): {html.escape(', '.join(p.name for p in sources))}</p>",
         summary_section(summary) if summary else "",
         f'<img alt="benchmark charts" src="data:image/png;base64,{image}">',
-        "<h2>Metrics</h2>" + _table(["result", "runner", "metric", "variant", "threads", "value", "unit", "samples"], metrics),
+        "<h2>Metrics</h2>"
+        + _table(["result", "runner", "metric", "variant", "threads", "value", "unit", "samples"], metrics),
         "<h2>Parity</h2>" + (_table(header, parity) if parity else "<p>no parity numbers</p>"),
-        "<h2>Artifact folder sizes (every file: variants, baselines)</h2>" + _table(["model [backend]", "MiB"], [[k, f"{v:.2f}"] for k, v in size_rows(records)]),
-        "<h2>ETDump hot spots</h2>" + (_table(["result", "operator", "total ms", "calls", "share"], hot) if hot else "<p>no ETDump profiles in these results</p>"),
+        "<h2>Artifact folder sizes (every file: variants, baselines)</h2>"
+        + _table(["model [backend]", "MiB"], [[k, f"{v:.2f}"] for k, v in size_rows(records)]),
+        "<h2>ETDump hot spots</h2>"
+        + (
+            _table(["result", "operator", "total ms", "calls", "share"], hot)
+            if hot
+            else "<p>no ETDump profiles in these results</p>"
+        ),
     ]
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>Handheld report</title><style>{style}</style></head><body>{''.join(sections)}</body></html>\n")
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Handheld report</title><style>{style}</style></head><body>{''.join(sections)}</body></html>\n"
+    )
     return path
 
 

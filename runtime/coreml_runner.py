@@ -68,7 +68,9 @@ class CoreMLRunner:
         tokens = torch.as_tensor(inputs["tokens"]).to(torch.int32).numpy()
         pos, s = int(inputs["input_pos"].reshape(-1)[0]), tokens.shape[1]
         if pos + s >= self.max_seq_len:
-            raise HandheldError(f"position {pos + s} is past the artifact's context {self.max_seq_len - 1}", "start a new conversation")
+            raise HandheldError(
+                f"position {pos + s} is past the artifact's context {self.max_seq_len - 1}", "start a new conversation"
+            )
         feeds = {"tokens": tokens, "causal_mask": causal_mask(pos, s).numpy().astype(np.float32)}
         if self.engine == "coreml":
             out = self.model.predict(feeds, state=self.state)

@@ -7,8 +7,8 @@ this loop only tracks the position, samples, and stops on the checkpoint's stop 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -24,7 +24,9 @@ class SamplingConfig:
 
     def __post_init__(self):
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
-            raise HandheldError(f"invalid sampling settings {self}", "use temperature >= 0, 0 < top_p <= 1, max_new_tokens >= 1")
+            raise HandheldError(
+                f"invalid sampling settings {self}", "use temperature >= 0, 0 < top_p <= 1, max_new_tokens >= 1"
+            )
 
 
 @dataclass

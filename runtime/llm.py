@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from export.errors import HandheldError
 from runtime.generate import GenerationResult, LLMStepper, SamplingConfig, generate
@@ -17,7 +17,9 @@ class LLMSession:
 
         kind = load_manifest(artifact, verify=False)["kind"]
         if kind != "llm":
-            raise HandheldError(f"{artifact} is a {kind!r} artifact, not an LLM", "pass the --out folder of `handheld export llm`")
+            raise HandheldError(
+                f"{artifact} is a {kind!r} artifact, not an LLM", "pass the --out folder of `handheld export llm`"
+            )
         self.runner = open_runner(artifact, threads=threads)
         self.tokenizer = ArtifactTokenizer(artifact, self.runner.manifest["tokenizer"])
         self.step = LLMStepper(self.runner)
@@ -34,7 +36,13 @@ class LLMSession:
             )
         return n
 
-    def ask(self, prompt: str, cfg: SamplingConfig = SamplingConfig(), chat: bool = True, stream: Callable[[str], None] | None = None) -> GenerationResult:
+    def ask(
+        self,
+        prompt: str,
+        cfg: SamplingConfig = SamplingConfig(),
+        chat: bool = True,
+        stream: Callable[[str], None] | None = None,
+    ) -> GenerationResult:
         text = self.tokenizer.chat_prompt(prompt) if chat else prompt
         ids = self.tokenizer.encode(text)
         emitted: list[int] = []

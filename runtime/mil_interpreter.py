@@ -149,7 +149,13 @@ class MILInterpreter:
             x = np.array(x, copy=True)
         opt = lambda v: None if v is None else env(v)  # noqa: E731
         slices = solve_slice_by_index_slice(
-            x.shape, env(op.begin), env(op.end), opt(op.stride), opt(op.begin_mask), opt(op.end_mask), opt(op.squeeze_mask)
+            x.shape,
+            env(op.begin),
+            env(op.end),
+            opt(op.stride),
+            opt(op.begin_mask),
+            opt(op.end_mask),
+            opt(op.squeeze_mask),
         )
         x[slices] = np.reshape(env(op.update), x[slices].shape)
         return x

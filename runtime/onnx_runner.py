@@ -60,9 +60,15 @@ class BoundKVSession:
     def run(self, first: np.ndarray, pos: int) -> np.ndarray:
         s = first.shape[1]
         if pos > self.length:
-            raise HandheldError(f"input_pos {pos} skips past the {self.length} cached positions", "feed tokens in order (prefill at 0, then one position after another)")
+            raise HandheldError(
+                f"input_pos {pos} skips past the {self.length} cached positions",
+                "feed tokens in order (prefill at 0, then one position after another)",
+            )
         if pos + s > self.max_seq_len:
-            raise HandheldError(f"positions {pos}..{pos + s - 1} exceed the artifact's {self.max_seq_len}-token context", "start a new conversation or re-export with a larger --max-seq-len")
+            raise HandheldError(
+                f"positions {pos}..{pos + s - 1} exceed the artifact's {self.max_seq_len}-token context",
+                "start a new conversation or re-export with a larger --max-seq-len",
+            )
         self.binding.bind_cpu_input(self.first_name, np.ascontiguousarray(first))
         self.binding.bind_cpu_input("input_pos", np.array([pos], dtype=np.int64))
         self.session.run_with_iobinding(self.binding)

@@ -7,8 +7,8 @@ backend. CoreML prediction needs Apple's runtime (macOS); elsewhere loading it f
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -36,7 +36,9 @@ def load_executorch(path: Path, threads: int = 1) -> Forward:
         with native_stderr_silenced():
             method = Runtime.get().load_program(str(path)).load_method("forward")
     except Exception as err:
-        raise HandheldError(f"ExecuTorch could not load {path} ({type(err).__name__})", "re-export it with this Handheld version") from None
+        raise HandheldError(
+            f"ExecuTorch could not load {path} ({type(err).__name__})", "re-export it with this Handheld version"
+        ) from None
 
     def forward(*inputs):
         return [np.asarray(o) for o in method.execute([torch.from_numpy(np.ascontiguousarray(x)) for x in inputs])]
@@ -53,7 +55,9 @@ def load_onnx(path: Path, threads: int = 1) -> Forward:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:
-        raise HandheldError(f"onnxruntime could not load {path} ({type(err).__name__})", "re-export it with this Handheld version") from None
+        raise HandheldError(
+            f"onnxruntime could not load {path} ({type(err).__name__})", "re-export it with this Handheld version"
+        ) from None
     names = [i.name for i in session.get_inputs()]
 
     def forward(*inputs):
@@ -65,8 +69,10 @@ def load_onnx(path: Path, threads: int = 1) -> Forward:
 @LOADERS.register("coreml")
 def load_coreml(path: Path, threads: int = 1) -> Forward:
     if platform.system() != "Darwin":
-        raise HandheldError(f"cannot run {path.name} here: CoreML prediction needs macOS (Apple's runtime)",
-                            "run this on a Mac, or use the executorch/onnx artifact on Linux")
+        raise HandheldError(
+            f"cannot run {path.name} here: CoreML prediction needs macOS (Apple's runtime)",
+            "run this on a Mac, or use the executorch/onnx artifact on Linux",
+        )
     import coremltools as ct
 
     model = ct.models.MLModel(str(path))

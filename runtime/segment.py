@@ -11,9 +11,9 @@ proposed click gives a better mask than the empty-click pass alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -44,13 +44,13 @@ class Segmenter:
         self._prev: np.ndarray | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: Path | None = None) -> "Segmenter":
+    def from_checkpoint(cls, path: Path | None = None) -> Segmenter:
         from export.sam.model import load_checkpoint, shipped_checkpoint
 
         return cls.from_model(load_checkpoint(path or shipped_checkpoint()))
 
     @classmethod
-    def from_model(cls, model) -> "Segmenter":
+    def from_model(cls, model) -> Segmenter:
         """An eager SqueezeSam module (on the CPU, eval mode)."""
 
         def forward(image, clicks):
@@ -60,19 +60,28 @@ class Segmenter:
         return cls(forward, model.config, "eager fp32")
 
     @classmethod
-    def from_artifact(cls, folder: Path, variant: str = "int8") -> "Segmenter":
+    def from_artifact(cls, folder: Path, variant: str = "int8") -> Segmenter:
         from runtime.sam_backends import load_forward
 
         manifest = load_manifest(folder)
         if manifest.get("kind") != "sam":
-            raise HandheldError(f"{folder} holds a {manifest.get('kind')!r} artifact, not a segmenter", "pass a folder written by `handheld export sam`")
+            raise HandheldError(
+                f"{folder} holds a {manifest.get('kind')!r} artifact, not a segmenter",
+                "pass a folder written by `handheld export sam`",
+            )
         variants = manifest.get("variants")
         if not isinstance(variants, dict) or not all(isinstance(v, dict) and "file" in v for v in variants.values()):
-            raise HandheldError(f"{folder}/manifest.json lists no model variants", "re-export it with `handheld export sam`")
+            raise HandheldError(
+                f"{folder}/manifest.json lists no model variants", "re-export it with `handheld export sam`"
+            )
         if variant not in variants:
             raise HandheldError(f"{folder} has no {variant!r} variant", f"use one of: {', '.join(variants)}")
         run = load_forward(manifest["backend"], Path(folder) / variants[variant]["file"])
-        return cls(lambda image, clicks: run(image, clicks)[0], SqueezeSamConfig.from_dict(manifest["model"]), f"{manifest['backend']} {variant}")
+        return cls(
+            lambda image, clicks: run(image, clicks)[0],
+            SqueezeSamConfig.from_dict(manifest["model"]),
+            f"{manifest['backend']} {variant}",
+        )
 
     def set_image(self, image: np.ndarray | str | Path) -> None:
         """Letterbox + normalize once per image; grayscale/RGBA are converted to RGB."""
@@ -86,22 +95,32 @@ class Segmenter:
         """Clicks in image pixels -> [1, C, S, S] float32 maps (manifest's click encoding)."""
         box, cfg = self._require_image(), self.config
         if len(clicks) > cfg.clicks.max_clicks:
-            raise HandheldError(f"{len(clicks)} clicks; this model takes at most {cfg.clicks.max_clicks}", "drop some clicks")
+            raise HandheldError(
+                f"{len(clicks)} clicks; this model takes at most {cfg.clicks.max_clicks}", "drop some clicks"
+            )
         for c in clicks:
             if not (0 <= c.x < box.width and 0 <= c.y < box.height):
-                raise HandheldError(f"click ({c.x:g}, {c.y:g}) is outside the {box.width}x{box.height} image",
-                                    f"use 0 <= x < {box.width} and 0 <= y < {box.height} (pixels from the top-left corner)")
+                raise HandheldError(
+                    f"click ({c.x:g}, {c.y:g}) is outside the {box.width}x{box.height} image",
+                    f"use 0 <= x < {box.width} and 0 <= y < {box.height} (pixels from the top-left corner)",
+                )
         model_clicks = [Click(*box.to_model(c.x, c.y), c.positive) for c in clicks]
         xy, pos, valid = clicks_to_tensors([model_clicks], cfg.clicks.max_clicks)
         maps = render_click_maps(xy, pos, valid, cfg.image_size, cfg.clicks)
         if cfg.prev_mask_channel:
-            prev = self._prev if self._prev is not None and clicks else np.zeros((1, 1, cfg.image_size, cfg.image_size), np.float32)
+            prev = (
+                self._prev
+                if self._prev is not None and clicks
+                else np.zeros((1, 1, cfg.image_size, cfg.image_size), np.float32)
+            )
             maps = torch.cat([maps, torch.from_numpy(prev)], dim=1)
         return maps.numpy().astype(np.float32)
 
     def predict(self, clicks: list[Click]) -> Segmentation:
         box = self._require_image()
-        logits = np.asarray(self.forward(self._image, self.click_maps(clicks)), dtype=np.float32).reshape(self.config.image_size, self.config.image_size)
+        logits = np.asarray(self.forward(self._image, self.click_maps(clicks)), dtype=np.float32).reshape(
+            self.config.image_size, self.config.image_size
+        )
         self._prev = (1 / (1 + np.exp(-logits)))[None, None].astype(np.float32)
         mask = box.to_image(torch.from_numpy(logits)).numpy() > 0
         return Segmentation(mask, logits, list(clicks))
@@ -163,7 +182,10 @@ def segment_to_png(source: Path, image: Path, clicks: list[Click], out: Path, va
     outside = [c for c in clicks if not (0 <= c.x <= w and 0 <= c.y <= h)]
     if outside:
         c = outside[0]
-        raise HandheldError(f"click ({c.x - 0.5:.0f}, {c.y - 0.5:.0f}) is outside the {w}x{h} image", f"click inside it: x in 0..{w - 1}, y in 0..{h - 1}")
+        raise HandheldError(
+            f"click ({c.x - 0.5:.0f}, {c.y - 0.5:.0f}) is outside the {w}x{h} image",
+            f"click inside it: x in 0..{w - 1}, y in 0..{h - 1}",
+        )
     segmenter = open_segmenter(source, variant)
     segmenter.set_image(rgb)
     result = segmenter.predict(clicks) if clicks else segmenter.auto()
@@ -173,5 +195,10 @@ def segment_to_png(source: Path, image: Path, clicks: list[Click], out: Path, va
     with atomic_file(out) as tmp_overlay, atomic_file(mask_path(out)) as tmp_mask:
         Image.fromarray(overlay(rgb, result)).save(tmp_overlay, format="PNG")
         Image.fromarray(result.mask.astype(np.uint8) * 255).save(tmp_mask, format="PNG")
-    return {"overlay": str(out), "mask": str(mask_path(out)), "model": segmenter.name, "mask_fraction": round(float(result.mask.mean()), 4),
-            "clicks": [(round(c.x, 1), round(c.y, 1), "+" if c.positive else "-") for c in result.clicks]}
+    return {
+        "overlay": str(out),
+        "mask": str(mask_path(out)),
+        "model": segmenter.name,
+        "mask_fraction": round(float(result.mask.mean()), 4),
+        "clicks": [(round(c.x, 1), round(c.y, 1), "+" if c.positive else "-") for c in result.clicks],
+    }

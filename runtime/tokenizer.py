@@ -33,6 +33,10 @@ class ArtifactTokenizer:
             return user_text
         import jinja2
 
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user_text}]
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user_text}
+        ]
         template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(self.chat_template)
-        return template.render(messages=messages, add_generation_prompt=True, bos_token=self.bos_token, eos_token=self.eos_token)
+        return template.render(
+            messages=messages, add_generation_prompt=True, bos_token=self.bos_token, eos_token=self.eos_token
+        )

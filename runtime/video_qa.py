@@ -169,7 +169,10 @@ class ExecuTorchPieces:
             program = Runtime.get().load_program(str(path))
             self.methods = {name: program.load_method(name) for name in manifest["methods"]}
         except Exception as err:
-            raise HandheldError(f"ExecuTorch could not load {path} ({type(err).__name__}: {str(err)[:200]})", "re-export the artifact with this Handheld/ExecuTorch version") from None
+            raise HandheldError(
+                f"ExecuTorch could not load {path} ({type(err).__name__}: {str(err)[:200]})",
+                "re-export the artifact with this Handheld/ExecuTorch version",
+            ) from None
         self.program = program
 
     def _call(self, name: str, *args: torch.Tensor) -> list[torch.Tensor]:
@@ -212,28 +215,39 @@ class CoreMLPieces:
         self.cfg = config_from_dict(manifest["config"])
         self.max_seq_len = self.cfg.context_len
         specs = manifest["methods"]
-        missing = [name for name in ("dino", "siglip", "project", "embed", "decode") if "file" not in specs.get(name, {})]
+        missing = [
+            name for name in ("dino", "siglip", "project", "embed", "decode") if "file" not in specs.get(name, {})
+        ]
         if missing:
-            raise HandheldError(f"this CoreML LongVU artifact has no .mlpackage for {', '.join(missing)} (an older export kept text on ExecuTorch)",
-                                "re-export it: handheld export longvu --backend coreml --out DIR")
+            raise HandheldError(
+                f"this CoreML LongVU artifact has no .mlpackage for {', '.join(missing)} (an older export kept text on ExecuTorch)",
+                "re-export it: handheld export longvu --backend coreml --out DIR",
+            )
         path = lambda name: Path(folder) / specs[name]["file"]
         self.native = coreml_runtime_available() if interpreter is None else not interpreter
         try:
             if self.native:
                 import coremltools as ct
 
-                self.models = {name: ct.models.MLModel(str(path(name)), compute_units=ct.ComputeUnit.ALL) for name in specs}
+                self.models = {
+                    name: ct.models.MLModel(str(path(name)), compute_units=ct.ComputeUnit.ALL) for name in specs
+                }
                 self.state = self.models["decode"].make_state()
             else:
                 from export.longvu.coreml import MilMethod
                 from runtime.mil_interpreter import MILInterpreter
 
                 print(LINUX_NOTICE, file=sys.stderr)
-                self.vision = {name: MilMethod(path(name), [i["name"] for i in specs[name]["inputs"]]) for name in ("dino", "siglip", "project")}
+                self.vision = {
+                    name: MilMethod(path(name), [i["name"] for i in specs[name]["inputs"]])
+                    for name in ("dino", "siglip", "project")
+                }
                 self.text = {name: MILInterpreter(path(name)) for name in ("embed", "decode")}
         except Exception as err:
-            raise HandheldError(f"could not load the CoreML packages in {folder} ({type(err).__name__}: {str(err)[:200]})",
-                                "re-export the artifact with this Handheld/coremltools version") from None
+            raise HandheldError(
+                f"could not load the CoreML packages in {folder} ({type(err).__name__}: {str(err)[:200]})",
+                "re-export the artifact with this Handheld/coremltools version",
+            ) from None
 
     def _call(self, name: str, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         if self.native:
@@ -241,7 +255,12 @@ class CoreMLPieces:
             return self.models[name].predict(inputs, **state)
         if name in self.vision:
             spec = self.vision[name]
-            return dict(zip(("hi", "lo") if name == "project" else ("feats",), spec.execute([torch.from_numpy(v) for v in inputs.values()])))
+            return dict(
+                zip(
+                    ("hi", "lo") if name == "project" else ("feats",),
+                    spec.execute([torch.from_numpy(v) for v in inputs.values()]),
+                )
+            )
         return self.text[name].run(inputs)
 
     def _tensor(self, value) -> torch.Tensor:
@@ -265,7 +284,10 @@ class CoreMLPieces:
 
         s = embeds.shape[1]
         if pos + s >= self.max_seq_len:
-            raise HandheldError(f"{pos + s} positions exceed the {self.max_seq_len - 1}-token context of the CoreML decoder", "ask a shorter question or use fewer frames")
+            raise HandheldError(
+                f"{pos + s} positions exceed the {self.max_seq_len - 1}-token context of the CoreML decoder",
+                "ask a shorter question or use fewer frames",
+            )
         mask = causal_mask(pos, s).numpy().astype(np.float32)
         out = self._call("decode", embeds=embeds.contiguous().numpy().astype(np.float32), causal_mask=mask)
         return self._tensor(out["logits"]).reshape(-1)
@@ -282,11 +304,16 @@ class OnnxPieces:
 
         self.cfg = config_from_dict(manifest["config"])
         self.max_seq_len = self.cfg.context_len
-        self.sessions = {name: open_session(Path(folder) / spec["file"], threads) for name, spec in manifest["methods"].items()}
+        self.sessions = {
+            name: open_session(Path(folder) / spec["file"], threads) for name, spec in manifest["methods"].items()
+        }
         spec = manifest["methods"]["decode"]
         caches = [i for i in spec["inputs"] if i["name"].startswith("past_")]
         self.decoder = BoundKVSession(
-            self.sessions["decode"], [i["name"] for i in caches], [o["name"] for o in spec["outputs"] if o["name"].startswith("present_")], caches[0]["shape"]
+            self.sessions["decode"],
+            [i["name"] for i in caches],
+            [o["name"] for o in spec["outputs"] if o["name"].startswith("present_")],
+            caches[0]["shape"],
         )
 
     def _call(self, name: str, **inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -308,7 +335,10 @@ class OnnxPieces:
 
     def decode(self, embeds, pos: int):
         if pos + embeds.shape[1] > self.max_seq_len:
-            raise HandheldError(f"{pos + embeds.shape[1]} positions exceed the {self.max_seq_len}-token context", "ask a shorter question or use fewer frames")
+            raise HandheldError(
+                f"{pos + embeds.shape[1]} positions exceed the {self.max_seq_len}-token context",
+                "ask a shorter question or use fewer frames",
+            )
         return torch.from_numpy(self.decoder.run(embeds.contiguous().numpy(), pos))
 
 
@@ -319,6 +349,9 @@ def open_pieces(folder: Path, threads: int | None = None):
 
     manifest = load_manifest(folder, verify=True)
     if manifest.get("kind") != "longvu":
-        raise HandheldError(f"{folder} is a {manifest.get('kind')!r} artifact, not LongVU", "pass the --out folder of `handheld export longvu`")
+        raise HandheldError(
+            f"{folder} is a {manifest.get('kind')!r} artifact, not LongVU",
+            "pass the --out folder of `handheld export longvu`",
+        )
     pieces = PIECES_BACKENDS.get(manifest["backend"])(Path(folder), manifest, threads)
     return pieces, ArtifactTokenizer(folder, manifest["tokenizer"]), manifest

@@ -62,7 +62,13 @@ def make_sam(root: Path, backend: str = "executorch", name: str = "sam") -> Path
         model_file=model_file,
         inputs=io(contract.SAM_INPUT_NAMES, [[1, 3, s, s], [1, 2, s, s]], ["float32", "float32"]),
         outputs=io(contract.SAM_OUTPUT_NAMES, [[1, 1, s, s]], ["float32"]),
-        preprocessing={"image_size": s, "resize": "longest_side", "pad": "bottom_right", "pixel_mean": [0.485, 0.456, 0.406], "pixel_std": [0.229, 0.224, 0.225]},
+        preprocessing={
+            "image_size": s,
+            "resize": "longest_side",
+            "pad": "bottom_right",
+            "pixel_mean": [0.485, 0.456, 0.406],
+            "pixel_std": [0.229, 0.224, 0.225],
+        },
         clicks={"encoding": "gaussian", "sigma_px": 5.0, "max_clicks": 16, "prev_mask_channel": False},
         mask_threshold=0.0,
         parity={"passed": True, "iou_median": 0.97, "iou_worst": 0.91},
@@ -73,11 +79,24 @@ def make_sam(root: Path, backend: str = "executorch", name: str = "sam") -> Path
 def make_longvu(root: Path, backend: str = "executorch", name: str = "longvu") -> Path:
     folder = Path(root) / name
     folder.mkdir(parents=True)
-    shapes = {"pixels": [1, 3, 56, 56], "feats": [1, 16, 24], "hi": [1, 144, 64], "lo": [1, 64, 64], "tokens": [1, "seq"],
-              "embeds": [1, "seq", 64], "input_pos": [1], "logits": [1, LLM_VOCAB]}
+    shapes = {
+        "pixels": [1, 3, 56, 56],
+        "feats": [1, 16, 24],
+        "hi": [1, 144, 64],
+        "lo": [1, 64, 64],
+        "tokens": [1, "seq"],
+        "embeds": [1, "seq", 64],
+        "input_pos": [1],
+        "logits": [1, LLM_VOCAB],
+    }
     dtype = lambda n: "int64" if n in ("tokens", "input_pos") else "float32"  # noqa: E731
-    methods = {m: {"inputs": io(i, [shapes[n] for n in i], [dtype(n) for n in i]), "outputs": io(o, [shapes[n] for n in o], [dtype(n) for n in o])}
-               for m, (i, o) in contract.LONGVU_IO.items()}
+    methods = {
+        m: {
+            "inputs": io(i, [shapes[n] for n in i], [dtype(n) for n in i]),
+            "outputs": io(o, [shapes[n] for n in o], [dtype(n) for n in o]),
+        }
+        for m, (i, o) in contract.LONGVU_IO.items()
+    }
     if backend == "executorch":
         model_file = "longvu.pte"
         (folder / model_file).write_bytes(b"LONGVU" * 32)
@@ -97,7 +116,15 @@ def make_longvu(root: Path, backend: str = "executorch", name: str = "longvu") -
             "video": {"fps": 1.0, "max_frames": 32, "decode_size": 64},
             "dino": {"image_size": 56},
             "siglip": {"image_size": 64},
-            "compress": {"dedup_window": 16, "dedup_threshold": 0.83, "dedup_rule": "greedy", "hi_grid": 12, "lo_grid": 8, "stc_chunk": 8, "stc_threshold": 0.8},
+            "compress": {
+                "dedup_window": 16,
+                "dedup_threshold": 0.83,
+                "dedup_rule": "greedy",
+                "hi_grid": 12,
+                "lo_grid": 8,
+                "stc_chunk": 8,
+                "stc_threshold": 0.8,
+            },
             "llm": {"max_seq_len": 1024},
             "max_new_tokens": 48,
         },
@@ -120,7 +147,14 @@ def app_record(kind: str = "sam", backend: str = "executorch", device_type: str 
         "size_bytes": 4096,
         "warmup": 1,
         "iterations": 3,
-        "metrics": [{"name": name, "value": 21.0, "unit": "ms" if name.endswith("_ms") else "tok/s", "samples": [20.0, 21.0, 25.0]}],
+        "metrics": [
+            {
+                "name": name,
+                "value": 21.0,
+                "unit": "ms" if name.endswith("_ms") else "tok/s",
+                "samples": [20.0, 21.0, 25.0],
+            }
+        ],
         "created_unix": 1_790_000_000,
     }
 

@@ -38,7 +38,9 @@ def smollm2_artifact(tmp_path_factory, smollm2):
 def tiny_llama_args(**overrides):
     from export.llm.model import LlamaArgs
 
-    base = dict(vocab_size=133, dim=96, n_layers=2, n_heads=6, n_kv_heads=2, head_dim=16, ffn_dim=160, rope_theta=10000.0)
+    base = dict(
+        vocab_size=133, dim=96, n_layers=2, n_heads=6, n_kv_heads=2, head_dim=16, ffn_dim=160, rope_theta=10000.0
+    )
     return LlamaArgs(**{**base, **overrides})
 
 

@@ -34,7 +34,15 @@ def random_calibration(model: Llama, n: int = 4, seq_len: int = 24, seed: int = 
     return torch.randint(0, model.args.vocab_size, (n, seq_len), generator=torch.Generator().manual_seed(seed))
 
 
-def export_tiny(model: Llama, out: Path, backend: str, quantizer, quant: LLMQuantConfig = LLMQuantConfig(), max_seq_len: int = 40, **quant_kwargs):
+def export_tiny(
+    model: Llama,
+    out: Path,
+    backend: str,
+    quantizer,
+    quant: LLMQuantConfig = LLMQuantConfig(),
+    max_seq_len: int = 40,
+    **quant_kwargs,
+):
     """Through the real pipeline (PreparedModel -> LLM_BACKENDS[backend] -> manifest), the
     tokenizer stubbed. `quantizer(model, quant, **quant_kwargs)` simulates the backend's
     quantization on a copy of `model` (the float model stays the backend's input)."""
@@ -45,7 +53,9 @@ def export_tiny(model: Llama, out: Path, backend: str, quantizer, quant: LLMQuan
     cfg = LLMExportConfig(backend=backend, max_seq_len=max_seq_len, quant=quant, rotation="none")
     simulated = copy.deepcopy(model)
     report = quantizer(simulated, quant, **quant_kwargs)
-    prepared = pipeline.PreparedModel(TinyCheckpoint(model), simulated, CachedDecoder(simulated, max_seq_len).eval(), report, model, quant)
+    prepared = pipeline.PreparedModel(
+        TinyCheckpoint(model), simulated, CachedDecoder(simulated, max_seq_len).eval(), report, model, quant
+    )
     return out, stub_tokenizer_export(cfg, prepared, out), prepared
 
 
@@ -54,7 +64,9 @@ def stub_tokenizer_export(cfg: LLMExportConfig, prepared, out: Path) -> dict:
     import export.llm.pipeline as pipeline
 
     save = pipeline._save_tokenizer
-    pipeline._save_tokenizer = lambda ck, folder: (folder / "tokenizer.json").write_text("{}") and {"file": "tokenizer.json", "eos_ids": [2]}
+    pipeline._save_tokenizer = lambda ck, folder: (
+        (folder / "tokenizer.json").write_text("{}") and {"file": "tokenizer.json", "eos_ids": [2]}
+    )
     try:
         return pipeline.export_prepared(cfg, prepared, out, check_parity=False)
     finally:

@@ -7,7 +7,9 @@ import torch
 from export.llm.checkpoint import Checkpoint
 from export.llm.model import Llama, LlamaArgs
 
-TINY_LLM = LlamaArgs(vocab_size=49152, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=96, max_position=2048)
+TINY_LLM = LlamaArgs(
+    vocab_size=49152, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, ffn_dim=96, max_position=2048
+)
 
 
 def tiny_checkpoint(seed: int = 0) -> Checkpoint:

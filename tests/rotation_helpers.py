@@ -7,7 +7,18 @@ import torch
 from export.llm.model import Llama, LlamaArgs
 
 # dim 48 = 12 x 4, head_dim 12 (Paley), ffn 80 = 20 x 4: every Hadamard is non-Sylvester
-TINY = LlamaArgs(vocab_size=101, dim=48, n_layers=3, n_heads=6, n_kv_heads=2, head_dim=12, ffn_dim=80, qkv_bias=True, tie_embeddings=True, max_position=64)
+TINY = LlamaArgs(
+    vocab_size=101,
+    dim=48,
+    n_layers=3,
+    n_heads=6,
+    n_kv_heads=2,
+    head_dim=12,
+    ffn_dim=80,
+    qkv_bias=True,
+    tie_embeddings=True,
+    max_position=64,
+)
 
 
 def tiny_llama(args: LlamaArgs = TINY, seed: int = 0) -> Llama:

@@ -13,9 +13,9 @@ import ast
 import re
 from pathlib import Path
 
+import bundle_fakes as fakes
 import pytest
 
-import bundle_fakes as fakes
 from export.bundle import contract
 from export.bundle.bundle import BundleConfig, build_bundle
 from export.bundle.verify import load_schema
@@ -69,7 +69,7 @@ def swift_structs() -> dict[str, tuple[str, set[str]]]:
             continue
         text = path.read_text()
         for m in re.finditer(r"struct (\w+): ([\w, ]+) \{", text):
-            body = text[m.end() : text.find("\nstruct ", m.end()) if "\nstruct " in text[m.end():] else len(text)]
+            body = text[m.end() : text.find("\nstruct ", m.end()) if "\nstruct " in text[m.end() :] else len(text)]
             keys = re.search(r"enum CodingKeys: String, CodingKey \{(.*?)\}", body, re.S)
             if not keys:
                 continue
@@ -124,9 +124,16 @@ def produced(tmp_path_factory):
     """Keys at any depth of bundle.json for both targets, from artifacts with exactly the contract keys."""
     tmp = tmp_path_factory.mktemp("contract")
     android = [fakes.make_llm(tmp / "a"), fakes.make_sam(tmp / "a"), fakes.make_longvu(tmp / "a")]
-    ios = [fakes.make_llm(tmp / "i"), fakes.make_sam(tmp / "i", "coreml"), fakes.make_longvu(tmp / "i"), fakes.make_longvu(tmp / "i", "coreml", "lv")]
+    ios = [
+        fakes.make_llm(tmp / "i"),
+        fakes.make_sam(tmp / "i", "coreml"),
+        fakes.make_longvu(tmp / "i"),
+        fakes.make_longvu(tmp / "i", "coreml", "lv"),
+    ]
     return {
-        "android": all_keys(build_bundle(BundleConfig(target="android", out=tmp / "android", artifacts=android, make_zip=False))),
+        "android": all_keys(
+            build_bundle(BundleConfig(target="android", out=tmp / "android", artifacts=android, make_zip=False))
+        ),
         "ios": all_keys(build_bundle(BundleConfig(target="ios", out=tmp / "ios", artifacts=ios, make_zip=False))),
     }
 
@@ -154,7 +161,9 @@ def test_android_reads_only_keys_the_bundler_writes(produced):
     read, literals = kotlin_reads()
     assert not literals, f"read manifest keys through Keys.*, not string literals: {literals}"
     assert len(read) > 40  # the parser still sees the app's reads
-    assert read <= produced["android"], f"the Android app reads keys no bundle has: {sorted(read - produced['android'])}"
+    assert read <= produced["android"], (
+        f"the Android app reads keys no bundle has: {sorted(read - produced['android'])}"
+    )
     unused = set(kotlin_object("Keys").values()) - read
     assert not unused, f"Keys constants the app never reads (stale contract?): {sorted(unused)}"
 

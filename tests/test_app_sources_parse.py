@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted(p for d in ("android_demo", "ios_demo") for p in (ROOT / d).rglob("*") if p.suffix in (".kt", ".kts", ".swift"))
+SOURCES = sorted(
+    p for d in ("android_demo", "ios_demo") for p in (ROOT / d).rglob("*") if p.suffix in (".kt", ".kts", ".swift")
+)
 
 
 def parser_for(suffix: str):
@@ -32,7 +34,9 @@ def syntax_errors(path: Path) -> list[str]:
 
 
 def test_every_app_source_is_found():
-    assert len([p for p in SOURCES if p.suffix == ".kt"]) >= 10 and len([p for p in SOURCES if p.suffix == ".swift"]) >= 10
+    assert (
+        len([p for p in SOURCES if p.suffix == ".kt"]) >= 10 and len([p for p in SOURCES if p.suffix == ".swift"]) >= 10
+    )
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))

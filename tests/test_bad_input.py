@@ -20,9 +20,9 @@ import sys
 import zlib
 from pathlib import Path
 
+import bundle_fakes as fakes
 import pytest
 
-import bundle_fakes as fakes
 from export.cli import main
 from export.manifest import load_manifest, rewrite_manifest, write_manifest
 
@@ -32,12 +32,19 @@ CASE_SECONDS = 60  # every case must fail fast: a case that starts real work fai
 
 def _png(path: Path, width: int, height: int, rgb: bool = True) -> Path:
     """A valid PNG header (and for small sizes real pixels) without PIL."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2 if rgb else 0, 0, 0, 0)
-    rows = b"".join(b"\x00" + bytes([(x * 7 + y * 3) % 256 for x in range(width * 3)]) for y in range(height)) if width * height < 10**5 else b""
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    rows = (
+        b"".join(b"\x00" + bytes([(x * 7 + y * 3) % 256 for x in range(width * 3)]) for y in range(height))
+        if width * height < 10**5
+        else b""
+    )
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -46,7 +53,11 @@ def _sam_with_variants(root: Path) -> Path:
     folder = fakes.make_sam(root, name="sam")
     (folder / "squeezesam_fp32.pte").write_bytes(b"FP32" * 256)
     m = json.loads((folder / "manifest.json").read_text())
-    fields = {k: v for k, v in m.items() if k not in ("format_version", "kind", "created_unix", "toolchain", "files", "manifest_sha256")}
+    fields = {
+        k: v
+        for k, v in m.items()
+        if k not in ("format_version", "kind", "created_unix", "toolchain", "files", "manifest_sha256")
+    }
     fields["variants"] = {"fp32": {"file": "squeezesam_fp32.pte"}, "int8": {"file": "model.pte"}}
     write_manifest(folder, "sam", **fields)
     return folder
@@ -120,6 +131,7 @@ def _manifest_edit(change, resign=True):
             rewrite_manifest(w / "art", m)
         else:
             (w / "art" / "manifest.json").write_text(json.dumps(m))
+
     return apply
 
 
@@ -127,6 +139,7 @@ def _write(rel: str, data: bytes | str):
     def apply(w: Path):
         p = w / rel
         p.write_bytes(data if isinstance(data, bytes) else data.encode())
+
     return apply
 
 
@@ -179,7 +192,12 @@ CASES = [
     ("llm-out-user-folder", ["export", "llm", "--out", "user"], None, "holds files Handheld did not write"),
     ("llm-out-user-folder-force", ["export", "llm", "--out", "user", "--force"], None, "not even with --force"),
     ("llm-out-existing-artifact", ["export", "llm", "--out", "art"], None, "already exists"),
-    ("llm-out-artifact-with-user-file", ["export", "llm", "--out", "art", "--force"], _write("art/mine.txt", "keep me"), "(mine.txt)"),
+    (
+        "llm-out-artifact-with-user-file",
+        ["export", "llm", "--out", "art", "--force"],
+        _write("art/mine.txt", "keep me"),
+        "(mine.txt)",
+    ),
     ("llm-out-empty-string", ["export", "llm", "--out", ""], None, "must name a new folder"),
     ("llm-out-dot", ["export", "llm", "--out", "."], None, "must name a new folder"),
     # -- export llm: options
@@ -192,19 +210,49 @@ CASES = [
     ("llm-group-size-zero", ["export", "llm", "--out", "new", "--group-size", "0"], None, "out of range"),
     ("llm-output-bits", ["export", "llm", "--out", "new", "--output-bits", "2"], None, "invalid choice"),
     ("llm-rotation", ["export", "llm", "--out", "new", "--rotation", "magic"], None, "invalid choice"),
-    ("llm-rotation-file-missing", ["export", "llm", "--out", "new", "--rotation-file", "nope.pt"], None, "does not exist"),
-    ("llm-rotation-file-garbage", ["export", "llm", "--out", "new", "--rotation-file", "garbage.pt"], None, "cannot be read"),
-    ("llm-rotation-file-wrong-rotation", ["export", "llm", "--out", "new", "--rotation", "quarot", "--rotation-file", "garbage.pt"], None, "only applies to --rotation spinquant"),
+    (
+        "llm-rotation-file-missing",
+        ["export", "llm", "--out", "new", "--rotation-file", "nope.pt"],
+        None,
+        "does not exist",
+    ),
+    (
+        "llm-rotation-file-garbage",
+        ["export", "llm", "--out", "new", "--rotation-file", "garbage.pt"],
+        None,
+        "cannot be read",
+    ),
+    (
+        "llm-rotation-file-wrong-rotation",
+        ["export", "llm", "--out", "new", "--rotation", "quarot", "--rotation-file", "garbage.pt"],
+        None,
+        "only applies to --rotation spinquant",
+    ),
     ("llm-backend", ["export", "llm", "--out", "new", "--backend", "tpu"], None, "invalid choice"),
     ("llm-checkpoint-missing", ["export", "llm", "--out", "new", "--checkpoint", "nope.gguf"], None, "does not exist"),
     ("llm-checkpoint-not-gguf", ["export", "llm", "--out", "new", "--checkpoint", "file.txt"], None, "not a .gguf"),
-    ("llm-checkpoint-truncated", ["export", "llm", "--out", "new", "--checkpoint", "truncated.gguf"], None, "truncated.gguf is truncated"),
-    ("llm-checkpoint-bad-header", ["export", "llm", "--out", "new", "--checkpoint", "notgguf.gguf"], None, "notgguf.gguf is not a GGUF file"),
+    (
+        "llm-checkpoint-truncated",
+        ["export", "llm", "--out", "new", "--checkpoint", "truncated.gguf"],
+        None,
+        "truncated.gguf is truncated",
+    ),
+    (
+        "llm-checkpoint-bad-header",
+        ["export", "llm", "--out", "new", "--checkpoint", "notgguf.gguf"],
+        None,
+        "notgguf.gguf is not a GGUF file",
+    ),
     ("llm-checkpoint-no-config", ["export", "llm", "--out", "new", "--checkpoint", "user"], None, "no config.json"),
     ("llm-checkpoint-no-weights", ["export", "llm", "--out", "new", "--checkpoint", "hf"], None, "no *.safetensors"),
     ("llm-gptq-windows", ["export", "llm", "--out", "new", "--gptq-windows", "0"], None, "out of range"),
     ("llm-weight-method", ["export", "llm", "--out", "new", "--weight-method", "magic"], None, "invalid choice"),
-    ("llm-fp32-with-output-bits", ["export", "llm", "--out", "new", "--weight-bits", "16", "--output-bits", "8"], None, "unquantized"),
+    (
+        "llm-fp32-with-output-bits",
+        ["export", "llm", "--out", "new", "--weight-bits", "16", "--output-bits", "8"],
+        None,
+        "unquantized",
+    ),
     # -- generate: text and numbers
     ("gen-missing-artifact", ["generate", "nope", "--prompt", "hi"], None, "does not exist"),
     ("gen-artifact-is-file", ["generate", "file.txt", "--prompt", "hi"], None, "is a file"),
@@ -225,23 +273,98 @@ CASES = [
     ("gen-seed-neg", ["generate", "art", "--prompt", "hi", "--seed", "-1"], None, "out of range"),
     ("gen-on-sam-artifact", ["generate", "sam", "--prompt", "hi"], None, "not an LLM"),
     # -- manifests that try to switch verification off
-    ("manifest-is-list", ["generate", "art", "--prompt", "hi"], _write("art/manifest.json", "[1, 2]"), "not a manifest object"),
+    (
+        "manifest-is-list",
+        ["generate", "art", "--prompt", "hi"],
+        _write("art/manifest.json", "[1, 2]"),
+        "not a manifest object",
+    ),
     ("manifest-not-json", ["generate", "art", "--prompt", "hi"], _write("art/manifest.json", "{"), "not valid JSON"),
-    ("manifest-not-utf8", ["generate", "art", "--prompt", "hi"], _write("art/manifest.json", b"\xff\xfe\x00"), "not valid JSON"),
-    ("manifest-no-kind", ["generate", "art", "--prompt", "hi"], _manifest_edit(lambda m: m.pop("kind")), "has kind None"),
-    ("manifest-format", ["generate", "art", "--prompt", "hi"], _manifest_edit(lambda m: m.update(format_version=99)), "format version 99"),
-    ("manifest-files-empty", ["generate", "art", "--prompt", "hi"], _manifest_edit(lambda m: m.update(files={})), "lists no files"),
-    ("manifest-model-outside", ["generate", "art", "--prompt", "hi"], _manifest_edit(lambda m: m.update(model_file="../fake.pte")), "outside its folder"),
-    ("manifest-model-absolute", ["generate", "art", "--prompt", "hi"], _manifest_edit(lambda m: m.update(model_file="/etc/passwd")), "outside its folder"),
-    ("manifest-files-escape", ["generate", "art", "--prompt", "hi"], _manifest_edit(lambda m: m["files"].update({"../file.txt": "0" * 64})), "outside its folder"),
-    ("manifest-bad-digest", ["generate", "art", "--prompt", "hi"], _manifest_edit(lambda m: m["files"].update({"model.pte": "xyz"})), "no valid sha256"),
-    ("manifest-tokenizer-unchecked", ["generate", "art", "--prompt", "hi"], _manifest_edit(lambda m: m["files"].pop("tokenizer.json")), "without a checksum"),
-    ("manifest-edited-seq-len", ["generate", "art", "--prompt", "hi"], _manifest_edit(lambda m: m.update(max_seq_len=4096), resign=False), "was edited after export"),
-    ("manifest-edited-eos", ["generate", "art", "--prompt", "hi"], _manifest_edit(lambda m: m["tokenizer"].update(eos_ids=[0]), resign=False), "was edited after export"),
-    ("manifest-no-digest", ["generate", "art", "--prompt", "hi"], _manifest_edit(lambda m: m.pop("manifest_sha256"), resign=False), "has no manifest_sha256"),
-    ("tokenizer-tampered", ["generate", "art", "--prompt", "hi"], _write("art/tokenizer.json", '{"tampered": 1}'), "checksum mismatch in tokenizer.json"),
+    (
+        "manifest-not-utf8",
+        ["generate", "art", "--prompt", "hi"],
+        _write("art/manifest.json", b"\xff\xfe\x00"),
+        "not valid JSON",
+    ),
+    (
+        "manifest-no-kind",
+        ["generate", "art", "--prompt", "hi"],
+        _manifest_edit(lambda m: m.pop("kind")),
+        "has kind None",
+    ),
+    (
+        "manifest-format",
+        ["generate", "art", "--prompt", "hi"],
+        _manifest_edit(lambda m: m.update(format_version=99)),
+        "format version 99",
+    ),
+    (
+        "manifest-files-empty",
+        ["generate", "art", "--prompt", "hi"],
+        _manifest_edit(lambda m: m.update(files={})),
+        "lists no files",
+    ),
+    (
+        "manifest-model-outside",
+        ["generate", "art", "--prompt", "hi"],
+        _manifest_edit(lambda m: m.update(model_file="../fake.pte")),
+        "outside its folder",
+    ),
+    (
+        "manifest-model-absolute",
+        ["generate", "art", "--prompt", "hi"],
+        _manifest_edit(lambda m: m.update(model_file="/etc/passwd")),
+        "outside its folder",
+    ),
+    (
+        "manifest-files-escape",
+        ["generate", "art", "--prompt", "hi"],
+        _manifest_edit(lambda m: m["files"].update({"../file.txt": "0" * 64})),
+        "outside its folder",
+    ),
+    (
+        "manifest-bad-digest",
+        ["generate", "art", "--prompt", "hi"],
+        _manifest_edit(lambda m: m["files"].update({"model.pte": "xyz"})),
+        "no valid sha256",
+    ),
+    (
+        "manifest-tokenizer-unchecked",
+        ["generate", "art", "--prompt", "hi"],
+        _manifest_edit(lambda m: m["files"].pop("tokenizer.json")),
+        "without a checksum",
+    ),
+    (
+        "manifest-edited-seq-len",
+        ["generate", "art", "--prompt", "hi"],
+        _manifest_edit(lambda m: m.update(max_seq_len=4096), resign=False),
+        "was edited after export",
+    ),
+    (
+        "manifest-edited-eos",
+        ["generate", "art", "--prompt", "hi"],
+        _manifest_edit(lambda m: m["tokenizer"].update(eos_ids=[0]), resign=False),
+        "was edited after export",
+    ),
+    (
+        "manifest-no-digest",
+        ["generate", "art", "--prompt", "hi"],
+        _manifest_edit(lambda m: m.pop("manifest_sha256"), resign=False),
+        "has no manifest_sha256",
+    ),
+    (
+        "tokenizer-tampered",
+        ["generate", "art", "--prompt", "hi"],
+        _write("art/tokenizer.json", '{"tampered": 1}'),
+        "checksum mismatch in tokenizer.json",
+    ),
     ("unlisted-file", ["generate", "art", "--prompt", "hi"], _write("art/extra.bin", b"?"), "unlisted file extra.bin"),
-    ("sam-int8-swapped", ["segment", "sam", "--image", "photo.png", "--out", "new.png"], _swap_sam_int8, "names model.pte without a checksum"),
+    (
+        "sam-int8-swapped",
+        ["segment", "sam", "--image", "photo.png", "--out", "new.png"],
+        _swap_sam_int8,
+        "names model.pte without a checksum",
+    ),
     # -- parity
     ("parity-missing", ["parity", "nope"], None, "does not exist"),
     ("parity-json-exists", ["parity", "art", "--json", "empty.json"], None, "already exists"),
@@ -273,16 +396,46 @@ CASES = [
     ("baseline-seq-0", ["baseline-llm", "--out", "b.pte", "--max-seq-len", "0"], None, "out of range"),
     ("baseline-checkpoint-missing", ["baseline-llm", "--out", "b.pte", "--checkpoint", "nope"], None, "does not exist"),
     # -- bundle
-    ("bundle-out-is-input", ["bundle", "art", "sam", "lv", "--target", "android", "--out", "art", "--force"], None, "overlaps the input"),
-    ("bundle-out-inside-input", ["bundle", "art", "sam", "lv", "--target", "android", "--out", "art/b"], None, "overlaps the input"),
-    ("bundle-out-exists", ["bundle", "art", "sam", "lv", "--target", "android", "--out", "bundle"], None, "already exists"),
-    ("bundle-out-user-force", ["bundle", "art", "sam", "lv", "--target", "android", "--out", "user", "--force"], None, "did not write"),
+    (
+        "bundle-out-is-input",
+        ["bundle", "art", "sam", "lv", "--target", "android", "--out", "art", "--force"],
+        None,
+        "overlaps the input",
+    ),
+    (
+        "bundle-out-inside-input",
+        ["bundle", "art", "sam", "lv", "--target", "android", "--out", "art/b"],
+        None,
+        "overlaps the input",
+    ),
+    (
+        "bundle-out-exists",
+        ["bundle", "art", "sam", "lv", "--target", "android", "--out", "bundle"],
+        None,
+        "already exists",
+    ),
+    (
+        "bundle-out-user-force",
+        ["bundle", "art", "sam", "lv", "--target", "android", "--out", "user", "--force"],
+        None,
+        "did not write",
+    ),
     ("bundle-out-file", ["bundle", "art", "--target", "android", "--out", "file.txt"], None, "is an existing file"),
-    ("bundle-zip-exists", ["bundle", "art", "sam", "lv", "--target", "android", "--out", "b2"], _write("b2.zip", b"PK"), "the bundle zip b2.zip already exists"),
+    (
+        "bundle-zip-exists",
+        ["bundle", "art", "sam", "lv", "--target", "android", "--out", "b2"],
+        _write("b2.zip", b"PK"),
+        "the bundle zip b2.zip already exists",
+    ),
     ("bundle-target", ["bundle", "art", "--target", "windows", "--out", "b3"], None, "invalid choice"),
     ("bundle-artifact-missing", ["bundle", "nope", "--target", "android", "--out", "b3"], None, "does not exist"),
     ("bundle-artifact-user", ["bundle", "user", "--target", "android", "--out", "b3"], None, "no manifest.json"),
-    ("bundle-artifact-tampered", ["bundle", "art", "sam", "lv", "--target", "android", "--out", "b3"], _write("art/model.pte", b"x"), "checksum mismatch"),
+    (
+        "bundle-artifact-tampered",
+        ["bundle", "art", "sam", "lv", "--target", "android", "--out", "b3"],
+        _write("art/model.pte", b"x"),
+        "checksum mismatch",
+    ),
     # -- verify
     ("verify-missing", ["verify", "nope"], None, "does not exist"),
     ("verify-file", ["verify", "file.txt"], None, "neither a bundle folder nor a bundle zip"),
@@ -301,30 +454,85 @@ CASES = [
     ("seg-image-missing", ["segment", "sam", "--image", "nope.png"], None, "does not exist"),
     ("seg-image-text", ["segment", "sam", "--image", "file.txt", "--out", "new.png"], None, "cannot read image"),
     ("seg-image-bomb", ["segment", "sam", "--image", "bomb.png", "--out", "new.png"], None, "bomb.png"),
-    ("seg-click-text", ["segment", "sam", "--image", "photo.png", "--click", "a,b", "--out", "new.png"], None, "cannot read click"),
-    ("seg-click-one-number", ["segment", "sam", "--image", "photo.png", "--click", "5", "--out", "new.png"], None, "cannot read click"),
-    ("seg-click-sign", ["segment", "sam", "--image", "photo.png", "--click", "3,3,x", "--out", "new.png"], None, "cannot read click"),
-    ("seg-click-outside", ["segment", "sam", "--image", "photo.png", "--click", "999,999", "--out", "new.png"], None, "outside the 32x24 image"),
+    (
+        "seg-click-text",
+        ["segment", "sam", "--image", "photo.png", "--click", "a,b", "--out", "new.png"],
+        None,
+        "cannot read click",
+    ),
+    (
+        "seg-click-one-number",
+        ["segment", "sam", "--image", "photo.png", "--click", "5", "--out", "new.png"],
+        None,
+        "cannot read click",
+    ),
+    (
+        "seg-click-sign",
+        ["segment", "sam", "--image", "photo.png", "--click", "3,3,x", "--out", "new.png"],
+        None,
+        "cannot read click",
+    ),
+    (
+        "seg-click-outside",
+        ["segment", "sam", "--image", "photo.png", "--click", "999,999", "--out", "new.png"],
+        None,
+        "outside the 32x24 image",
+    ),
     ("seg-out-folder", ["segment", "sam", "--image", "photo.png", "--out", "user"], None, "expected a .png file"),
     ("seg-out-exists", ["segment", "sam", "--image", "photo.png", "--out", "existing.png"], None, "already exists"),
-    ("seg-out-is-image", ["segment", "sam", "--image", "photo.png", "--out", "photo.png", "--force"], None, "overwrite the input image"),
+    (
+        "seg-out-is-image",
+        ["segment", "sam", "--image", "photo.png", "--out", "photo.png", "--force"],
+        None,
+        "overwrite the input image",
+    ),
     ("seg-out-suffix", ["segment", "sam", "--image", "photo.png", "--out", "mask.txt"], None, "expected a .png file"),
     ("seg-variant", ["segment", "sam", "--image", "photo.png", "--variant", "int4"], None, "invalid choice"),
-    ("seg-checkpoint-garbage", ["segment", "garbage.pt", "--image", "photo.png", "--out", "new.png"], None, "not a loadable PyTorch checkpoint"),
+    (
+        "seg-checkpoint-garbage",
+        ["segment", "garbage.pt", "--image", "photo.png", "--out", "new.png"],
+        None,
+        "not a loadable PyTorch checkpoint",
+    ),
     ("seg-on-llm-artifact", ["segment", "art", "--image", "photo.png", "--out", "new.png"], None, "not a segmenter"),
     # -- ask-video
     ("video-is-png", ["ask-video", "lv", "--video", "photo.png", "--question", "what?"], None, "still image"),
     ("video-missing", ["ask-video", "lv", "--video", "nope.mp4", "--question", "what?"], None, "does not exist"),
     ("video-text", ["ask-video", "lv", "--video", "file.txt", "--question", "what?"], None, "cannot read"),
     ("video-question-empty", ["ask-video", "lv", "--video", "VIDEO", "--question", ""], None, "question is empty"),
-    ("video-question-not-utf8", ["ask-video", "lv", "--video", "VIDEO", "--question", NOT_UTF8], None, "not valid UTF-8"),
+    (
+        "video-question-not-utf8",
+        ["ask-video", "lv", "--video", "VIDEO", "--question", NOT_UTF8],
+        None,
+        "not valid UTF-8",
+    ),
     ("video-question-50k", ["ask-video", "lv", "--video", "VIDEO", "--question", LONG], None, "50000 characters"),
-    ("video-max-new-0", ["ask-video", "lv", "--video", "VIDEO", "--question", "what?", "--max-new-tokens", "0"], None, "out of range"),
-    ("video-threads", ["ask-video", "lv", "--video", "VIDEO", "--question", "what?", "--threads", "0"], None, "out of range"),
-    ("video-artifact-missing", ["ask-video", "nope", "--video", "VIDEO", "--question", "what?"], None, "does not exist"),
+    (
+        "video-max-new-0",
+        ["ask-video", "lv", "--video", "VIDEO", "--question", "what?", "--max-new-tokens", "0"],
+        None,
+        "out of range",
+    ),
+    (
+        "video-threads",
+        ["ask-video", "lv", "--video", "VIDEO", "--question", "what?", "--threads", "0"],
+        None,
+        "out of range",
+    ),
+    (
+        "video-artifact-missing",
+        ["ask-video", "nope", "--video", "VIDEO", "--question", "what?"],
+        None,
+        "does not exist",
+    ),
     ("video-on-llm-artifact", ["ask-video", "art", "--video", "VIDEO", "--question", "what?"], None, "not LongVU"),
     # -- export sam / longvu
-    ("sam-checkpoint-garbage", ["export", "sam", "--out", "new", "--checkpoint", "garbage.pt"], None, "not a loadable PyTorch checkpoint"),
+    (
+        "sam-checkpoint-garbage",
+        ["export", "sam", "--out", "new", "--checkpoint", "garbage.pt"],
+        None,
+        "not a loadable PyTorch checkpoint",
+    ),
     ("sam-checkpoint-missing", ["export", "sam", "--out", "new", "--checkpoint", "nope.pt"], None, "does not exist"),
     ("sam-calibration-0", ["export", "sam", "--out", "new", "--calibration-images", "0"], None, "out of range"),
     ("sam-backend", ["export", "sam", "--out", "new", "--backend", "tpu"], None, "invalid choice"),
@@ -352,12 +560,27 @@ CASES = [
     ("train-composite-prob", ["train", "sam", "--composite-prob", "1.5", "--out", "t.pt"], None, "out of range"),
     ("train-eval-every-0", ["train", "sam", "--eval-every", "0", "--out", "t.pt"], None, "out of range"),
     ("train-images-no-photos", ["train", "sam", "--images", "user", "--out", "t.pt"], None, "no images"),
-    ("train-images-held-out", ["train", "sam", "--images", "photos", "--out", "t.pt"], _held_out_copy, "held-out photo 'coffee'"),
-    ("train-resume-finished", ["train", "sam", "--out", "done.pt", "--steps", "200"], _finished_resume, "already trained 300 steps"),
+    (
+        "train-images-held-out",
+        ["train", "sam", "--images", "photos", "--out", "t.pt"],
+        _held_out_copy,
+        "held-out photo 'coffee'",
+    ),
+    (
+        "train-resume-finished",
+        ["train", "sam", "--out", "done.pt", "--steps", "200"],
+        _finished_resume,
+        "already trained 300 steps",
+    ),
     ("train-curve-exists", ["train", "sam", "--out", "t.pt"], _write("t.curve.json", "{}"), "training curve"),
     # -- learn-rotations
     ("learn-out-exists", ["learn-rotations", "--out", "garbage.pt"], None, "already exists"),
-    ("learn-resume-garbage", ["learn-rotations", "--out", "rot.pt", "--force"], None, "resume file rot.ckpt cannot be read"),
+    (
+        "learn-resume-garbage",
+        ["learn-rotations", "--out", "rot.pt", "--force"],
+        None,
+        "resume file rot.ckpt cannot be read",
+    ),
     ("learn-steps-0", ["learn-rotations", "--out", "r.pt", "--steps", "0"], None, "out of range"),
     ("learn-lr-big", ["learn-rotations", "--out", "r.pt", "--lr", "20"], None, "out of range"),
     ("learn-scheme", ["learn-rotations", "--out", "r.pt", "--scheme", "W3A3"], None, "invalid choice"),
@@ -370,7 +593,12 @@ CASES = [
     ("evsam-out-user", ["eval", "sam", "--out", "user", "--force"], None, "did not write"),
     ("evsam-out-report", ["eval", "sam", "--out", "report"], None, "already exists"),
     ("evsam-variant", ["eval", "sam", "sam", "--out", "ev", "--variant", "int4"], None, "invalid choice"),
-    ("evsam-checkpoint-garbage", ["eval", "sam", "garbage.pt", "--out", "ev"], None, "not a loadable PyTorch checkpoint"),
+    (
+        "evsam-checkpoint-garbage",
+        ["eval", "sam", "garbage.pt", "--out", "ev"],
+        None,
+        "not a loadable PyTorch checkpoint",
+    ),
     ("evsam-on-llm-artifact", ["eval", "sam", "art", "--out", "ev"], None, "not a segmenter"),
     ("evsam-int8-swapped", ["eval", "sam", "sam", "--out", "ev"], _swap_sam_int8, "names model.pte without a checksum"),
     ("evsam-unknown-family", ["eval", "video", "--out", "ev"], None, "invalid choice"),
@@ -421,15 +649,32 @@ def test_catalogue_is_wide():
     assert len(CASES) >= 80
     assert len({c[0] for c in CASES}) == len(CASES)
     commands = {c[1][0] for c in CASES if c[1]}
-    assert commands >= {"export", "generate", "parity", "bench", "demo", "baseline-llm", "bundle", "verify", "report",
-                        "segment", "ask-video", "train", "learn-rotations", "eval"}
+    assert commands >= {
+        "export",
+        "generate",
+        "parity",
+        "bench",
+        "demo",
+        "baseline-llm",
+        "bundle",
+        "verify",
+        "report",
+        "segment",
+        "ask-video",
+        "train",
+        "learn-rotations",
+        "eval",
+    }
 
 
 # -- real processes: what a terminal sees ---------------------------------------------------------
 
+
 def _cli(args: list, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("HANDHELD_VERBOSE",)}
-    return subprocess.run([sys.executable, "-m", "export.cli", *args], cwd=cwd, capture_output=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "export.cli", *args], cwd=cwd, capture_output=True, env=env, timeout=300
+    )
 
 
 def test_bytes_argv_that_is_not_utf8_is_refused_in_a_real_process(world):
@@ -466,12 +711,17 @@ def test_a_bug_is_reported_as_one_line_and_verbose_shows_the_traceback(world, mo
     monkeypatch.setattr(verify, "verify_bundle", lambda path: 1 / 0)
     assert main(["verify", "bundle"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("handheld: error: unexpected ZeroDivisionError") and "--verbose" in err and "Traceback" not in err
+    assert (
+        err.startswith("handheld: error: unexpected ZeroDivisionError")
+        and "--verbose" in err
+        and "Traceback" not in err
+    )
     with pytest.raises(ZeroDivisionError):
         main(["verify", "bundle", "--verbose"])
 
 
 # -- interrupts: nothing half-written survives ----------------------------------------------------
+
 
 @pytest.mark.parametrize("stage", ["copy", "zip"])
 @pytest.mark.parametrize("signal_exc", ["KeyboardInterrupt", "Terminated"])

@@ -3,9 +3,9 @@
 import json
 import zipfile
 
+import bundle_fakes as fakes
 import pytest
 
-import bundle_fakes as fakes
 from export.bundle import contract
 from export.bundle.bundle import BundleConfig, build_bundle
 from export.errors import HandheldError
@@ -26,15 +26,27 @@ def test_android_bundle_holds_every_artifact_verbatim(tmp_path):
     for key in contract.LLM_KEYS:  # keys reach the app exactly as the exporter wrote them
         assert llm[key] == source[key]
     assert (out / "llm-executorch" / llm["model_file"]).read_bytes() == (arts[0] / "model.pte").read_bytes()
-    assert set(bundle["files"]) == {f"{e['dir']}/{rel}" for e, a in zip(bundle["models"], arts) for rel in load_manifest(a)["files"]}
+    assert set(bundle["files"]) == {
+        f"{e['dir']}/{rel}" for e, a in zip(bundle["models"], arts) for rel in load_manifest(a)["files"]
+    }
     with zipfile.ZipFile(out.with_name("android.zip")) as zf:
         assert sorted(zf.namelist()) == sorted(f"android/{rel}" for rel in [*bundle["files"], contract.BUNDLE_MANIFEST])
 
 
 def test_ios_bundle_takes_coreml_segmenter_and_both_longvu_backends(tmp_path):
-    arts = [fakes.make_llm(tmp_path), fakes.make_sam(tmp_path, "coreml"), fakes.make_longvu(tmp_path, "coreml", "lv_ml"), fakes.make_longvu(tmp_path)]
+    arts = [
+        fakes.make_llm(tmp_path),
+        fakes.make_sam(tmp_path, "coreml"),
+        fakes.make_longvu(tmp_path, "coreml", "lv_ml"),
+        fakes.make_longvu(tmp_path),
+    ]
     bundle = build_bundle(BundleConfig(target="ios", out=tmp_path / "ios", artifacts=arts, make_zip=False))
-    assert [e["dir"] for e in bundle["models"]] == ["llm-executorch", "sam-coreml", "longvu-coreml", "longvu-executorch"]
+    assert [e["dir"] for e in bundle["models"]] == [
+        "llm-executorch",
+        "sam-coreml",
+        "longvu-coreml",
+        "longvu-executorch",
+    ]
     assert "sam-coreml/model.mlpackage/Data/model.mlmodel" in bundle["files"]
     assert "longvu-coreml/mlpackages/siglip.mlpackage/weights.bin" in bundle["files"]
     assert not (tmp_path / "ios.zip").exists()
@@ -42,7 +54,9 @@ def test_ios_bundle_takes_coreml_segmenter_and_both_longvu_backends(tmp_path):
 
 def test_ios_coreml_longvu_needs_its_executorch_text_methods(tmp_path):
     art = fakes.make_longvu(tmp_path, "coreml")
-    with pytest.raises(HandheldError, match="the ios app needs a longvu executorch artifact beside the longvu coreml one"):
+    with pytest.raises(
+        HandheldError, match="the ios app needs a longvu executorch artifact beside the longvu coreml one"
+    ):
         build_bundle(BundleConfig(target="ios", out=tmp_path / "b", artifacts=(art,)))
 
 
@@ -50,7 +64,9 @@ def test_files_no_app_reads_stay_out(tmp_path):
     art = fakes.make_sam(tmp_path)
     manifest = load_manifest(art)
     (art / "teacher_encoder_fp32.pte").write_bytes(b"T" * 1000)  # a bench baseline, not for phones
-    fields = {k: v for k, v in manifest.items() if k not in ("format_version", "kind", "created_unix", "toolchain", "files")}
+    fields = {
+        k: v for k, v in manifest.items() if k not in ("format_version", "kind", "created_unix", "toolchain", "files")
+    }
     write_manifest(art, "sam", **fields)
     bundle = build_bundle(BundleConfig(target="android", out=tmp_path / "b", artifacts=(art,)))
     assert sorted(bundle["files"]) == ["sam-executorch/model.pte"]
@@ -82,7 +98,11 @@ def test_missing_contract_key_names_it_and_publishes_nothing(tmp_path):
     art = fakes.make_sam(tmp_path)
     manifest = load_manifest(art)
     clicks = {k: v for k, v in manifest["clicks"].items() if k != "sigma_px"}
-    fields = {k: v for k, v in manifest.items() if k not in ("format_version", "kind", "created_unix", "toolchain", "files", "clicks")}
+    fields = {
+        k: v
+        for k, v in manifest.items()
+        if k not in ("format_version", "kind", "created_unix", "toolchain", "files", "clicks")
+    }
     write_manifest(art, "sam", clicks=clicks, **fields)
     llm = fakes.make_llm(tmp_path)
     with pytest.raises(HandheldError, match=r"lacks what the phone apps read: clicks\.sigma_px"):
@@ -95,7 +115,9 @@ def test_renamed_io_is_refused(tmp_path):
     manifest = load_manifest(art)
     manifest["inputs"][0]["name"] = "input_ids"
     resign_manifest(art, manifest)  # as an exporter that wrote it this way would
-    with pytest.raises(HandheldError, match=r"inputs named \['tokens', 'input_pos'\] \(found \['input_ids', 'input_pos'\]\)"):
+    with pytest.raises(
+        HandheldError, match=r"inputs named \['tokens', 'input_pos'\] \(found \['input_ids', 'input_pos'\]\)"
+    ):
         build_bundle(BundleConfig(target="android", out=tmp_path / "b", artifacts=(art,)))
 
 

@@ -3,8 +3,9 @@
 import json
 
 import bundle_fakes as fakes
-from export.bundle import demo
 from test_device_results import LLM_HOST, LONGVU_HOST, SAM_HOST
+
+from export.bundle import demo
 
 
 def test_demo_bundles_both_targets_and_renders_the_report(tmp_path, monkeypatch):
@@ -19,7 +20,11 @@ def test_demo_bundles_both_targets_and_renders_the_report(tmp_path, monkeypatch)
     step = demo.run_demo(tmp_path)
     lines = step.lines
 
-    assert "android" in lines[1] and "llm (executorch), sam (executorch), longvu (executorch)" in lines[1] and lines[1].endswith("verified")
+    assert (
+        "android" in lines[1]
+        and "llm (executorch), sam (executorch), longvu (executorch)" in lines[1]
+        and lines[1].endswith("verified")
+    )
     assert "ios" in lines[2] and "sam (coreml)" in lines[2] and lines[2].endswith("verified")
     assert (tmp_path / "bundles" / "android.zip").is_file() and (tmp_path / "bundles" / "ios.zip").is_file()
     assert [r.parity for r in step.rows] == ["verified", "verified"]

@@ -3,9 +3,9 @@
 import json
 import zipfile
 
+import bundle_fakes as fakes
 import pytest
 
-import bundle_fakes as fakes
 from export.bundle import contract
 from export.bundle.bundle import BundleConfig, build_bundle, bundle_digest
 from export.bundle.verify import verify_bundle
@@ -55,7 +55,10 @@ def test_fresh_bundle_and_its_zip_verify(bundle):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda b: (b / "llm-executorch/model.pte").write_bytes(b"tampered"), "checksum mismatch in llm-executorch/model.pte"),
+        (
+            lambda b: (b / "llm-executorch/model.pte").write_bytes(b"tampered"),
+            "checksum mismatch in llm-executorch/model.pte",
+        ),
         (lambda b: (b / "sam-executorch/model.pte").unlink(), "missing sam-executorch/model.pte"),
         (lambda b: (b / "llm-executorch/extra.bin").write_bytes(b"?"), "unlisted file llm-executorch/extra.bin"),
         (lambda b: (b / contract.BUNDLE_MANIFEST).unlink(), "has no bundle.json"),
@@ -72,13 +75,25 @@ def test_damaged_files_fail(bundle, damage, message):
     "change, message",
     [
         (lambda d: d.pop("target"), r"at \$: 'target' is a required property"),
-        (lambda d: d["models"][1].pop("mask_threshold"), r"at \$\.models\[1\]: 'mask_threshold' is a required property"),
+        (
+            lambda d: d["models"][1].pop("mask_threshold"),
+            r"at \$\.models\[1\]: 'mask_threshold' is a required property",
+        ),
         (lambda d: d["models"][0]["tokenizer"].update(eos_ids=[]), r"at \$\.models\[0\]\.tokenizer\.eos_ids"),
         (lambda d: d["files"].update({"../escape": "0" * 64}), r"at \$\.files"),
-        (lambda d: d["models"][0].update(model_file="other.pte"), "llm-executorch: names other.pte, which the bundle does not contain"),
+        (
+            lambda d: d["models"][0].update(model_file="other.pte"),
+            "llm-executorch: names other.pte, which the bundle does not contain",
+        ),
         (lambda d: d["models"][2]["methods"].pop("project"), "'project' is a required property"),
-        (lambda d: d["models"][2]["methods"]["decode"]["inputs"][0].update(name="tokens"), r"methods\.decode named \['embeds', 'input_pos'\]"),
-        (lambda d: d["models"][2]["config"]["compress"].pop("stc_chunk"), r"at \$\.models\[2\]\.config\.compress: 'stc_chunk' is a required"),
+        (
+            lambda d: d["models"][2]["methods"]["decode"]["inputs"][0].update(name="tokens"),
+            r"methods\.decode named \['embeds', 'input_pos'\]",
+        ),
+        (
+            lambda d: d["models"][2]["config"]["compress"].pop("stc_chunk"),
+            r"at \$\.models\[2\]\.config\.compress: 'stc_chunk' is a required",
+        ),
         (lambda d: d.update(target="ios"), "the ios app cannot run sam on executorch"),
         (lambda d: d["models"][0]["inputs"][1].update(name="pos"), r"lacks inputs named \['tokens', 'input_pos'\]"),
     ],
@@ -104,7 +119,10 @@ def test_all_problems_are_listed_at_once(bundle):
     (bundle / "sam-executorch/model.pte").unlink()
     with pytest.raises(HandheldError) as err:
         verify_bundle(bundle)
-    assert "checksum mismatch in llm-executorch/model.pte" in err.value.problem and "missing sam-executorch/model.pte" in err.value.problem
+    assert (
+        "checksum mismatch in llm-executorch/model.pte" in err.value.problem
+        and "missing sam-executorch/model.pte" in err.value.problem
+    )
     assert "handheld bundle" in err.value.fix
 
 

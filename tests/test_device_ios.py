@@ -4,9 +4,9 @@ import json
 import os
 from pathlib import Path
 
+import bundle_fakes as fakes
 import pytest
 
-import bundle_fakes as fakes
 from export.bundle import contract
 from export.device import DeviceBenchConfig, DeviceSpec, run_device_bench
 from export.device.results import validate_record
@@ -32,7 +32,9 @@ def iphone(tmp_path, monkeypatch):
 
 def test_app_benchmark_mode_over_devicectl(tmp_path, iphone):
     art = fakes.make_sam(tmp_path, "coreml")
-    cfg = DeviceBenchConfig(DeviceSpec.parse(f"ios:{UDID}"), threads=(2,), iterations=4, warmup=1, out_dir=tmp_path / "out")
+    cfg = DeviceBenchConfig(
+        DeviceSpec.parse(f"ios:{UDID}"), threads=(2,), iterations=4, warmup=1, out_dir=tmp_path / "out"
+    )
     record = run_device_bench(art, cfg)
 
     calls = iphone()
@@ -40,13 +42,33 @@ def test_app_benchmark_mode_over_devicectl(tmp_path, iphone):
     copy_to, launch, copy_from = calls
     assert copy_to[:4] == ["devicectl", "device", "copy", "to"] and copy_to[4:10] == container
     assert copy_to[-2:] == ["--destination", contract.IOS_BUNDLE_DIR]
-    assert launch[:9] == ["devicectl", "device", "process", "launch", "--device", UDID, "--terminate-existing", "--console", contract.IOS_BUNDLE_ID]
+    assert launch[:9] == [
+        "devicectl",
+        "device",
+        "process",
+        "launch",
+        "--device",
+        UDID,
+        "--terminate-existing",
+        "--console",
+        contract.IOS_BUNDLE_ID,
+    ]
     app_args = launch[9:]
     assert app_args[0] == "--benchmark"
     flags = dict(zip(app_args[1::2], app_args[2::2]))
-    assert flags == {"--bundle": contract.IOS_BUNDLE_DIR, "--model": "sam-coreml", "--warmup": "1", "--iterations": "4",
-                     "--prompt": cfg.prompt, "--out": "Documents/bench.json"}
-    assert copy_from[2:4] == ["copy", "from"] and copy_from[-3:] == ["Documents/bench.json", "--destination", str(tmp_path / "out" / "app-bench.json")]
+    assert flags == {
+        "--bundle": contract.IOS_BUNDLE_DIR,
+        "--model": "sam-coreml",
+        "--warmup": "1",
+        "--iterations": "4",
+        "--prompt": cfg.prompt,
+        "--out": "Documents/bench.json",
+    }
+    assert copy_from[2:4] == ["copy", "from"] and copy_from[-3:] == [
+        "Documents/bench.json",
+        "--destination",
+        str(tmp_path / "out" / "app-bench.json"),
+    ]
     assert (iphone.fs / contract.IOS_BUNDLE_DIR / "sam-coreml" / "model.mlpackage" / "Manifest.json").is_file()
 
     validate_record(record)

@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import torch
+from rotation_helpers import tiny_llama, tokens
 
 from export.errors import HandheldError
 from export.quant import QuantScheme
@@ -9,7 +10,6 @@ from export.quant.fake import fake_quant_weight
 from export.quant.gptq import gptq_quantize, gptq_quantizer, gptq_weights
 from export.quant.simulate import fake_quantize_model
 from export.rotation import apply_rotation
-from rotation_helpers import tiny_llama, tokens
 
 
 def _correlated(n=2048, k=96, seed=0):
@@ -56,5 +56,7 @@ def test_gptq_weights_lower_the_quantized_models_error():
     with torch.no_grad():
         ref = m(x)
         err_rtn = float((fake_quantize_model(copy.deepcopy(m), scheme)(x) - ref).pow(2).mean())
-        err_gptq = float((fake_quantize_model(copy.deepcopy(m), scheme, gptq_quantizer(weights))(x) - ref).pow(2).mean())
+        err_gptq = float(
+            (fake_quantize_model(copy.deepcopy(m), scheme, gptq_quantizer(weights))(x) - ref).pow(2).mean()
+        )
     assert err_gptq < err_rtn

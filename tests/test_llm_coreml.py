@@ -20,7 +20,9 @@ def _export(model, tmp_path, quant=LLMQuantConfig(), max_seq_len=40):
     from export.llm.quant_coreml import simulate_coreml_weights
 
     calibration = random_calibration(model) if quant.weight_method == "gptq" else None
-    return export_tiny(model, tmp_path / "coreml", "coreml", simulate_coreml_weights, quant, max_seq_len, calibration=calibration)
+    return export_tiny(
+        model, tmp_path / "coreml", "coreml", simulate_coreml_weights, quant, max_seq_len, calibration=calibration
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,11 @@ def test_program_is_stateful_ios18_with_int4_block_weights(tiny_coreml):
     assert c["deployment_target"] == "iOS18"
     assert sorted(c["states"]) == ["key_cache", "value_cache"]
     assert c["op_counts"]["read_state"] == 2 and c["op_counts"]["coreml_update_state"] == 2
-    assert c["quantized_consts"]["linear"] == 14 and c["quantized_consts"]["lm_head"] == 1 and c["quantized_consts"]["embedding"] == 1
+    assert (
+        c["quantized_consts"]["linear"] == 14
+        and c["quantized_consts"]["lm_head"] == 1
+        and c["quantized_consts"]["embedding"] == 1
+    )
     # the tiny model ties its embedding: coremltools deduplicates the identical int8 table and lm_head
     assert c["op_counts"]["constexpr_blockwise_shift_scale"] == c["quantized_consts"]["requested"] == 15
 
@@ -77,10 +83,16 @@ def test_package_weights_equal_the_simulation(tiny_coreml):
     assert sum(len(v) for v in package.values()) == 15 and len(sim) == 16  # tied table + lm_head: one constant
     for w in sim:
         # every simulated weight is in the package, bit for bit
-        assert any(np.array_equal(w, p) for p in package[w.shape]), f"no package weight matches a simulated {w.shape} weight"
+        assert any(np.array_equal(w, p) for p in package[w.shape]), (
+            f"no package weight matches a simulated {w.shape} weight"
+        )
     from coremltools.converters.mil.mil import types
 
-    int4 = [op for op in interp.fn.operations if op.op_type == "constexpr_blockwise_shift_scale" and types.builtin_to_string(op.data.dtype) == "int4"]
+    int4 = [
+        op
+        for op in interp.fn.operations
+        if op.op_type == "constexpr_blockwise_shift_scale" and types.builtin_to_string(op.data.dtype) == "int4"
+    ]
     assert len(int4) == 14
 
 
@@ -91,23 +103,31 @@ def test_gptq_integers_are_stored_as_they_are(tiny_coreml):
     from runtime.mil_interpreter import MILInterpreter
 
     folder, manifest, prepared = tiny_coreml
-    assert prepared.quant_report["weight_method"] == "gptq" and manifest["coreml"]["quantized_consts"]["linear_gptq"] == 14
-    stored = [op.data.val.astype(np.int8) for op in MILInterpreter(folder / "model.mlpackage").fn.operations if op.op_type == "constexpr_blockwise_shift_scale"]
+    assert (
+        prepared.quant_report["weight_method"] == "gptq" and manifest["coreml"]["quantized_consts"]["linear_gptq"] == 14
+    )
+    stored = [
+        op.data.val.astype(np.int8)
+        for op in MILInterpreter(folder / "model.mlpackage").fn.operations
+        if op.op_type == "constexpr_blockwise_shift_scale"
+    ]
     moved = 0
     for name, lin in prepared.float_model.linears().items():
         q = dict(prepared.model.named_modules())[name].integers.numpy()
         assert any(x.shape == q.shape and np.array_equal(x, q) for x in stored), name
         scale = coreml_symmetric_scales(lin.weight, 4, 32)
-        rtn = np.clip(np.round(lin.weight.numpy().astype(np.float16).reshape(*scale.shape[:2], -1) / scale), -7, 7).reshape(q.shape)
+        rtn = np.clip(
+            np.round(lin.weight.numpy().astype(np.float16).reshape(*scale.shape[:2], -1) / scale), -7, 7
+        ).reshape(q.shape)
         moved += int((rtn != q).sum())
     assert moved > 0
 
 
 def test_mil_program_matches_eager_simulation_through_prefill_and_decode(tiny_coreml):
     from export.llm.parity import EagerLLMRunner
+    from export.manifest import load_manifest
     from runtime.coreml_runner import CoreMLRunner
     from runtime.generate import LLMStepper
-    from export.manifest import load_manifest
 
     folder, manifest, prepared = tiny_coreml
     art = LLMStepper(CoreMLRunner(folder, load_manifest(folder), interpreter=True))
@@ -129,7 +149,9 @@ def test_hadamards_stay_fp16_matmuls(tmp_path):
     model = apply_rotation(_tiny(ffn_dim=192), "quarot", quantized_kv=True)
     folder, manifest, prepared = _export(model, tmp_path)
     c = manifest["coreml"]
-    assert c["op_counts"]["constexpr_blockwise_shift_scale"] == 16  # untied by the rotation; Hadamard factors not compressed
+    assert (
+        c["op_counts"]["constexpr_blockwise_shift_scale"] == 16
+    )  # untied by the rotation; Hadamard factors not compressed
     assert c["op_counts"]["matmul"] > 2 * 2  # attention (2 per layer) + the online Hadamards
     from export.llm.parity import EagerLLMRunner
     from export.manifest import load_manifest
@@ -153,7 +175,10 @@ def test_linux_runner_says_it_is_not_apples_runtime(tiny_coreml, capsys):
     assert "needs macOS" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(platform.system() != "Darwin", reason="CoreML prediction needs macOS (Apple's runtime); Linux checks the MIL program instead")
+@pytest.mark.skipif(
+    platform.system() != "Darwin",
+    reason="CoreML prediction needs macOS (Apple's runtime); Linux checks the MIL program instead",
+)
 def test_apple_runtime_matches_eager_simulation(tiny_coreml):
     from export.llm.parity import EagerLLMRunner
     from runtime.generate import LLMStepper
@@ -187,9 +212,13 @@ def test_executorch_coreml_delegate_pte_is_one_delegate_and_matches_eager(tmp_pa
     quant = {**DELEGATE_QUANT, "weight_threshold": 2048}
     summary = lower_coreml_delegate(StatefulDecoder(model, 40).eval(), tmp_path / "d.pte", quant)
     assert summary["delegate_backend"] == "CoreMLBackend" and summary["ops_outside_delegate"] == 0
-    ops = [op.op_type for op in MILInterpreter(delegate_package(tmp_path / "d.pte", tmp_path / "unpacked")).fn.operations]
+    ops = [
+        op.op_type for op in MILInterpreter(delegate_package(tmp_path / "d.pte", tmp_path / "unpacked")).fn.operations
+    ]
     tied = model.lm_head.weight is model.embed_tokens.weight  # one constant serves the gather and lm_head
-    assert ops.count("constexpr_blockwise_shift_scale") == 2 * 7 + (1 if tied else 2)  # 7 linears per layer, lm_head, embedding
+    assert ops.count("constexpr_blockwise_shift_scale") == 2 * 7 + (
+        1 if tied else 2
+    )  # 7 linears per layer, lm_head, embedding
     assert "coreml_update_state" in ops  # the KV cache is a CoreML state
     tokens = torch.randint(0, 133, (40,), generator=torch.Generator().manual_seed(4))
     report = check_delegate_parity(tmp_path / "d.pte", model, tokens[:39], quant, prefill=20)

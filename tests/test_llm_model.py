@@ -3,17 +3,25 @@
 import pytest
 import torch
 
-from export.llm.checkpoint import _llama_args
 from export.llm.model import Llama
-from tests.conftest import tiny_llama_args
 
 
 def _hf_tiny(model_type: str, **extra):
     import transformers
 
     cfg_cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[model_type]
-    cfg = cfg_cls(vocab_size=133, hidden_size=96, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
-                  intermediate_size=160, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=False, **extra)
+    cfg = cfg_cls(
+        vocab_size=133,
+        hidden_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        intermediate_size=160,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        **extra,
+    )
     torch.manual_seed(1)
     model_cls = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM}[model_type]
     hf = model_cls(cfg).eval()
@@ -26,8 +34,19 @@ def _hf_tiny(model_type: str, **extra):
     "model_type,extra",
     [
         ("llama", {"rope_parameters": {"rope_type": "default", "rope_theta": 5000.0}}),
-        ("llama", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
+        (
+            "llama",
+            {
+                "rope_parameters": {
+                    "rope_type": "llama3",
+                    "rope_theta": 500000.0,
+                    "factor": 8.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 64,
+                }
+            },
+        ),
         ("qwen2", {}),
     ],
     ids=["llama", "llama3-rope-scaling", "qwen2-qkv-bias"],
@@ -37,7 +56,9 @@ def test_matches_transformers_on_tiny_random_models(model_type, extra):
 
     cfg, hf = _hf_tiny(model_type, **extra)
     ours = Llama(LLM_FAMILIES.get(model_type)(cfg)).eval()
-    missing, unexpected = ours.load_state_dict({k.removeprefix("model."): v for k, v in hf.state_dict().items()}, strict=False)
+    missing, unexpected = ours.load_state_dict(
+        {k.removeprefix("model."): v for k, v in hf.state_dict().items()}, strict=False
+    )
     assert not missing and not unexpected
     tokens = torch.randint(0, 133, (2, 37))
     with torch.no_grad():
@@ -61,7 +82,15 @@ def test_matches_transformers_on_real_smollm2(smollm2):
 
 def test_smollm2_architecture_is_read_from_the_checkpoint(smollm2):
     a = smollm2.model.args
-    assert (a.n_layers, a.dim, a.n_heads, a.n_kv_heads, a.head_dim, a.ffn_dim, a.vocab_size) == (30, 576, 9, 3, 64, 1536, 49152)
+    assert (a.n_layers, a.dim, a.n_heads, a.n_kv_heads, a.head_dim, a.ffn_dim, a.vocab_size) == (
+        30,
+        576,
+        9,
+        3,
+        64,
+        1536,
+        49152,
+    )
     assert a.tie_embeddings and a.rope_theta == 100000.0
     assert smollm2.eos_ids and smollm2.chat_template
 

@@ -24,7 +24,9 @@ def _export(model, tmp_path, quant=LLMQuantConfig(), max_seq_len=40):
     from export.llm.quant_onnx import simulate_matmulnbits
 
     calibration = random_calibration(model) if quant.weight_method == "gptq" else None
-    return export_tiny(model, tmp_path / "onnx", "onnx", simulate_matmulnbits, quant, max_seq_len, calibration=calibration)
+    return export_tiny(
+        model, tmp_path / "onnx", "onnx", simulate_matmulnbits, quant, max_seq_len, calibration=calibration
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,9 @@ def test_float_graph_matches_eager_with_dynamic_lengths(tmp_path):
     from runtime.runner import open_runner
 
     model = _tiny()
-    folder, manifest, _ = _export(model, tmp_path, LLMQuantConfig(weight_bits=16, dynamic_activations=False, embedding_bits=0, output_bits=0))
+    folder, manifest, _ = _export(
+        model, tmp_path, LLMQuantConfig(weight_bits=16, dynamic_activations=False, embedding_bits=0, output_bits=0)
+    )
     assert manifest["onnx_graph"]["matmulnbits_by_bits"] == {}
     step = LLMStepper(open_runner(folder, threads=1))
     tokens = torch.randint(0, model.args.vocab_size, (13,))
@@ -90,7 +94,9 @@ def test_every_linear_is_matmulnbits_4bit_lm_head_included_by_default(tiny_onnx)
     assert "Neg" not in g["op_counts"] and "Concat" not in g["op_counts"]  # no rotate_half left
     assert g["float_constant_matmuls"] == 0  # no float weight left behind (no Hadamards in this model)
     assert "Gemm" not in g["op_counts"]
-    assert g["op_counts"]["GroupQueryAttention"] == 2 and "Softmax" not in g["op_counts"]  # one fused attention per layer
+    assert (
+        g["op_counts"]["GroupQueryAttention"] == 2 and "Softmax" not in g["op_counts"]
+    )  # one fused attention per layer
     assert g["op_counts"]["Gather"] >= 1 and g["op_counts"].get("GatherBlockQuantized", 0) == 0
 
 
@@ -183,7 +189,9 @@ def test_hadamards_stay_float_matmuls_and_the_graph_matches(tmp_path):
     folder, manifest, prepared = _export(model, tmp_path)
     g = manifest["onnx_graph"]
     assert g["matmulnbits_by_bits"] == {"4": 8 + 1}  # lm_head too
-    assert g["roles"]["other"] == 2 * 2  # R4's Hadamard factors, none quantized (R3 is exact identity on an fp32 cache: dropped)
+    assert (
+        g["roles"]["other"] == 2 * 2
+    )  # R4's Hadamard factors, none quantized (R3 is exact identity on an fp32 cache: dropped)
     from export.llm.parity import EagerLLMRunner
     from runtime.generate import LLMStepper
     from runtime.runner import open_runner

@@ -61,5 +61,7 @@ def test_chat_answer_from_the_onnx_artifact(smollm2_onnx):
     from runtime.llm import LLMSession
 
     folder, _, _ = smollm2_onnx
-    answer = LLMSession(folder, threads=2).ask("What is the capital of France? Answer in one sentence.", SamplingConfig(max_new_tokens=24))
+    answer = LLMSession(folder, threads=2).ask(
+        "What is the capital of France? Answer in one sentence.", SamplingConfig(max_new_tokens=24)
+    )
     assert "Paris" in answer.text

@@ -54,22 +54,42 @@ def test_the_demo_question_is_decided_in_the_float_model(smollm2):
 
 def test_cli_generate_and_parity_exit_codes(smollm2_artifact, tmp_path):
     out, _, _ = smollm2_artifact
-    gen = subprocess.run([sys.executable, "-m", "export.cli", "generate", str(out), "--prompt", "Name a primary color.",
-                          "--max-new-tokens", "12"], capture_output=True, text=True, timeout=600)
+    gen = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export.cli",
+            "generate",
+            str(out),
+            "--prompt",
+            "Name a primary color.",
+            "--max-new-tokens",
+            "12",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert gen.returncode == 0, gen.stderr[-2000:]
     assert gen.stdout.strip() and "decode" in gen.stderr
-    missing = subprocess.run([sys.executable, "-m", "export.cli", "generate", str(tmp_path / "nope"), "--prompt", "hi"],
-                             capture_output=True, text=True, timeout=600)
+    missing = subprocess.run(
+        [sys.executable, "-m", "export.cli", "generate", str(tmp_path / "nope"), "--prompt", "hi"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_chat_template_matches_transformers(smollm2, smollm2_artifact):
-    from runtime.tokenizer import ArtifactTokenizer
     from export.manifest import load_manifest
+    from runtime.tokenizer import ArtifactTokenizer
 
     out, _, _ = smollm2_artifact
     tok = ArtifactTokenizer(out, load_manifest(out)["tokenizer"])
     ours = tok.chat_prompt("Hello there")
-    ref = smollm2.tokenizer.apply_chat_template([{"role": "user", "content": "Hello there"}], tokenize=False, add_generation_prompt=True)
+    ref = smollm2.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hello there"}], tokenize=False, add_generation_prompt=True
+    )
     assert ours == ref
     assert tok.encode(ours) == smollm2.tokenizer(ref, add_special_tokens=False).input_ids

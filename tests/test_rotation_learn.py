@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from rotation_helpers import tiny_llama, tokens
 
 import export.quant as quant
 from export.errors import HandheldError
@@ -13,7 +14,6 @@ from export.rotation.adapter import slots_for
 from export.rotation.cayley import CayleySGD
 from export.rotation.learn import RotationRecipe, build_learner, calibration_windows, learn_rotations
 from export.rotation.rotation_file import load_rotation_file
-from rotation_helpers import TINY, tiny_llama, tokens
 
 
 @pytest.fixture
@@ -30,7 +30,18 @@ def schemes(monkeypatch):
     return quant.SCHEMES
 
 
-@pytest.mark.parametrize("scheme, weights_in_loss", [("A4", False), ("KV4", False), ("A4KV4", False), ("A4KV4", True), ("W4A4KV4-noclip", True), ("W4A4KV4", True), ("W4A16g32", True)])
+@pytest.mark.parametrize(
+    "scheme, weights_in_loss",
+    [
+        ("A4", False),
+        ("KV4", False),
+        ("A4KV4", False),
+        ("A4KV4", True),
+        ("W4A4KV4-noclip", True),
+        ("W4A4KV4", True),
+        ("W4A16g32", True),
+    ],
+)
 def test_learner_computes_the_folded_quantized_model(schemes, scheme, weights_in_loss):
     """Before any step, the learner is exactly QuaRot + fake quantization, with the same weight
     quantizer (clipping search included) as the evaluation: a learner blind to the clipping

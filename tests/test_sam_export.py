@@ -37,7 +37,12 @@ def tiny_artifacts(tmp_path_factory, tiny_checkpoint):
 
     root = tmp_path_factory.mktemp("sam_artifacts")
     for backend in Backend:
-        export_sam(SamExportConfig(checkpoint=str(tiny_checkpoint), backend=backend, calibration_images=2, enforce_parity=False), root / backend.value)
+        export_sam(
+            SamExportConfig(
+                checkpoint=str(tiny_checkpoint), backend=backend, calibration_images=2, enforce_parity=False
+            ),
+            root / backend.value,
+        )
     return root
 
 
@@ -99,7 +104,10 @@ def test_predictor_artifact_vs_eager_and_tamper_detection(tiny_artifacts, tiny_c
     from runtime.segment import Segmenter
 
     rgb = skimage_image("coffee")
-    eager, onnx_fp32 = Segmenter.from_checkpoint(tiny_checkpoint), Segmenter.from_artifact(tiny_artifacts / "onnx", "fp32")
+    eager, onnx_fp32 = (
+        Segmenter.from_checkpoint(tiny_checkpoint),
+        Segmenter.from_artifact(tiny_artifacts / "onnx", "fp32"),
+    )
     for seg in (eager, onnx_fp32):
         seg.set_image(rgb)
     clicks = [Click(200.5, 150.5), Click(30.5, 20.5, False)]
@@ -125,16 +133,68 @@ def test_cli_segment_writes_overlay_and_rejects_bad_input(tiny_artifacts, tmp_pa
     gray = tmp_path / "gray.png"
     Image.fromarray((np.arange(37 * 53).reshape(37, 53) % 255).astype(np.uint8), "L").save(gray)
     out = tmp_path / "overlay.png"
-    assert main(["segment", str(tiny_artifacts / "executorch"), "--image", str(gray), "--click", "10,12", "--click", "40,30,-", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(tiny_artifacts / "executorch"),
+                "--image",
+                str(gray),
+                "--click",
+                "10,12",
+                "--click",
+                "40,30,-",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert np.asarray(Image.open(out)).shape == (37, 53, 3)
-    assert main(["segment", str(tiny_artifacts / "executorch"), "--image", str(gray), "--out", str(out)]) == 2  # exists, no --force
-    assert main(["segment", str(tiny_artifacts / "executorch"), "--image", str(gray), "--click", "60,3", "--out", str(out), "--force"]) == 2
+    assert (
+        main(["segment", str(tiny_artifacts / "executorch"), "--image", str(gray), "--out", str(out)]) == 2
+    )  # exists, no --force
+    assert (
+        main(
+            [
+                "segment",
+                str(tiny_artifacts / "executorch"),
+                "--image",
+                str(gray),
+                "--click",
+                "60,3",
+                "--out",
+                str(out),
+                "--force",
+            ]
+        )
+        == 2
+    )
     assert "outside the 53x37 image" in capsys.readouterr().err
-    assert main(["segment", str(tiny_artifacts / "executorch"), "--image", str(gray), "--click", "6;3", "--out", str(out), "--force"]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                str(tiny_artifacts / "executorch"),
+                "--image",
+                str(gray),
+                "--click",
+                "6;3",
+                "--out",
+                str(out),
+                "--force",
+            ]
+        )
+        == 2
+    )
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    assert main(["segment", str(tiny_artifacts / "executorch"), "--image", str(empty), "--out", str(out), "--force"]) == 2
-    assert main(["segment", str(tiny_artifacts / "coreml"), "--image", str(gray), "--out", str(out), "--force"]) == (0 if __import__("platform").system() == "Darwin" else 2)
+    assert (
+        main(["segment", str(tiny_artifacts / "executorch"), "--image", str(empty), "--out", str(out), "--force"]) == 2
+    )
+    assert main(["segment", str(tiny_artifacts / "coreml"), "--image", str(gray), "--out", str(out), "--force"]) == (
+        0 if __import__("platform").system() == "Darwin" else 2
+    )
 
 
 def test_bench_measures_each_variant(tiny_artifacts):
@@ -161,7 +221,20 @@ def test_cli_export_records_a_checkpoint_path_given_on_the_command_line(tmp_path
 
     torch.manual_seed(0)
     save_checkpoint(build(SAM_PRESETS["tiny-test"]).eval(), tmp_path / "tiny.pt", half=False)
-    code = main(["export", "sam", "--backend", "onnx", "--checkpoint", str(tmp_path / "tiny.pt"), "--out", str(tmp_path / "onnx"), "--calibration-images", "2"])
+    code = main(
+        [
+            "export",
+            "sam",
+            "--backend",
+            "onnx",
+            "--checkpoint",
+            str(tmp_path / "tiny.pt"),
+            "--out",
+            str(tmp_path / "onnx"),
+            "--calibration-images",
+            "2",
+        ]
+    )
     err = capsys.readouterr().err
     assert code in (0, 2) and "unexpected" not in err, err  # 2: a random tiny model may miss a parity tolerance
     manifest = json.loads((tmp_path / "onnx" / "manifest.json").read_text())

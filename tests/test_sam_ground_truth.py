@@ -73,7 +73,9 @@ class _Oracle:
         self.truth, self.perfect, self.objects = truth, perfect, None
 
     def set_image(self, image):
-        self.objects = next(objs for objs in self.truth.values() if next(iter(objs.values())).mask.shape == image.shape[:2])
+        self.objects = next(
+            objs for objs in self.truth.values() if next(iter(objs.values())).mask.shape == image.shape[:2]
+        )
 
     def _result(self, mask):
         from runtime.segment import Segmentation
@@ -95,8 +97,12 @@ def test_the_scorer_gives_an_oracle_full_marks_and_an_empty_segmenter_none(truth
 
     s = evaluate_on_ground_truth(_Oracle(truth, perfect), truth, photos)["summary"]
     want = 1.0 if perfect else 0.0
-    assert s["miou_1_clicks"] == s["miou_5_clicks"] == s["miou_auto_vs_salient"] == s["part_to_whole_mean_iou"] == want, s
-    assert s["part_to_whole_cases_at_0.7"] == (f"{s['part_cases']}/{s['part_cases']}" if perfect else f"0/{s['part_cases']}")
+    assert (
+        s["miou_1_clicks"] == s["miou_5_clicks"] == s["miou_auto_vs_salient"] == s["part_to_whole_mean_iou"] == want
+    ), s
+    assert s["part_to_whole_cases_at_0.7"] == (
+        f"{s['part_cases']}/{s['part_cases']}" if perfect else f"0/{s['part_cases']}"
+    )
 
 
 def test_eval_sam_writes_the_numbers_and_the_contact_sheet(tmp_path, capsys):
@@ -148,7 +154,10 @@ def test_the_whole_photo_baseline_is_what_a_full_mask_scores(truth, photos):
     base = whole_photo_baseline(truth)
     assert result["whole_photo_baseline"] == base
     s = result["summary"]
-    assert abs(s["miou_1_clicks"] - base["miou_any_clicks"]) < 1e-3 and abs(s["miou_5_clicks"] - base["miou_any_clicks"]) < 1e-3
+    assert (
+        abs(s["miou_1_clicks"] - base["miou_any_clicks"]) < 1e-3
+        and abs(s["miou_5_clicks"] - base["miou_any_clicks"]) < 1e-3
+    )
     assert abs(s["miou_auto_vs_salient"] - base["miou_auto_vs_salient"]) < 1e-3
     assert abs(s["part_to_whole_mean_iou"] - base["part_to_whole_mean_iou"]) < 1e-3
     assert 0.1 < base["miou_any_clicks"] < 0.9

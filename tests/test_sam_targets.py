@@ -51,11 +51,11 @@ class BoxTeacher(torch.nn.Module):
         size = embedding.shape[-1]
         for x0, y0, x1, y1 in (box * size / self.image_size).round().long().tolist():
             logits = torch.full((size, size), -8.0)
-            crop = self.scene[y0:y1 + 1, x0:x1 + 1]
+            crop = self.scene[y0 : y1 + 1, x0 : x1 + 1]
             if crop.numel():
                 colour = crop.reshape(-1, 3).median(0).values
                 inside = (self.scene - colour).abs().amax(-1) < 40
-                inside[:y0], inside[y1 + 1:], inside[:, :x0], inside[:, x1 + 1:] = False, False, False, False
+                inside[:y0], inside[y1 + 1 :], inside[:, :x0], inside[:, x1 + 1 :] = False, False, False, False
                 logits[inside] = 8.0
             out.append(logits)
         logits = torch.stack(out)[:, None]
@@ -80,10 +80,14 @@ def test_object_targets_keep_what_teacher_and_proposals_agree_on():
 def test_score_targets_counts_recall_and_precision():
     from export.sam.targets import score_targets
 
-    a = np.zeros((10, 10), bool); a[:5] = True
-    b = np.zeros((10, 10), bool); b[:, :3] = True
-    half = np.zeros((10, 10), bool); half[:2] = True  # on `a`, IoU 0.4: a miss
-    off = np.zeros((10, 10), bool); off[7:, 5:] = True  # on nothing annotated: not counted
+    a = np.zeros((10, 10), bool)
+    a[:5] = True
+    b = np.zeros((10, 10), bool)
+    b[:, :3] = True
+    half = np.zeros((10, 10), bool)
+    half[:2] = True  # on `a`, IoU 0.4: a miss
+    off = np.zeros((10, 10), bool)
+    off[7:, 5:] = True  # on nothing annotated: not counted
     s = score_targets({"p": np.stack([a, half, off])}, {"p": {"a": a, "b": b}})
     assert s["recall_at_0.7"] == 0.5 and s["kept_on_annotated"] == 2 and s["precision_at_0.7"] == 0.5
 
@@ -94,9 +98,17 @@ def _target_set(size: int = 40) -> TargetSet:
     masks, owner = [], []
     for i in range(3):
         m = np.zeros((size, size), np.uint8)
-        m[5 + i:20 + i, 8:25 + i] = 255
-        masks.append(m); owner.append(i)
-    return TargetSet(images, np.stack(masks), np.array(owner), np.arange(3), np.arange(3), np.array([[size, size], [size, 31], [29, size]]))
+        m[5 + i : 20 + i, 8 : 25 + i] = 255
+        masks.append(m)
+        owner.append(i)
+    return TargetSet(
+        images,
+        np.stack(masks),
+        np.array(owner),
+        np.arange(3),
+        np.arange(3),
+        np.array([[size, size], [size, 31], [29, size]]),
+    )
 
 
 def test_composites_carry_exact_masks_and_a_whole():
@@ -164,8 +176,16 @@ def test_training_tracks_ground_truth_keeps_the_best_and_resumes(tmp_path, monke
 
     def fake_summary(model):  # the real scorer is tested in test_sam_ground_truth.py
         v = next(scores)
-        return {"miou_1_clicks": v, "miou_3_clicks": v, "miou_5_clicks": v, "miou_auto_vs_salient": v, "part_to_whole_mean_iou": v,
-                "part_to_whole_cases_at_0.7": "0/1", "whole_objects": 1, "part_cases": 1}
+        return {
+            "miou_1_clicks": v,
+            "miou_3_clicks": v,
+            "miou_5_clicks": v,
+            "miou_auto_vs_salient": v,
+            "part_to_whole_mean_iou": v,
+            "part_to_whole_cases_at_0.7": "0/1",
+            "whole_objects": 1,
+            "part_cases": 1,
+        }
 
     monkeypatch.setattr(train_mod, "ground_truth_summary", fake_summary)
     out = tmp_path / "sam.pt"

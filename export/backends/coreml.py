@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import collections
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from export.progress import tqdm
 
 from export.errors import HandheldError, error_line
 from export.llm.quant_coreml import BLOCK
+from export.progress import tqdm
+
+if TYPE_CHECKING:
+    import coremltools as ct
 
 DEPLOYMENT_TARGET = "iOS18"  # ct.StateType needs iOS 18 / macOS 15
 
 
-def convert_decoder(decoder) -> "ct.models.MLModel":
+def convert_decoder(decoder) -> ct.models.MLModel:
     """StatefulDecoder (tokens in) or LongVU's StatefulEmbedsDecoder (embeddings in) -> fp16
     mlprogram with states (not yet compressed)."""
     import coremltools as ct
@@ -34,9 +38,13 @@ def convert_decoder(decoder) -> "ct.models.MLModel":
     seq, total = ct.RangeDim(1, n, default=1, symbol="seq"), ct.RangeDim(1, n, default=1, symbol="total")
     first_name = next(iter(decoder.dynamic_shapes()))  # "tokens" [1, S] or "embeds" [1, S, dim]
     first = decoder.example_inputs()[0]
-    first_type = ct.TensorType(name=first_name, shape=(1, seq, *first.shape[2:]), dtype=np.float32 if first.is_floating_point() else np.int32)
+    first_type = ct.TensorType(
+        name=first_name, shape=(1, seq, *first.shape[2:]), dtype=np.float32 if first.is_floating_point() else np.int32
+    )
     with torch.no_grad():
-        ep = torch.export.export(decoder, decoder.example_inputs(), dynamic_shapes=decoder.dynamic_shapes(), strict=False)
+        ep = torch.export.export(
+            decoder, decoder.example_inputs(), dynamic_shapes=decoder.dynamic_shapes(), strict=False
+        )
     ep = ep.run_decompositions({})
     cache = (a.n_layers, a.n_kv_heads, decoder.max_seq_len, a.head_dim)
     return ct.convert(
@@ -46,7 +54,10 @@ def convert_decoder(decoder) -> "ct.models.MLModel":
         compute_precision=ct.precision.FLOAT16,
         inputs=[first_type, ct.TensorType(name="causal_mask", shape=(1, 1, seq, total), dtype=np.float32)],
         outputs=[ct.TensorType(name="logits", dtype=np.float32)],
-        states=[ct.StateType(wrapped_type=ct.TensorType(shape=cache, dtype=np.float16), name=name) for name in ("key_cache", "value_cache")],
+        states=[
+            ct.StateType(wrapped_type=ct.TensorType(shape=cache, dtype=np.float16), name=name)
+            for name in ("key_cache", "value_cache")
+        ],
         skip_model_load=True,  # no CoreML runtime on Linux; macOS loads the saved package
     )
 
@@ -68,8 +79,12 @@ def quantize_weights(mlmodel, vocab: int, weight_bits: int, output_bits: int, em
     import coremltools.optimize.coreml as cto
 
     roles = _weight_consts(mlmodel._mil_program, vocab)  # consts only: GPTQ'd linears arrive as constexpr ops already
-    int4 = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=BLOCK, weight_threshold=0)
-    int8 = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0)
+    int4 = cto.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=BLOCK, weight_threshold=0
+    )
+    int8 = cto.OpLinearQuantizerConfig(
+        mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0
+    )
     names: dict[str, object] = {}
     if weight_bits == 4:
         names.update({n: int4 for n in roles["linear"]})
@@ -93,14 +108,16 @@ def program_summary(program) -> dict:
     }
 
 
-def convert_embedding(embed) -> "ct.models.MLModel":
+def convert_embedding(embed) -> ct.models.MLModel:
     """LongVU's TokenEmbedding (tokens [1, L] -> embeds [1, L, dim]) -> fp16 mlprogram, one
     gather on the (not yet compressed) table."""
     import coremltools as ct
 
     length = ct.RangeDim(1, embed.max_len - 1, default=1, symbol="len")
     with torch.no_grad():
-        ep = torch.export.export(embed, (torch.zeros(1, 2, dtype=torch.int32),), dynamic_shapes=embed.dynamic_shapes(), strict=False)
+        ep = torch.export.export(
+            embed, (torch.zeros(1, 2, dtype=torch.int32),), dynamic_shapes=embed.dynamic_shapes(), strict=False
+        )
     return ct.convert(
         ep.run_decompositions({}),
         convert_to="mlprogram",
@@ -112,7 +129,14 @@ def convert_embedding(embed) -> "ct.models.MLModel":
     )
 
 
-def export_coreml(module, out_package: Path, weight_bits: int = 4, output_bits: int = 8, embedding_bits: int = 8, convert=convert_decoder) -> dict:
+def export_coreml(
+    module,
+    out_package: Path,
+    weight_bits: int = 4,
+    output_bits: int = 8,
+    embedding_bits: int = 8,
+    convert=convert_decoder,
+) -> dict:
     """convert(module) -> mlprogram; compress the chosen weights (`quantize_weights`); save."""
     vocab = module.model.args.vocab_size if hasattr(module, "model") else module.table.num_embeddings
     stages = tqdm(total=3, desc=f"coreml: convert {Path(out_package).name}", unit="stage")
@@ -120,12 +144,17 @@ def export_coreml(module, out_package: Path, weight_bits: int = 4, output_bits: 
         mlmodel = convert(module)
         stages.update()
         stages.set_description("coreml: quantize weights")
-        given = sum(op.op_type.startswith("constexpr_") for op in mlmodel._mil_program.functions["main"].operations)  # GPTQ integers
+        given = sum(
+            op.op_type.startswith("constexpr_") for op in mlmodel._mil_program.functions["main"].operations
+        )  # GPTQ integers
         mlmodel, roles = quantize_weights(mlmodel, vocab, weight_bits, output_bits, embedding_bits)
         wanted = len(roles["requested"]) + given
         got = sum(op.op_type.startswith("constexpr_") for op in mlmodel._mil_program.functions["main"].operations)
         if got < wanted:  # coremltools skips (with a log line) a weight whose in-dim is not a multiple of the block
-            raise HandheldError(f"only {got} of {wanted} weights were quantized", f"every linear's input size must be a multiple of {BLOCK}")
+            raise HandheldError(
+                f"only {got} of {wanted} weights were quantized",
+                f"every linear's input size must be a multiple of {BLOCK}",
+            )
         stages.update()
         stages.set_description("coreml: save")
         mlmodel.save(str(out_package))
@@ -143,7 +172,9 @@ def export_coreml(module, out_package: Path, weight_bits: int = 4, output_bits: 
     summary = program_summary(mlmodel._mil_program)
     summary["quantized_consts"] = {k: len(v) for k, v in roles.items()}
     # linears handed over with GPTQ integers are constexpr ops before the quantizer runs
-    summary["quantized_consts"].update(linear=len(roles["linear"]) + given, linear_gptq=given, requested=len(roles["requested"]) + given)
+    summary["quantized_consts"].update(
+        linear=len(roles["linear"]) + given, linear_gptq=given, requested=len(roles["requested"]) + given
+    )
     return summary
 
 
@@ -177,7 +208,13 @@ def lower_llm_coreml(prepared, folder: Path) -> dict:
     # untied: the embedding (per-row) and lm_head (per-channel) each get their own int8 constant
     model = untie_embeddings(copy.deepcopy(prepared.float_model))
     decoder = StatefulDecoder(model, prepared.wrapper.max_seq_len).eval()
-    summary = export_coreml(compressed_decoder(decoder, prepared.model), folder / "model.mlpackage", quant.weight_bits, quant.output_bits, quant.embedding_bits)
+    summary = export_coreml(
+        compressed_decoder(decoder, prepared.model),
+        folder / "model.mlpackage",
+        quant.weight_bits,
+        quant.output_bits,
+        quant.embedding_bits,
+    )
     # the delegate's quantizer takes one global RTN config (see DELEGATE_QUANT): the float decoder
     delegate = lower_coreml_delegate(decoder, folder / DELEGATE_FILE) if quant.weight_bits == 4 else None
     return {
@@ -199,7 +236,13 @@ def lower_llm_coreml(prepared, folder: Path) -> dict:
 # DELEGATE_QUANT["weight_threshold"] elements, so the block linears and lm_head (the untied
 # embedding table of the gather stays fp16); the online-Hadamard factors (16,384 elements for
 # R4's [128, 128]) and RoPE tables stay fp16.
-DELEGATE_QUANT = {"mode": "linear_symmetric", "dtype": "int4", "granularity": "per_block", "block_size": BLOCK, "weight_threshold": 65536}
+DELEGATE_QUANT = {
+    "mode": "linear_symmetric",
+    "dtype": "int4",
+    "granularity": "per_block",
+    "block_size": BLOCK,
+    "weight_threshold": 65536,
+}
 DELEGATE_FILE = "model_coreml_delegate.pte"
 
 
@@ -212,23 +255,49 @@ def lower_coreml_delegate(decoder, out_file: Path, weight_quantization: dict = D
 
     try:
         with torch.no_grad():
-            ep = torch.export.export(decoder, decoder.example_inputs(), dynamic_shapes=decoder.dynamic_shapes(), strict=False)
+            ep = torch.export.export(
+                decoder, decoder.example_inputs(), dynamic_shapes=decoder.dynamic_shapes(), strict=False
+            )
         specs = CoreMLBackend.generate_compile_specs(
-            minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET), compute_precision=ct.precision.FLOAT16, op_linear_quantizer_config=weight_quantization
+            minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+            compute_precision=ct.precision.FLOAT16,
+            op_linear_quantizer_config=weight_quantization,
         )
-        program = to_edge_transform_and_lower(ep, partitioner=[CoreMLPartitioner(compile_specs=specs, take_over_mutable_buffer=True)])
+        program = to_edge_transform_and_lower(
+            ep, partitioner=[CoreMLPartitioner(compile_specs=specs, take_over_mutable_buffer=True)]
+        )
         graph = program.exported_program().graph_module
         delegates = [m for name, m in graph.named_children() if name.startswith("lowered_module")]
-        outside = sorted({str(n.target) for n in graph.graph.nodes if n.op == "call_function" and "executorch_call_delegate" not in str(n.target) and "getitem" not in str(n.target)})
+        outside = sorted(
+            {
+                str(n.target)
+                for n in graph.graph.nodes
+                if n.op == "call_function"
+                and "executorch_call_delegate" not in str(n.target)
+                and "getitem" not in str(n.target)
+            }
+        )
         if len(delegates) != 1 or outside:
-            raise HandheldError(f"the CoreML partitioner left {outside or 'several delegates'} outside one delegate", "report it with the model config")
+            raise HandheldError(
+                f"the CoreML partitioner left {outside or 'several delegates'} outside one delegate",
+                "report it with the model config",
+            )
         out_file.write_bytes(program.to_executorch().buffer)
     except HandheldError:
         raise
     except Exception as err:
         msg = error_line(err)
-        raise HandheldError(f"ExecuTorch CoreML-delegate lowering failed: {type(err).__name__}: {msg}", "report it with the model config") from err
-    return {"file": out_file.name, "delegate_backend": delegates[0].backend_id, "delegates": 1, "ops_outside_delegate": 0, "weight_quantization": dict(weight_quantization)}
+        raise HandheldError(
+            f"ExecuTorch CoreML-delegate lowering failed: {type(err).__name__}: {msg}",
+            "report it with the model config",
+        ) from err
+    return {
+        "file": out_file.name,
+        "delegate_backend": delegates[0].backend_id,
+        "delegates": 1,
+        "ops_outside_delegate": 0,
+        "weight_quantization": dict(weight_quantization),
+    }
 
 
 def delegate_package(pte: Path, out_dir: Path) -> Path:
@@ -239,9 +308,14 @@ def delegate_package(pte: Path, out_dir: Path) -> Path:
     program = deserialize_pte_binary(Path(pte).read_bytes()).program
     delegate = program.execution_plan[0].delegates[0]
     if delegate.id != "CoreMLBackend" or delegate.processed.location.name != "INLINE":
-        raise HandheldError(f"{pte} does not carry an inline CoreML delegate ({delegate.id})", "re-export with `handheld export llm --backend coreml`")
+        raise HandheldError(
+            f"{pte} does not carry an inline CoreML delegate ({delegate.id})",
+            "re-export with `handheld export llm --backend coreml`",
+        )
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    if not executorchcoreml.unflatten_directory_contents(program.backend_delegate_data[delegate.processed.index].data, str(out_dir)):
+    if not executorchcoreml.unflatten_directory_contents(
+        program.backend_delegate_data[delegate.processed.index].data, str(out_dir)
+    ):
         raise HandheldError(f"the CoreML delegate payload of {pte} is corrupted", "re-export the artifact")
     found = sorted(Path(out_dir).rglob("*.mlpackage"))
     if not found:

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from export.progress import tqdm
 
 from export.errors import HandheldError, error_line
+from export.progress import tqdm
 
 
 def delegation_summary(edge_program) -> dict:
@@ -32,7 +32,9 @@ def delegation_summary(edge_program) -> dict:
         "delegated_ops": dict(delegated),
         "non_delegated_ops": dict(non_delegated),
         # a layout change between two delegates runs on portable kernels: what keeps int8 from paying
-        "layout_transposes_outside_delegate": sum(n for op, n in non_delegated.items() if "permute" in op or "transpose" in op),
+        "layout_transposes_outside_delegate": sum(
+            n for op, n in non_delegated.items() if "permute" in op or "transpose" in op
+        ),
     }
 
 

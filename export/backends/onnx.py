@@ -17,12 +17,16 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from export.progress import tqdm
 
 from export.errors import HandheldError, error_line
 from export.llm.onnx_ops import onnx_translations
+from export.progress import tqdm
+
+if TYPE_CHECKING:
+    import numpy as np
 from export.llm.quant_onnx import ACCURACY_LEVEL, BLOCK, LINEAR_BITS, OUTPUT_BITS
 
 # every Handheld ONNX graph: MatMulNBits is com.microsoft; 18 keeps the standard ops runnable on
@@ -74,7 +78,8 @@ def _module_path(node) -> str:
 
 def _is_linear(node) -> bool:
     return node.op_type == "MatMul" and any(
-        p.key == "pkg.torch.onnx.class_hierarchy" and "torch.nn.modules.linear.Linear" in p.value for p in node.metadata_props
+        p.key == "pkg.torch.onnx.class_hierarchy" and "torch.nn.modules.linear.Linear" in p.value
+        for p in node.metadata_props
     )
 
 
@@ -105,7 +110,7 @@ def _quantize_nodes(model, names: list[str], bits: int):
     return q.model.model
 
 
-def _pack_int4(q: torch.Tensor, block: int) -> "np.ndarray":
+def _pack_int4(q: torch.Tensor, block: int) -> np.ndarray:
     """[N, K] ints in [-8, 7] -> MatMulNBits' B: uint8 [N, ceil(K / block), block / 2], q + 8,
     the even element in the low nibble; K is padded to whole blocks with zero bytes, as
     onnxruntime's quantizer pads (the kernel never reads them)."""
@@ -132,14 +137,19 @@ def write_block_integers(model, module_paths: dict[str, str], weights: dict[str,
         attrs = {a.name: a.i for a in node.attribute}
         block, bits = attrs["block_size"], attrs["bits"]
         if bits != 4 or len(node.input) > 3:
-            raise HandheldError(f"{node.name}: expected symmetric 4-bit MatMulNBits", "report this with the model config")
+            raise HandheldError(
+                f"{node.name}: expected symmetric 4-bit MatMulNBits", "report this with the model config"
+            )
         w = weights[path].double()
         scale = torch.from_numpy(numpy_helper.to_array(inits[node.input[2]]).copy()).double().reshape(w.shape[0], -1)
         col = scale.repeat_interleave(block, dim=1)[:, : w.shape[1]]  # blocks past K are padding
         q = torch.round(w / torch.where(col == 0, torch.ones_like(col), col)).clamp(-8, 7)
         err = float((q * col - w).abs().max())
         if err > 1e-5 * float(w.abs().max()) + 1e-12:
-            raise HandheldError(f"{path}: the weights are not on the quantizer's grid (max error {err:.3g})", "quantize them on MatMulNBits' block scales")
+            raise HandheldError(
+                f"{path}: the weights are not on the quantizer's grid (max error {err:.3g})",
+                "quantize them on MatMulNBits' block scales",
+            )
         packed = _pack_int4(q.long(), block)
         old = numpy_helper.to_array(inits[node.input[1]])
         changed += int((packed != old).any())
@@ -196,7 +206,9 @@ def export_onnx(
         roles = select_weight_matmuls(model)
         paths = {n.name: _module_path(n) for n in model.graph.node if n.name in set(roles["linear"] + roles["lm_head"])}
         if weight_bits == 4 and not roles["linear"]:
-            raise HandheldError("no transformer linear found in the exported ONNX graph", "report this with the model config")
+            raise HandheldError(
+                "no transformer linear found in the exported ONNX graph", "report this with the model config"
+            )
         with in_temp_dir():
             if weight_bits == 4:
                 model = _quantize_nodes(model, roles["linear"], LINEAR_BITS)
@@ -254,7 +266,13 @@ def lower_llm_onnx(prepared, folder: Path) -> dict:
     # the simulated model's integers go into the file: GPTQ's, or (RTN) the quantizer's own,
     # in which case nothing changes (`block_integers_rewritten` = 0 checks the simulation)
     block_weights = fused_block_weights(prepared.model) if quant.weight_bits == 4 else None
-    summary = export_onnx(decoder, folder / "model.onnx", weight_bits=quant.weight_bits, output_bits=quant.output_bits, block_weights=block_weights)
+    summary = export_onnx(
+        decoder,
+        folder / "model.onnx",
+        weight_bits=quant.weight_bits,
+        output_bits=quant.output_bits,
+        block_weights=block_weights,
+    )
     a = model.args
     return {
         "model_file": "model.onnx",
@@ -281,7 +299,9 @@ def check_onnx_parity(folder: Path, prepared=None) -> dict:
     from export.manifest import update_manifest
 
     report = check_llm_parity(folder, prepared)
-    report["reference"] = f"MatMulNBits simulated (4-bit block {BLOCK} symmetric, int8 block activations; export/llm/quant_onnx.py)"
+    report["reference"] = (
+        f"MatMulNBits simulated (4-bit block {BLOCK} symmetric, int8 block activations; export/llm/quant_onnx.py)"
+    )
     report["onnx_tolerances"] = judge_onnx(report["metrics"])
     update_manifest(folder, parity=report)
     if report["onnx_tolerances"]["failures"]:

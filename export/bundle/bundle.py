@@ -73,7 +73,9 @@ def missing_keys(kind: str, manifest: dict) -> list[str]:
                 continue
             got = (_io_names(spec["inputs"]), _io_names(spec["outputs"]))
             if got != (want_in, want_out):
-                missing.append(f"methods.{method} named {list(want_in)} -> {list(want_out)} (found {list(got[0])} -> {list(got[1])})")
+                missing.append(
+                    f"methods.{method} named {list(want_in)} -> {list(want_out)} (found {list(got[0])} -> {list(got[1])})"
+                )
     return missing
 
 
@@ -87,7 +89,9 @@ def missing_companions(target: str, present: list[tuple[str, str]]) -> list[str]
 
 
 def _io_names(specs) -> tuple:
-    return tuple(spec.get("name") if isinstance(spec, dict) else None for spec in specs) if isinstance(specs, list) else ()
+    return (
+        tuple(spec.get("name") if isinstance(spec, dict) else None for spec in specs) if isinstance(specs, list) else ()
+    )
 
 
 def _covers(rel: str, name: str) -> bool:
@@ -127,7 +131,10 @@ def _check_artifact(path: Path, target: Target) -> dict:
     manifest = load_manifest(path, verify=True)
     kind, backend = manifest.get("kind"), manifest.get("backend")
     if kind not in contract.KINDS:
-        raise HandheldError(f"{path} is a {kind!r} artifact; bundles hold {', '.join(contract.KINDS)}", "pass artifact folders from `handheld export llm|sam|longvu`")
+        raise HandheldError(
+            f"{path} is a {kind!r} artifact; bundles hold {', '.join(contract.KINDS)}",
+            "pass artifact folders from `handheld export llm|sam|longvu`",
+        )
     allowed = contract.TARGET_BACKENDS[target.value][kind]
     if backend not in allowed:
         raise HandheldError(
@@ -135,7 +142,11 @@ def _check_artifact(path: Path, target: Target) -> dict:
             f"export it with `handheld export {kind} --backend {allowed[0]}`",
         )
     missing = missing_keys(kind, manifest)
-    missing += [f"{name} (named, but not among its files)" for name in named_files(manifest) if not any(_covers(rel, name) for rel in manifest["files"])]
+    missing += [
+        f"{name} (named, but not among its files)"
+        for name in named_files(manifest)
+        if not any(_covers(rel, name) for rel in manifest["files"])
+    ]
     if missing:
         raise HandheldError(
             f"{path}: the {kind} manifest lacks what the phone apps read: {', '.join(missing)}",
@@ -169,7 +180,9 @@ def build_bundle(cfg: BundleConfig) -> dict:
             raise HandheldError(f"two {d} artifacts given", "bundle one artifact per model kind and backend")
     missing = missing_companions(cfg.target.value, [(m["kind"], m["backend"]) for _, m in manifests])
     if missing:
-        raise HandheldError(f"the {cfg.target.value} app needs {'; '.join(missing)}", "add the missing artifact to the command")
+        raise HandheldError(
+            f"the {cfg.target.value} app needs {'; '.join(missing)}", "add the missing artifact to the command"
+        )
     models, files = [], {}
     out = cfg.out.resolve()
     # the zip is written complete (from the checked temp folder) before the folder is renamed

@@ -60,7 +60,15 @@ LONGVU_CONFIG_KEYS = ("video", "dino", "siglip", "compress", "llm", "max_new_tok
 LONGVU_VIDEO_KEYS = ("fps", "max_frames", "decode_size")
 VIT_KEYS = ("image_size",)
 # names of export/longvu/config.py's CompressConfig
-LONGVU_COMPRESS_KEYS = ("dedup_window", "dedup_threshold", "dedup_rule", "hi_grid", "lo_grid", "stc_chunk", "stc_threshold")
+LONGVU_COMPRESS_KEYS = (
+    "dedup_window",
+    "dedup_threshold",
+    "dedup_rule",
+    "hi_grid",
+    "lo_grid",
+    "stc_chunk",
+    "stc_threshold",
+)
 LLM_CONFIG_KEYS = ("max_seq_len",)  # the decoder's context: prompt + video tokens + answer
 
 # IO spec entries (inputs[i], outputs[i])

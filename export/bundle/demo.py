@@ -53,10 +53,21 @@ def run_demo(out_root: Path) -> StepReport:
             summary = verify_bundle(out.with_name(f"{target}.zip"))
             size = summary["size_bytes"] / 2**20
             report.lines.append(f"  {target:8} {out}.zip: {', '.join(summary['models'])}, {size:.0f} MiB, verified")
-            report.rows.append(DemoRow(f"bundle {target}", target, "verified", summary["size_bytes"] / 1e6, "", ", ".join(summary["models"])))
+            report.rows.append(
+                DemoRow(
+                    f"bundle {target}",
+                    target,
+                    "verified",
+                    summary["size_bytes"] / 1e6,
+                    "",
+                    ", ".join(summary["models"]),
+                )
+            )
         except HandheldError as err:
             report.lines.append(f"  {target:8} not bundled: {err.problem}")
             report.rows.append(DemoRow(f"bundle {target}", target, "FAILED", None, "", err.problem))
     report.bench_records = host_results(root, root / "bench")
-    report.lines.append(f"  {len(report.bench_records)} host bench records in {root / 'bench'} (the report is written at the end)")
+    report.lines.append(
+        f"  {len(report.bench_records)} host bench records in {root / 'bench'} (the report is written at the end)"
+    )
     return report

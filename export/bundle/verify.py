@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 import zipfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path, PurePosixPath
 
 from export.bundle import contract
@@ -21,7 +21,7 @@ SCHEMA_DIR = Path(__file__).parent / "schema"
 FIX = "rebuild it with `handheld bundle` (and copy the whole folder or zip again)"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> dict:
     """name: "bundle" or "bench" -> the JSON Schema in export/bundle/schema/."""
     return json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
@@ -39,7 +39,9 @@ def schema_errors(document: dict, name: str) -> list[str]:
 def _read_manifest(folder: Path) -> dict:
     path = folder / contract.BUNDLE_MANIFEST
     if not path.is_file():
-        raise HandheldError(f"{folder} has no {contract.BUNDLE_MANIFEST}: not a Handheld bundle, or an incomplete copy", FIX)
+        raise HandheldError(
+            f"{folder} has no {contract.BUNDLE_MANIFEST}: not a Handheld bundle, or an incomplete copy", FIX
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -75,7 +77,11 @@ def _entry_problems(entry: dict, files: dict, target: str) -> list[str]:
 def verify_folder(folder: Path) -> dict:
     folder = Path(folder)
     bundle = _read_manifest(folder)
-    problems = schema_errors(bundle, "bundle") if isinstance(bundle, dict) else [f"bundle.json is a JSON {type(bundle).__name__}, not an object"]
+    problems = (
+        schema_errors(bundle, "bundle")
+        if isinstance(bundle, dict)
+        else [f"bundle.json is a JSON {type(bundle).__name__}, not an object"]
+    )
     if not problems and bundle["bundle_sha256"] != bundle_digest(bundle):
         problems.append("bundle.json was edited after it was written (its bundle_sha256 does not match)")
     if not problems:  # the checks below rely on the shape the schema guarantees
@@ -103,7 +109,10 @@ def verify_bundle(path: Path) -> dict:
     if path.is_dir():
         return verify_folder(path)
     if not zipfile.is_zipfile(path):
-        raise HandheldError(f"{path} is neither a bundle folder nor a bundle zip", "pass the --out folder of `handheld bundle` or its .zip")
+        raise HandheldError(
+            f"{path} is neither a bundle folder nor a bundle zip",
+            "pass the --out folder of `handheld bundle` or its .zip",
+        )
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         roots = {n.split("/", 1)[0] for n in names}

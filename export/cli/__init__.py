@@ -26,8 +26,11 @@ def _families():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = HandheldParser(prog="handheld", description="Export research models to phones and prove they still work there.",
-                            epilog="--verbose (anywhere on the line) shows the libraries' own warnings and log lines")
+    parser = HandheldParser(
+        prog="handheld",
+        description="Export research models to phones and prove they still work there.",
+        epilog="--verbose (anywhere on the line) shows the libraries' own warnings and log lines",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export", help="export a model family to a phone backend")
     export_sub = export.add_subparsers(dest="family", required=True)
@@ -49,16 +52,31 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("artifact", type=artifact_dir)
     b.add_argument("--json", type=Path, help="write the results here (default: DIR/bench.json, replaced on every run)")
     add_force(b, "--json file")
-    b.add_argument("--baseline", type=existing_path("baseline"), help="a comparable artifact to measure in the same run (e.g. ExecuTorch's export_llm .pte)")
-    b.add_argument("--threads", type=thread_counts, default=(1, 2), help="comma-separated XNNPACK thread counts (default 1,2)")
+    b.add_argument(
+        "--baseline",
+        type=existing_path("baseline"),
+        help="a comparable artifact to measure in the same run (e.g. ExecuTorch's export_llm .pte)",
+    )
+    b.add_argument(
+        "--threads", type=thread_counts, default=(1, 2), help="comma-separated XNNPACK thread counts (default 1,2)"
+    )
     b.add_argument("--runs", type=int_range(1, 1000), default=3, help="measured runs per setting (median reported)")
     b.add_argument("--device", default="host", help="host (default), adb:SERIAL or ios:UDID")
-    b.add_argument("--runner", type=existing_path("runner binary", folder=False), help="phones: ExecuTorch runner binary to push (executor_runner, llama_main); default: the demo app")
+    b.add_argument(
+        "--runner",
+        type=existing_path("runner binary", folder=False),
+        help="phones: ExecuTorch runner binary to push (executor_runner, llama_main); default: the demo app",
+    )
     b.add_argument("--warmup", type=int_range(0, 1000), help="phones: discarded runs before the measured ones")
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="the main job on the embedded defaults: export, check, run every model")
-    d.add_argument("--out", type=Path, default=Path("artifacts"), help="folder for every demo artifact (re-runs replace only what the demo wrote)")
+    d.add_argument(
+        "--out",
+        type=Path,
+        default=Path("artifacts"),
+        help="folder for every demo artifact (re-runs replace only what the demo wrote)",
+    )
     d.set_defaults(func=cmd_demo)
     return parser
 
@@ -100,7 +118,9 @@ def cmd_bench(args) -> int:
 
         return cmd_device_bench(args, device, out)
     if args.runner is not None or args.warmup is not None:
-        raise HandheldError("--runner and --warmup apply to phones only", "add --device adb:SERIAL or ios:UDID, or leave them out")
+        raise HandheldError(
+            "--runner and --warmup apply to phones only", "add --device adb:SERIAL or ios:UDID, or leave them out"
+        )
     kind = _kind(args.artifact)
     if args.baseline is not None:
         _check_baseline(kind, args.baseline)
@@ -114,16 +134,27 @@ def cmd_bench(args) -> int:
 def _check_baseline(kind: str, baseline: Path) -> None:
     """What each family's bench can measure side by side (checked before any run)."""
     if kind != "llm":
-        raise HandheldError(f"--baseline is for LLM artifacts; this is a {kind} artifact", "leave --baseline out (SqueezeSAM's bench times its teacher by itself)")
+        raise HandheldError(
+            f"--baseline is for LLM artifacts; this is a {kind} artifact",
+            "leave --baseline out (SqueezeSAM's bench times its teacher by itself)",
+        )
     if baseline.is_file():
         if baseline.suffix != ".pte":
-            raise HandheldError(f"--baseline {baseline} is not a .pte program", "pass ExecuTorch export_llm's .pte (`make baseline`) or an LLM artifact folder")
+            raise HandheldError(
+                f"--baseline {baseline} is not a .pte program",
+                "pass ExecuTorch export_llm's .pte (`make baseline`) or an LLM artifact folder",
+            )
         with open(baseline, "rb") as f:
             head = f.read(8)
         if head[4:6] != b"ET":  # the flatbuffer identifier (ET12 today) after the root offset
-            raise HandheldError(f"--baseline {baseline} is not an ExecuTorch program (no ET header)", "pass the .pte that `make baseline` wrote")
+            raise HandheldError(
+                f"--baseline {baseline} is not an ExecuTorch program (no ET header)",
+                "pass the .pte that `make baseline` wrote",
+            )
     elif not (baseline / "manifest.json").is_file():
-        raise HandheldError(f"--baseline {baseline} is a folder without manifest.json", "pass an LLM artifact folder or a .pte file")
+        raise HandheldError(
+            f"--baseline {baseline} is a folder without manifest.json", "pass an LLM artifact folder or a .pte file"
+        )
 
 
 def cmd_demo(args) -> int:
@@ -131,7 +162,9 @@ def cmd_demo(args) -> int:
     from export.outputs import _check_parent
 
     if args.out.exists() and not args.out.is_dir():
-        raise HandheldError(f"--out {args.out} is a file, the demo writes a folder there", "pass a folder, e.g. --out artifacts")
+        raise HandheldError(
+            f"--out {args.out} is a file, the demo writes a folder there", "pass a folder, e.g. --out artifacts"
+        )
     if not args.out.exists():
         _check_parent(args.out, "--out")
     return run_demo(args.out)
@@ -146,7 +179,17 @@ def quiet_toolchain_logs(verbose: bool = False) -> None:
     if verbose:
         logging.disable(logging.NOTSET)
         return
-    for name in ("torchao", "torch", "torch.utils._pytree", "torch._export", "torch.export", "coremltools", "onnxscript", "executorch", "root"):
+    for name in (
+        "torchao",
+        "torch",
+        "torch.utils._pytree",
+        "torch._export",
+        "torch.export",
+        "coremltools",
+        "onnxscript",
+        "executorch",
+        "root",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
     # libraries set their own loggers' levels when they load (torch.onnx's exporter, ExecuTorch's
     # CoreML partitioner at INFO), after this runs: drop their records below ERROR everywhere
@@ -242,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         if verbose:
             raise
         first = error_line(err)
-        print(f"handheld: error: unexpected {type(err).__name__}: {first}\n  fix: this is a Handheld bug; re-run with --verbose for the traceback and report it", file=sys.stderr)
+        print(
+            f"handheld: error: unexpected {type(err).__name__}: {first}\n  fix: this is a Handheld bug; re-run with --verbose for the traceback and report it",
+            file=sys.stderr,
+        )
         return 1
     finally:
         if logs is not None:

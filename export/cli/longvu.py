@@ -12,21 +12,54 @@ from export.errors import HandheldError
 from export.longvu.config import PRESETS, LongVUConfig, VideoConfig
 
 DEFAULT_PRESET = "longvu-smollm2"  # int8 vision + 8da4w decoder on XNNPACK
-BACKEND_PRESETS = {"onnx": "longvu-smollm2-onnx", "coreml": "longvu-smollm2-coreml"}  # fp32 vision; each backend's own int4 text decoder
+BACKEND_PRESETS = {
+    "onnx": "longvu-smollm2-onnx",
+    "coreml": "longvu-smollm2-coreml",
+}  # fp32 vision; each backend's own int4 text decoder
 
 
 def add_export_parser(export_sub) -> None:
-    p = export_sub.add_parser("longvu", help="export LongVU's pieces (DINOv2, SigLIP, projector, embedding, decoder) as one program")
+    p = export_sub.add_parser(
+        "longvu", help="export LongVU's pieces (DINOv2, SigLIP, projector, embedding, decoder) as one program"
+    )
     p.add_argument("--backend", default="executorch", choices=["executorch", "onnx", "coreml"])
     p.add_argument("--out", type=Path, required=True)
     add_force(p)
-    p.add_argument("--preset", choices=sorted(PRESETS), help=f"encoder sizes and defaults (default: {DEFAULT_PRESET}; {BACKEND_PRESETS})")
-    p.add_argument("--dino", type=existing_path("DINOv2 checkpoint"), help="DINOv2 checkpoint: HF folder, .safetensors/.bin, or LongVU's checkpoint (default: seeded random)")
-    p.add_argument("--siglip", type=existing_path("SigLIP checkpoint"), help="SigLIP checkpoint: HF folder, .safetensors/.bin, or LongVU's checkpoint (default: seeded random)")
-    p.add_argument("--projector", type=existing_path("projector file", folder=False), help="file holding mm_projector.{0,2}.* (default: seeded random)")
-    p.add_argument("--checkpoint", type=existing_path("checkpoint"), help="LLM: HF folder or .gguf (default: the offline SmolLM2-135M-Instruct)")
-    p.add_argument("--context-len", type=int_range(256, 32768), help=f"decoder KV cache = whole multimodal context (preset: {PRESETS[DEFAULT_PRESET].context_len})")
-    p.add_argument("--fps", type=float_range(0.0, 60.0, lo_open=True), help=f"frames sampled per second (preset: {VideoConfig.fps})")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help=f"encoder sizes and defaults (default: {DEFAULT_PRESET}; {BACKEND_PRESETS})",
+    )
+    p.add_argument(
+        "--dino",
+        type=existing_path("DINOv2 checkpoint"),
+        help="DINOv2 checkpoint: HF folder, .safetensors/.bin, or LongVU's checkpoint (default: seeded random)",
+    )
+    p.add_argument(
+        "--siglip",
+        type=existing_path("SigLIP checkpoint"),
+        help="SigLIP checkpoint: HF folder, .safetensors/.bin, or LongVU's checkpoint (default: seeded random)",
+    )
+    p.add_argument(
+        "--projector",
+        type=existing_path("projector file", folder=False),
+        help="file holding mm_projector.{0,2}.* (default: seeded random)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=existing_path("checkpoint"),
+        help="LLM: HF folder or .gguf (default: the offline SmolLM2-135M-Instruct)",
+    )
+    p.add_argument(
+        "--context-len",
+        type=int_range(256, 32768),
+        help=f"decoder KV cache = whole multimodal context (preset: {PRESETS[DEFAULT_PRESET].context_len})",
+    )
+    p.add_argument(
+        "--fps",
+        type=float_range(0.0, 60.0, lo_open=True),
+        help=f"frames sampled per second (preset: {VideoConfig.fps})",
+    )
     p.add_argument("--max-frames", type=int_range(1, 4096), help=f"frame cap (preset: {VideoConfig.max_frames})")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
     p.set_defaults(func=cmd_export)
@@ -75,19 +108,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ask_video(args: argparse.Namespace) -> int:
-    from export.longvu.video import decode
+    from export.longvu.video import decode, probe
     from runtime.generate import SamplingConfig
     from runtime.video_qa import ask, open_pieces
-
-    from export.longvu.video import probe
 
     probe(args.video)  # a photo or a text file fails here, before the pieces load
     pieces, tokenizer, manifest = open_pieces(args.artifact, threads=args.threads)
     video = decode(args.video, pieces.cfg.video)
     reserved = pieces.cfg.max_new_tokens
     if args.max_new_tokens is not None and args.max_new_tokens > reserved:
-        raise HandheldError(f"--max-new-tokens {args.max_new_tokens} is more than the {reserved} answer tokens this artifact reserves in its context",
-                            f"pass --max-new-tokens {reserved} or less (or re-export with a larger --context-len)")
+        raise HandheldError(
+            f"--max-new-tokens {args.max_new_tokens} is more than the {reserved} answer tokens this artifact reserves in its context",
+            f"pass --max-new-tokens {reserved} or less (or re-export with a larger --context-len)",
+        )
     sampling = SamplingConfig(max_new_tokens=reserved if args.max_new_tokens is None else args.max_new_tokens)
     answer = ask(pieces, tokenizer, video, args.question, sampling)
     print(answer.text)
@@ -106,7 +139,8 @@ def format_report(answer) -> str:
             f"tokens: {c['tokens_sampled']} sampled -> {c['tokens_after_dedup']} dedup -> {c['tokens_after_query']} cross-modal query "
             f"-> {c['tokens_after_stc']} spatial compression -> {c['tokens_after_truncation']} truncation (budget {c['budget']}); "
             f"prompt {answer.prompt_tokens} tokens",
-            "time: " + ", ".join(f"{k.removesuffix('_s')} {v * 1000:.0f} ms" for k, v in t.items())
+            "time: "
+            + ", ".join(f"{k.removesuffix('_s')} {v * 1000:.0f} ms" for k, v in t.items())
             + f"; {len(answer.generation.tokens)} tokens generated, stopped by {answer.generation.stopped_by}",
         ]
     )

@@ -28,13 +28,16 @@ class DeviceSpec:
     id: str = ""  # adb serial or iOS UDID
 
     @classmethod
-    def parse(cls, text: str) -> "DeviceSpec":
+    def parse(cls, text: str) -> DeviceSpec:
         scheme, _, ident = text.partition(":")
         if scheme == "host" and not ident:
             return cls("host")
         if scheme in DEVICES and ident:
             return cls(scheme, ident)
-        raise HandheldError(f"unknown device {text!r}", "use host, adb:SERIAL (see `adb devices`) or ios:UDID (see `xcrun devicectl list devices`)")
+        raise HandheldError(
+            f"unknown device {text!r}",
+            "use host, adb:SERIAL (see `adb devices`) or ios:UDID (see `xcrun devicectl list devices`)",
+        )
 
     @property
     def is_host(self) -> bool:
@@ -56,13 +59,21 @@ class DeviceBenchConfig:
     def __post_init__(self):
         object.__setattr__(self, "threads", tuple(int(t) for t in self.threads))
         if self.device.is_host:
-            raise HandheldError("DeviceBenchConfig is for phones", "the host benchmark runs through `handheld bench DIR`")
+            raise HandheldError(
+                "DeviceBenchConfig is for phones", "the host benchmark runs through `handheld bench DIR`"
+            )
         if self.warmup < 0 or self.iterations < 1 or any(t < 1 for t in self.threads):
-            raise HandheldError(f"warmup={self.warmup}, iterations={self.iterations}, threads={self.threads}", "use warmup >= 0, iterations >= 1, threads >= 1")
+            raise HandheldError(
+                f"warmup={self.warmup}, iterations={self.iterations}, threads={self.threads}",
+                "use warmup >= 0, iterations >= 1, threads >= 1",
+            )
         if self.runner is not None:
             object.__setattr__(self, "runner", Path(self.runner))
             if not self.runner.is_file():
-                raise HandheldError(f"runner binary {self.runner} does not exist", "build ExecuTorch's executor_runner / llama_main for Android (see android_demo/README.md)")
+                raise HandheldError(
+                    f"runner binary {self.runner} does not exist",
+                    "build ExecuTorch's executor_runner / llama_main for Android (see android_demo/README.md)",
+                )
 
     def results_dir(self, artifact: Path) -> Path:
         return Path(self.out_dir) if self.out_dir else Path(artifact) / f"device-{self.device.scheme}-{self.device.id}"

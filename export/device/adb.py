@@ -22,7 +22,15 @@ from pathlib import Path, PurePosixPath
 
 from export.bundle import contract
 from export.device import DeviceBenchConfig
-from export.device.results import envelope, hotspots_from_etdump, load_record, metric, parse_llm_observer, parse_runner_ms, write_record
+from export.device.results import (
+    envelope,
+    hotspots_from_etdump,
+    load_record,
+    metric,
+    parse_llm_observer,
+    parse_runner_ms,
+    write_record,
+)
 from export.device.shell import find_tool, run_tool
 from export.errors import HandheldError
 from export.manifest import load_manifest
@@ -57,7 +65,13 @@ class Adb:
         if state != "device":
             raise HandheldError(f"Android device {self.serial} is {state!r}, not ready", ADB_FIX)
         prop = lambda key: self.shell(f"getprop {key}").strip()  # noqa: E731
-        return {"type": "android", "id": self.serial, "name": prop("ro.product.model"), "os": f"Android {prop('ro.build.version.release')}", "abi": prop("ro.product.cpu.abi")}
+        return {
+            "type": "android",
+            "id": self.serial,
+            "name": prop("ro.product.model"),
+            "os": f"Android {prop('ro.build.version.release')}",
+            "abi": prop("ro.product.cpu.abi"),
+        }
 
 
 def bench_on_adb(artifact: Path, cfg: DeviceBenchConfig) -> dict:
@@ -101,7 +115,12 @@ def llm_command(remote: str, manifest: dict, cfg: DeviceBenchConfig, threads: in
 
 def model_command(remote: str, manifest: dict, cfg: DeviceBenchConfig, threads: int, etdump: bool) -> str:
     """executor_runner flags (examples/portable/executor_runner); inputs default to ones."""
-    args = [f"./{cfg.runner.name}", f"--model_path={manifest['model_file']}", "--num_executions=1", f"--cpu_threads={threads}"]
+    args = [
+        f"./{cfg.runner.name}",
+        f"--model_path={manifest['model_file']}",
+        "--num_executions=1",
+        f"--cpu_threads={threads}",
+    ]
     if etdump:
         args.append(f"--etdump_path={ETDUMP}")
     return f"cd {shlex.quote(remote)} && " + " ".join(shlex.quote(a) for a in args)
@@ -110,9 +129,15 @@ def model_command(remote: str, manifest: dict, cfg: DeviceBenchConfig, threads: 
 def _run_binary(adb: Adb, artifact: Path, manifest: dict, device: dict, cfg: DeviceBenchConfig) -> dict:
     kind = manifest["kind"]
     if manifest["backend"] != "executorch":
-        raise HandheldError(f"{artifact} is a {manifest['backend']} artifact; ExecuTorch's runners need a .pte", "export with --backend executorch")
+        raise HandheldError(
+            f"{artifact} is a {manifest['backend']} artifact; ExecuTorch's runners need a .pte",
+            "export with --backend executorch",
+        )
     if kind == "longvu":
-        raise HandheldError("LongVU is several methods plus host-side selection; executor_runner cannot drive it", "omit --runner to use the demo app's benchmark mode")
+        raise HandheldError(
+            "LongVU is several methods plus host-side selection; executor_runner cannot drive it",
+            "omit --runner to use the demo app's benchmark mode",
+        )
     remote = _push_artifact(adb, artifact, manifest, cfg)
     out_dir = cfg.results_dir(artifact)
     metrics = []
@@ -122,13 +147,19 @@ def _run_binary(adb: Adb, artifact: Path, manifest: dict, device: dict, cfg: Dev
             if kind == "llm":
                 values = parse_llm_observer(adb.shell(llm_command(remote, manifest, cfg, threads)))
             else:
-                values = {"forward_ms": parse_runner_ms(adb.shell(model_command(remote, manifest, cfg, threads, etdump=False)))}
+                values = {
+                    "forward_ms": parse_runner_ms(
+                        adb.shell(model_command(remote, manifest, cfg, threads, etdump=False))
+                    )
+                }
             if i >= cfg.warmup:
                 for name, value in values.items():
                     samples.setdefault(name, []).append(value)
         metrics += [metric(name, values, threads=threads) for name, values in samples.items()]
     extra = _profile(adb, remote, manifest, cfg, out_dir) if kind != "llm" else {}
-    record = envelope(manifest, artifact, device, "executorch-runner", metrics, warmup=cfg.warmup, iterations=cfg.iterations, **extra)
+    record = envelope(
+        manifest, artifact, device, "executorch-runner", metrics, warmup=cfg.warmup, iterations=cfg.iterations, **extra
+    )
     write_record(record, out_dir / contract.BENCH_RESULT_FILE)
     return record
 
@@ -139,7 +170,9 @@ def _profile(adb: Adb, remote: str, manifest: dict, cfg: DeviceBenchConfig, out_
         adb.shell(model_command(remote, manifest, cfg, cfg.threads[-1], etdump=True))
         local = adb.pull(f"{remote}/{ETDUMP}", out_dir / ETDUMP)
     except HandheldError as err:
-        print(f"note: no ETDump profile ({err.problem}); build executor_runner with -DEXECUTORCH_ENABLE_EVENT_TRACER=ON for one")
+        print(
+            f"note: no ETDump profile ({err.problem}); build executor_runner with -DEXECUTORCH_ENABLE_EVENT_TRACER=ON for one"
+        )
         return {}
     return {"etdump": str(local), "hotspots": hotspots_from_etdump(local)}
 
@@ -166,7 +199,10 @@ def _wait_for(adb: Adb, remote: str, timeout_s: float) -> None:
         if adb.shell(f"ls {shlex.quote(remote)} 2>/dev/null || true").strip() == remote:
             return
         time.sleep(1.0)
-    raise HandheldError(f"the demo app wrote no {remote} within {timeout_s:.0f} s", "open the app on the phone to see its error, or check `adb logcat -s HandheldBench`")
+    raise HandheldError(
+        f"the demo app wrote no {remote} within {timeout_s:.0f} s",
+        "open the app on the phone to see its error, or check `adb logcat -s HandheldBench`",
+    )
 
 
 def _run_app(adb: Adb, artifact: Path, manifest: dict, device: dict, cfg: DeviceBenchConfig) -> dict:

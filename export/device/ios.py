@@ -30,14 +30,39 @@ class DeviceCtl:
         return run_tool([self.xcrun, "devicectl", "device", *args], what, timeout_s)
 
     def _container(self) -> list[str]:
-        return ["--device", self.udid, "--domain-type", "appDataContainer", "--domain-identifier", contract.IOS_BUNDLE_ID]
+        return [
+            "--device",
+            self.udid,
+            "--domain-type",
+            "appDataContainer",
+            "--domain-identifier",
+            contract.IOS_BUNDLE_ID,
+        ]
 
     def copy_to(self, local: Path, remote: str) -> None:
-        self("copy", "to", *self._container(), "--source", str(local), "--destination", remote, what=f"devicectl copy to {remote}")
+        self(
+            "copy",
+            "to",
+            *self._container(),
+            "--source",
+            str(local),
+            "--destination",
+            remote,
+            what=f"devicectl copy to {remote}",
+        )
 
     def copy_from(self, remote: str, local: Path) -> Path:
         Path(local).parent.mkdir(parents=True, exist_ok=True)
-        self("copy", "from", *self._container(), "--source", remote, "--destination", str(local), what=f"devicectl copy from {remote}")
+        self(
+            "copy",
+            "from",
+            *self._container(),
+            "--source",
+            remote,
+            "--destination",
+            str(local),
+            what=f"devicectl copy from {remote}",
+        )
         return Path(local)
 
     def launch(self, arguments: list[str], timeout_s: float) -> str:
@@ -49,12 +74,18 @@ def launch_arguments(entry_dir: str, cfg: DeviceBenchConfig, result: str) -> lis
     """Parsed by BenchmarkMode.swift (ProcessInfo.processInfo.arguments)."""
     return [
         "--benchmark",
-        "--bundle", contract.IOS_BUNDLE_DIR,
-        "--model", entry_dir,
-        "--warmup", str(cfg.warmup),
-        "--iterations", str(cfg.iterations),
-        "--prompt", cfg.prompt,
-        "--out", result,
+        "--bundle",
+        contract.IOS_BUNDLE_DIR,
+        "--model",
+        entry_dir,
+        "--warmup",
+        str(cfg.warmup),
+        "--iterations",
+        str(cfg.iterations),
+        "--prompt",
+        cfg.prompt,
+        "--out",
+        result,
     ]
 
 

@@ -12,8 +12,8 @@ import json
 import re
 import statistics
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from export.bundle import contract
 from export.errors import HandheldError
@@ -21,7 +21,14 @@ from export.manifest import load_manifest
 from export.registry import Registry
 
 # metric name suffix -> unit (the schema's enum)
-METRIC_UNITS = {"_ms": "ms", "_tok_s": "tok/s", "_fps": "frames/s", "_frames_per_s": "frames/s", "_mb": "MiB", "_count": "count"}
+METRIC_UNITS = {
+    "_ms": "ms",
+    "_tok_s": "tok/s",
+    "_fps": "frames/s",
+    "_frames_per_s": "frames/s",
+    "_mb": "MiB",
+    "_count": "count",
+}
 SIZE_KEYS = ("size_mb",)  # artifact sizes travel as size_bytes, not as metrics
 # ETDump events that frame operators rather than being one
 FRAMEWORK_EVENTS = {"OPERATOR_CALL", "DELEGATE_CALL", "Method::execute", "Method::init", "Program::load_method"}
@@ -95,7 +102,15 @@ def _llm_host_metrics(raw: dict) -> list[dict]:
         for threads, values in result.get("by_threads", {}).items():
             for name, value in values.items():
                 if unit_of(name) and isinstance(value, (int, float)):
-                    out.append({"name": name, "value": float(value), "unit": unit_of(name), "threads": int(threads), "variant": variant})
+                    out.append(
+                        {
+                            "name": name,
+                            "value": float(value),
+                            "unit": unit_of(name),
+                            "threads": int(threads),
+                            "variant": variant,
+                        }
+                    )
     return out
 
 
@@ -106,7 +121,15 @@ def _sam_host_metrics(raw: dict) -> list[dict]:
     for row in raw.get("rows", []):
         for name, value in row.items():
             if unit_of(name) and name not in SIZE_KEYS and isinstance(value, (int, float)):
-                out.append({"name": name, "value": float(value), "unit": unit_of(name), "threads": int(row["threads"]), "variant": row["model"]})
+                out.append(
+                    {
+                        "name": name,
+                        "value": float(value),
+                        "unit": unit_of(name),
+                        "threads": int(row["threads"]),
+                        "variant": row["model"],
+                    }
+                )
     return out
 
 
@@ -171,7 +194,10 @@ def parse_runner_ms(text: str) -> float:
     """executor_runner's output -> average ms per execution."""
     found = RUNNER_TIMING.findall(text)
     if not found:
-        raise HandheldError("the ExecuTorch runner printed no timing line ('N inference took X ms')", "check the runner binary and the pushed model; its output is above")
+        raise HandheldError(
+            "the ExecuTorch runner printed no timing line ('N inference took X ms')",
+            "check the runner binary and the pushed model; its output is above",
+        )
     return float(found[-1][2])
 
 
@@ -179,7 +205,10 @@ def parse_llm_observer(text: str) -> dict:
     """llama_main / LlmModule stats (PyTorchObserver JSON, ms timestamps) -> named metrics."""
     found = OBSERVER.findall(text)
     if not found:
-        raise HandheldError("the LLM runner printed no 'PyTorchObserver {...}' stats line", "use ExecuTorch's llama_main (or the demo app's benchmark mode)")
+        raise HandheldError(
+            "the LLM runner printed no 'PyTorchObserver {...}' stats line",
+            "use ExecuTorch's llama_main (or the demo app's benchmark mode)",
+        )
     s = json.loads(found[-1])
     prefill_ms = s["prompt_eval_end_ms"] - s["inference_start_ms"]
     decode_ms = s["inference_end_ms"] - s["prompt_eval_end_ms"]
@@ -214,8 +243,17 @@ def hotspots_from_etdump(etdump: Path, etrecord: Path | None = None, top: int = 
     try:
         inspector = Inspector(etdump_path=str(etdump), etrecord=str(etrecord) if etrecord else None)
     except Exception as err:  # the Inspector raises bare exceptions on a foreign or truncated file
-        raise HandheldError(f"{etdump} is not a readable ETDump ({err})", "pull it again; build the runner with EXECUTORCH_ENABLE_EVENT_TRACER=ON") from None
-    events = [(e.name, list(e.perf_data.raw)) for block in inspector.event_blocks if block.name == "Execute" for e in block.events if e.perf_data]
+        raise HandheldError(
+            f"{etdump} is not a readable ETDump ({err})",
+            "pull it again; build the runner with EXECUTORCH_ENABLE_EVENT_TRACER=ON",
+        ) from None
+    events = [
+        (e.name, list(e.perf_data.raw))
+        for block in inspector.event_blocks
+        if block.name == "Execute"
+        for e in block.events
+        if e.perf_data
+    ]
     return hotspots(events, top)
 
 
@@ -225,7 +263,10 @@ def validate_record(record: dict, source: str = "benchmark record") -> dict:
 
     errors = schema_errors(record, "bench")
     if errors:
-        raise HandheldError(f"{source} does not follow bench.schema.json:\n  - " + "\n  - ".join(errors[:12]), "re-run `handheld bench` (or the app's benchmark mode) with this Handheld")
+        raise HandheldError(
+            f"{source} does not follow bench.schema.json:\n  - " + "\n  - ".join(errors[:12]),
+            "re-run `handheld bench` (or the app's benchmark mode) with this Handheld",
+        )
     return record
 
 
@@ -236,13 +277,22 @@ def load_record(path: Path) -> dict:
     except FileNotFoundError:
         raise HandheldError(f"{path} does not exist", "pass JSON files written by `handheld bench`") from None
     except IsADirectoryError:
-        raise HandheldError(f"{path} is a folder, not a bench record", "pass JSON files written by `handheld bench`") from None
+        raise HandheldError(
+            f"{path} is a folder, not a bench record", "pass JSON files written by `handheld bench`"
+        ) from None
     except UnicodeDecodeError:
-        raise HandheldError(f"{path} is not a text file (a bench record is JSON)", "pass JSON files written by `handheld bench`") from None
+        raise HandheldError(
+            f"{path} is not a text file (a bench record is JSON)", "pass JSON files written by `handheld bench`"
+        ) from None
     except json.JSONDecodeError as err:
-        raise HandheldError(f"{path} is not valid JSON ({err})", "pass JSON files written by `handheld bench`") from None
+        raise HandheldError(
+            f"{path} is not valid JSON ({err})", "pass JSON files written by `handheld bench`"
+        ) from None
     if not isinstance(record, dict):
-        raise HandheldError(f"{path} holds a JSON {type(record).__name__}, not a bench record", "pass JSON files written by `handheld bench`")
+        raise HandheldError(
+            f"{path} holds a JSON {type(record).__name__}, not a bench record",
+            "pass JSON files written by `handheld bench`",
+        )
     return validate_record(record, str(path))
 
 

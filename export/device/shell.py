@@ -20,8 +20,13 @@ def run_tool(argv: list[str], what: str, timeout_s: float = 600.0) -> str:
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise HandheldError(f"{what} did not finish within {timeout_s:.0f} s", "check the device screen / logs and retry") from None
+        raise HandheldError(
+            f"{what} did not finish within {timeout_s:.0f} s", "check the device screen / logs and retry"
+        ) from None
     if proc.returncode != 0:
         said = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
-        raise HandheldError(f"{what} failed (exit {proc.returncode}): {' | '.join(said)}", "check the device connection and the command above")
+        raise HandheldError(
+            f"{what} failed (exit {proc.returncode}): {' | '.join(said)}",
+            "check the device connection and the command above",
+        )
     return proc.stdout

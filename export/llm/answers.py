@@ -38,7 +38,9 @@ QUESTIONS = (
 def greedy_answer_margins(model, tokenizer, question: str, expected: str, max_new_tokens: int = 24) -> dict:
     """Greedy chat answer of `model` (a `Llama`: tokens [1, S] -> logits [1, S, vocab]) until
     `expected` appears: its text, whether it appeared, and the top-1/top-2 logit margins on the way."""
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+    )
     ids = torch.tensor([tokenizer(prompt, add_special_tokens=False).input_ids])
     seq, margins = ids, []
     for _ in range(max_new_tokens):
@@ -66,7 +68,9 @@ def measure_questions(backends=("executorch", "onnx", "coreml"), questions=QUEST
     for backend in backends:
         cfg = dataclasses.replace(LLM_PRESETS["smollm2-8da4w"], backend=backend)
         models[backend] = pipeline.prepare_model(cfg, checkpoint=ck).model
-    return {q: {name: greedy_answer_margins(m, ck.tokenizer, q, key) for name, m in models.items()} for q, key in questions}
+    return {
+        q: {name: greedy_answer_margins(m, ck.tokenizer, q, key) for name, m in models.items()} for q, key in questions
+    }
 
 
 if __name__ == "__main__":
@@ -75,5 +79,8 @@ if __name__ == "__main__":
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     for q, by_model in results.items():
-        cells = ["{} {}".format(name, "-" if r["min_margin"] is None else "{:.2f}".format(r["min_margin"])) for name, r in by_model.items()]
+        cells = [
+            "{} {}".format(name, "-" if r["min_margin"] is None else "{:.2f}".format(r["min_margin"]))
+            for name, r in by_model.items()
+        ]
         print(f"{q:56} {'  '.join(cells)}")

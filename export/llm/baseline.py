@@ -35,7 +35,11 @@ _META_NAMES = {
 
 
 def meta_state_dict(model) -> dict[str, torch.Tensor]:
-    sd = {"tok_embeddings.weight": model.embed_tokens.weight, "norm.weight": model.norm.weight, "output.weight": model.lm_head.weight}
+    sd = {
+        "tok_embeddings.weight": model.embed_tokens.weight,
+        "norm.weight": model.norm.weight,
+        "output.weight": model.lm_head.weight,
+    }
     for i, layer in enumerate(model.layers):
         for name, tensor in layer.state_dict().items():
             if name in _META_NAMES:
@@ -43,15 +47,27 @@ def meta_state_dict(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in sd.items()}
 
 
-def build_executorch_baseline(out_pte: Path, checkpoint: str | None = None, max_seq_len: int = 512, group_size: int = 32) -> Path:
+def build_executorch_baseline(
+    out_pte: Path, checkpoint: str | None = None, max_seq_len: int = 512, group_size: int = 32
+) -> Path:
     ck = load_checkpoint(checkpoint)
     a = ck.model.args
     if a.qkv_bias or a.rope_scaling:
-        raise HandheldError("the ExecuTorch baseline builder handles plain Llama checkpoints only", "benchmark without --baseline")
+        raise HandheldError(
+            "the ExecuTorch baseline builder handles plain Llama checkpoints only", "benchmark without --baseline"
+        )
     params = {
-        "dim": a.dim, "n_layers": a.n_layers, "n_heads": a.n_heads, "n_kv_heads": a.n_kv_heads, "head_dim": a.head_dim,
-        "hidden_dim": a.ffn_dim, "vocab_size": a.vocab_size, "norm_eps": a.norm_eps, "rope_theta": a.rope_theta,
-        "use_scaled_rope": False, "use_hf_rope": True,
+        "dim": a.dim,
+        "n_layers": a.n_layers,
+        "n_heads": a.n_heads,
+        "n_kv_heads": a.n_kv_heads,
+        "head_dim": a.head_dim,
+        "hidden_dim": a.ffn_dim,
+        "vocab_size": a.vocab_size,
+        "norm_eps": a.norm_eps,
+        "rope_theta": a.rope_theta,
+        "use_scaled_rope": False,
+        "use_hf_rope": True,
     }
     out_pte = Path(out_pte).resolve()
     out_pte.parent.mkdir(parents=True, exist_ok=True)
@@ -60,14 +76,26 @@ def build_executorch_baseline(out_pte: Path, checkpoint: str | None = None, max_
         Path(f"{tmp}/params.json").write_text(json.dumps(params))
         metadata = json.dumps({"get_bos_id": ck.bos_id, "get_eos_ids": list(ck.eos_ids)})
         cmd = [
-            sys.executable, "-m", "executorch.extension.llm.export.export_llm",
-            "base.model_class=llama3", f"base.checkpoint={tmp}/checkpoint.pth", f"base.params={tmp}/params.json",
+            sys.executable,
+            "-m",
+            "executorch.extension.llm.export.export_llm",
+            "base.model_class=llama3",
+            f"base.checkpoint={tmp}/checkpoint.pth",
+            f"base.params={tmp}/params.json",
             f"base.metadata='{metadata}'",
-            "model.use_kv_cache=True", "model.use_sdpa_with_kv_cache=True", "model.enable_dynamic_shape=True",
-            "model.dtype_override=fp32", "quantization.qmode=8da4w", f"quantization.group_size={group_size}",
-            "quantization.embedding_quantize='8,0'", "backend.xnnpack.enabled=True", "backend.xnnpack.extended_ops=True",
-            f"export.max_seq_length={max_seq_len}", f"export.max_context_length={max_seq_len}",
-            f"export.output_dir={out_pte.parent}", f"export.output_name={out_pte.name}",
+            "model.use_kv_cache=True",
+            "model.use_sdpa_with_kv_cache=True",
+            "model.enable_dynamic_shape=True",
+            "model.dtype_override=fp32",
+            "quantization.qmode=8da4w",
+            f"quantization.group_size={group_size}",
+            "quantization.embedding_quantize='8,0'",
+            "backend.xnnpack.enabled=True",
+            "backend.xnnpack.extended_ops=True",
+            f"export.max_seq_length={max_seq_len}",
+            f"export.max_context_length={max_seq_len}",
+            f"export.output_dir={out_pte.parent}",
+            f"export.output_name={out_pte.name}",
         ]
         print("building ExecuTorch's own export_llm baseline (about 13 min on 2 cores) ...", flush=True)
         # export_llm writes output_name relative to its working directory

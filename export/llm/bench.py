@@ -22,7 +22,9 @@ from pathlib import Path
 PROMPT_TOKENS, DECODE_STEPS = 64, 128
 
 
-def _worker(target: str, threads: int, runs: int, prompt_tokens: int = PROMPT_TOKENS, decode_steps: int = DECODE_STEPS) -> dict:
+def _worker(
+    target: str, threads: int, runs: int, prompt_tokens: int = PROMPT_TOKENS, decode_steps: int = DECODE_STEPS
+) -> dict:
     import torch
 
     from runtime.executorch_runner import set_threads
@@ -51,7 +53,9 @@ def _worker(target: str, threads: int, runs: int, prompt_tokens: int = PROMPT_TO
     return time_generation(step, threads, runs, prompt_tokens, decode_steps)
 
 
-def time_generation(step, threads: int, runs: int, prompt_tokens: int = PROMPT_TOKENS, decode_steps: int = DECODE_STEPS) -> dict:
+def time_generation(
+    step, threads: int, runs: int, prompt_tokens: int = PROMPT_TOKENS, decode_steps: int = DECODE_STEPS
+) -> dict:
     """One warm-up then `runs` measured (prefill, greedy decode) passes through `step(tokens, pos)`;
     medians. Shared by every LLM worker so all artifacts are timed identically."""
     import torch
@@ -101,7 +105,10 @@ def _measure(target: Path, threads: int, runs: int, prompt_tokens: int, decode_s
             return json.loads(line[7:])
     from export.errors import HandheldError
 
-    raise HandheldError(f"benchmark worker failed on {target}: {proc.stderr.strip().splitlines()[-1:]}", "run `handheld parity` on the artifact first")
+    raise HandheldError(
+        f"benchmark worker failed on {target}: {proc.stderr.strip().splitlines()[-1:]}",
+        "run `handheld parity` on the artifact first",
+    )
 
 
 def _size_mb(target: Path) -> float:
@@ -117,9 +124,8 @@ def bench_artifact(
     prompt_tokens: int = PROMPT_TOKENS,
     decode_steps: int = DECODE_STEPS,
 ) -> dict:
-    from export.progress import tqdm
-
     from export.manifest import load_manifest
+    from export.progress import tqdm
 
     folder = Path(folder)
     manifest = load_manifest(folder)
@@ -154,7 +160,8 @@ def bench_artifact(
     if baseline:
         report[f"ratios_vs_{base_name}"] = {
             str(t): {
-                metric: results["handheld"]["by_threads"][str(t)][metric] / results[base_name]["by_threads"][str(t)][metric]
+                metric: results["handheld"]["by_threads"][str(t)][metric]
+                / results[base_name]["by_threads"][str(t)][metric]
                 for metric in ("prefill_tok_s", "decode_tok_s")
             }
             for t in threads
@@ -165,11 +172,17 @@ def bench_artifact(
 
 def print_table(report: dict) -> None:
     print(f"\nLLM bench: {report['prompt_tokens']}-token prompt, {report['decode_steps']} decode steps, median of runs")
-    print(f"{'artifact':24} {'thr':>3} {'prefill tok/s':>14} {'decode tok/s':>13} {'TTFT ms':>8} {'peak RSS MB':>12} {'size MB':>8}")
+    print(
+        f"{'artifact':24} {'thr':>3} {'prefill tok/s':>14} {'decode tok/s':>13} {'TTFT ms':>8} {'peak RSS MB':>12} {'size MB':>8}"
+    )
     for name, r in report["results"].items():
         for t, m in r["by_threads"].items():
-            print(f"{name:24} {t:>3} {m['prefill_tok_s']:14.1f} {m['decode_tok_s']:13.1f} {m['time_to_first_token_ms']:8.1f} {m['peak_rss_mb']:12.0f} {r['size_mb']:8.1f}")
+            print(
+                f"{name:24} {t:>3} {m['prefill_tok_s']:14.1f} {m['decode_tok_s']:13.1f} {m['time_to_first_token_ms']:8.1f} {m['peak_rss_mb']:12.0f} {r['size_mb']:8.1f}"
+            )
     for key, by_threads in report.items():
         if key.startswith("ratios_vs_"):
             for t, ratio in by_threads.items():
-                print(f"handheld / {key.removeprefix('ratios_vs_')} @ {t} thread(s): prefill {ratio['prefill_tok_s']:.2f}x, decode {ratio['decode_tok_s']:.2f}x")
+                print(
+                    f"handheld / {key.removeprefix('ratios_vs_')} @ {t} thread(s): prefill {ratio['prefill_tok_s']:.2f}x, decode {ratio['decode_tok_s']:.2f}x"
+                )

@@ -55,7 +55,9 @@ def build_genai_baseline(out: Path = GENAI_BASELINE, checkpoint: str | None = No
     try:
         import onnxruntime_genai  # noqa: F401
     except ImportError:
-        raise HandheldError("onnxruntime-genai is not installed", "pip install -r requirements.lock (it pins onnxruntime-genai)") from None
+        raise HandheldError(
+            "onnxruntime-genai is not installed", "pip install -r requirements.lock (it pins onnxruntime-genai)"
+        ) from None
     # every path absolute: the builder runs in out's parent and takes an `-i` it cannot find
     # from there for a hub model id (then asks for a token)
     out = Path(out).resolve()
@@ -63,8 +65,24 @@ def build_genai_baseline(out: Path = GENAI_BASELINE, checkpoint: str | None = No
     hf = out.parent / (out.name + ".hf")
     write_hf_folder(checkpoint, hf)
     cache = out.parent / (out.name + ".cache")
-    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out), "-p", "int4", "-e", "cpu", "-c", str(cache)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "onnxruntime_genai.models.builder",
+        "-i",
+        str(hf),
+        "-o",
+        str(out),
+        "-p",
+        "int4",
+        "-e",
+        "cpu",
+        "-c",
+        str(cache),
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=out.parent, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     shutil.rmtree(cache, ignore_errors=True)
     if proc.returncode != 0 or not (out / "genai_config.json").is_file():
         log = out.parent / (out.name + ".builder.log")
@@ -139,7 +157,10 @@ def _measure_genai(model_dir: Path, threads: int, runs: int) -> dict:
             return json.loads(line[7:])
     from export.errors import HandheldError
 
-    raise HandheldError(f"genai benchmark worker failed on {model_dir}: {proc.stderr.strip().splitlines()[-1:]}", "rebuild the builder baseline")
+    raise HandheldError(
+        f"genai benchmark worker failed on {model_dir}: {proc.stderr.strip().splitlines()[-1:]}",
+        "rebuild the builder baseline",
+    )
 
 
 def teacher_forced_perplexity(step, tokenizer) -> tuple[float, int]:
@@ -199,8 +220,14 @@ def without_online_hadamards(folder: Path, out: Path) -> Path | None:
     out.mkdir(parents=True)
     onnx.save(model, str(out / manifest["model_file"]))
     shutil.copy(Path(folder) / manifest["tokenizer"]["file"], out / manifest["tokenizer"]["file"])
-    fields = {k: v for k, v in manifest.items() if k not in ("format_version", "kind", "created_unix", "toolchain", "files", "parity")}
-    write_manifest(out, "llm", **fields, timing_only=f"R4 removed from {folder} ({len(rewire)} layers): logits are wrong")
+    fields = {
+        k: v
+        for k, v in manifest.items()
+        if k not in ("format_version", "kind", "created_unix", "toolchain", "files", "parity")
+    }
+    write_manifest(
+        out, "llm", **fields, timing_only=f"R4 removed from {folder} ({len(rewire)} layers): logits are wrong"
+    )
     return out
 
 
@@ -213,16 +240,17 @@ def _median_runs(runs: list[dict]) -> dict:
     return merged
 
 
-def bench_vs_genai(folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3, r4_cost: bool = True, passes: int = 3) -> dict:
+def bench_vs_genai(
+    folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3, r4_cost: bool = True, passes: int = 3
+) -> dict:
     """`runs` interleaved rounds: every artifact x thread count once per round, each in its own
     process timing `passes` passes (median), then the median over rounds, so load on the shared
     machine drifts over all of them alike. With r4_cost, a timing-only copy without the online
     Hadamard R4 joins the rounds."""
-    from export.progress import tqdm
-
     from export.llm.bench import _measure
     from export.llm.checkpoint import load_checkpoint
     from export.manifest import load_manifest
+    from export.progress import tqdm
     from runtime.generate import LLMStepper
     from runtime.runner import open_runner
 
@@ -236,12 +264,18 @@ def bench_vs_genai(folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3,
     single: dict = {(name, t): [] for name in targets for t in threads}
     configs = [(n, t) for _ in range(runs) for n in targets for t in threads]
     for name, t in tqdm(configs, desc="bench vs genai (interleaved)", unit="run"):
-        measure = _measure_genai if name == "genai_builder_int4" else lambda target, th, r: _measure(target, th, r, PROMPT_TOKENS, DECODE_STEPS)
+        measure = (
+            _measure_genai
+            if name == "genai_builder_int4"
+            else lambda target, th, r: _measure(target, th, r, PROMPT_TOKENS, DECODE_STEPS)
+        )
         single[(name, t)].append(measure(targets[name], t, passes))
     for (name, t), items in single.items():
         results[name]["by_threads"][str(t)] = _median_runs(items)
     tokenizer = load_checkpoint(manifest["config"].get("checkpoint")).tokenizer
-    results["handheld_onnx"]["perplexity"], n = teacher_forced_perplexity(LLMStepper(open_runner(folder, threads=2)), tokenizer)
+    results["handheld_onnx"]["perplexity"], n = teacher_forced_perplexity(
+        LLMStepper(open_runner(folder, threads=2)), tokenizer
+    )
     results["genai_builder_int4"]["perplexity"], _ = teacher_forced_perplexity(GenaiStepper(genai_dir, 2), tokenizer)
     if no_r4 is not None:
         results["handheld_onnx_without_r4"]["perplexity"] = None  # timing only: its logits are wrong
@@ -257,7 +291,8 @@ def bench_vs_genai(folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3,
         "results": results,
         "ratios_vs_genai_builder": {
             str(t): {
-                m: results["handheld_onnx"]["by_threads"][str(t)][m] / results["genai_builder_int4"]["by_threads"][str(t)][m]
+                m: results["handheld_onnx"]["by_threads"][str(t)][m]
+                / results["genai_builder_int4"]["by_threads"][str(t)][m]
                 for m in ("prefill_tok_s", "decode_tok_s")
             }
             for t in threads
@@ -268,8 +303,10 @@ def bench_vs_genai(folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3,
         report["online_hadamard_r4_cost"] = {
             str(t): {
                 # step time with R4 minus without, over step time with it
-                "decode_share_of_step": 1 - by("handheld_onnx", t, "decode_tok_s") / by("handheld_onnx_without_r4", t, "decode_tok_s"),
-                "decode_ratio_without_r4_vs_genai": by("handheld_onnx_without_r4", t, "decode_tok_s") / by("genai_builder_int4", t, "decode_tok_s"),
+                "decode_share_of_step": 1
+                - by("handheld_onnx", t, "decode_tok_s") / by("handheld_onnx_without_r4", t, "decode_tok_s"),
+                "decode_ratio_without_r4_vs_genai": by("handheld_onnx_without_r4", t, "decode_tok_s")
+                / by("genai_builder_int4", t, "decode_tok_s"),
             }
             for t in threads
         }
@@ -278,14 +315,24 @@ def bench_vs_genai(folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3,
 
 
 def print_table(report: dict) -> None:
-    print(f"\nONNX vs onnxruntime-genai builder: {report['prompt_tokens']}-token prompt, {report['decode_steps']} decode steps, median of runs")
-    print(f"{'artifact':26} {'thr':>3} {'prefill tok/s':>14} {'decode tok/s':>13} {'peak RSS MB':>12} {'size MB':>8} {'wiki PPL':>9}")
+    print(
+        f"\nONNX vs onnxruntime-genai builder: {report['prompt_tokens']}-token prompt, {report['decode_steps']} decode steps, median of runs"
+    )
+    print(
+        f"{'artifact':26} {'thr':>3} {'prefill tok/s':>14} {'decode tok/s':>13} {'peak RSS MB':>12} {'size MB':>8} {'wiki PPL':>9}"
+    )
     for name, r in report["results"].items():
         ppl = f"{r['perplexity']:9.2f}" if r.get("perplexity") is not None else f"{'-':>9}"
         for t, m in r["by_threads"].items():
-            print(f"{name:26} {t:>3} {m['prefill_tok_s']:14.1f} {m['decode_tok_s']:13.1f} {m['peak_rss_mb']:12.0f} {r['size_mb']:8.1f} {ppl}")
+            print(
+                f"{name:26} {t:>3} {m['prefill_tok_s']:14.1f} {m['decode_tok_s']:13.1f} {m['peak_rss_mb']:12.0f} {r['size_mb']:8.1f} {ppl}"
+            )
     for t, ratio in report["ratios_vs_genai_builder"].items():
-        print(f"handheld / genai builder @ {t} thread(s): prefill {ratio['prefill_tok_s']:.2f}x, decode {ratio['decode_tok_s']:.2f}x")
+        print(
+            f"handheld / genai builder @ {t} thread(s): prefill {ratio['prefill_tok_s']:.2f}x, decode {ratio['decode_tok_s']:.2f}x"
+        )
     for t, cost in report.get("online_hadamard_r4_cost", {}).items():
-        print(f"online Hadamard R4 @ {t} thread(s): {100 * cost['decode_share_of_step']:.1f}% of a decode step; "
-              f"the same graph without it (timing only) decodes at {cost['decode_ratio_without_r4_vs_genai']:.2f}x the builder")
+        print(
+            f"online Hadamard R4 @ {t} thread(s): {100 * cost['decode_share_of_step']:.1f}% of a decode step; "
+            f"the same graph without it (timing only) decodes at {cost['decode_ratio_without_r4_vs_genai']:.2f}x the builder"
+        )

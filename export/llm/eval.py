@@ -47,9 +47,14 @@ class EvalConfig:
     def __post_init__(self):
         bad = [s for s in self.schemes if s not in SCHEMES] + [m for m in self.methods if m not in METHODS]
         if bad:
-            raise HandheldError(f"unknown scheme/method {bad}", f"schemes: {', '.join(SCHEMES)}; methods: {', '.join(METHODS)}")
+            raise HandheldError(
+                f"unknown scheme/method {bad}", f"schemes: {', '.join(SCHEMES)}; methods: {', '.join(METHODS)}"
+            )
         if self.n_windows < 1 or self.seq_len < 16:
-            raise HandheldError(f"{self.n_windows} windows of {self.seq_len} tokens is too little text", "use >= 1 window of >= 16 tokens")
+            raise HandheldError(
+                f"{self.n_windows} windows of {self.seq_len} tokens is too little text",
+                "use >= 1 window of >= 16 tokens",
+            )
 
 
 @torch.no_grad()
@@ -65,7 +70,15 @@ def perplexity(model, windows: torch.Tensor, batch: int = 1) -> float:
     return math.exp(total / count)
 
 
-def quantized_model(model, method: str, scheme_name: str, rotation_file: str | None, gptq_windows: torch.Tensor | None = None, device: str = "cpu", progress: bool = False):
+def quantized_model(
+    model,
+    method: str,
+    scheme_name: str,
+    rotation_file: str | None,
+    gptq_windows: torch.Tensor | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+):
     """A fresh copy of `model`, rotated per `method` (on the CPU, in float64) and fake-quantized
     per the scheme on `device`; with `gptq_windows` ([n, S] calibration tokens) the weights
     are GPTQ's instead of RTN's."""
@@ -74,7 +87,9 @@ def quantized_model(model, method: str, scheme_name: str, rotation_file: str | N
 
     scheme = SCHEMES[scheme_name]
     m = copy.deepcopy(model)
-    m = apply_rotation(m, ROTATION_OF[method], rotation_file if method == "spinquant" else None, quantized_kv=scheme.quantized_kv).to(device)
+    m = apply_rotation(
+        m, ROTATION_OF[method], rotation_file if method == "spinquant" else None, quantized_kv=scheme.quantized_kv
+    ).to(device)
     weights = None
     if gptq_windows is not None:
         weights = gptq_quantizer(gptq_weights(m, gptq_windows.to(device), scheme, progress=progress))
@@ -99,7 +114,10 @@ def gap_ratios(table: dict, fp: float, suffix: str = "") -> dict:
 
 
 def format_table(fp: float, table: dict, schemes) -> str:
-    lines = [f"{'method':<10}" + "".join(f"{s:>11}" for s in schemes), f"{'fp':<10}" + "".join(f"{fp:>11.2f}" for _ in schemes)]
+    lines = [
+        f"{'method':<10}" + "".join(f"{s:>11}" for s in schemes),
+        f"{'fp':<10}" + "".join(f"{fp:>11.2f}" for _ in schemes),
+    ]
     for method, row in table.items():
         lines.append(f"{method:<10}" + "".join(f"{row[s]:>11.2f}" if s in row else f"{'-':>11}" for s in schemes))
     return "\n".join(lines)
@@ -130,10 +148,9 @@ def plot(result: dict, path: Path) -> None:
 
 def run_eval(cfg: EvalConfig, progress: bool = True) -> dict:
     """Measure the table, print it, write OUT/eval.json and OUT/eval.png; returns the result."""
-    from export.progress import tqdm
-
     from export.data.text import token_windows
     from export.llm.checkpoint import load_checkpoint
+    from export.progress import tqdm
 
     t0 = time.perf_counter()
     ck = load_checkpoint(cfg.checkpoint)

@@ -55,7 +55,15 @@ def causal_gqa(q: Tensor, keys: Tensor, values: Tensor, num_heads: int) -> Tenso
 
 @torch.library.custom_op("handheld::gqa_rope", mutates_args=())
 def gqa_rope(
-    qkv: Tensor, cache_k: Tensor, cache_v: Tensor, seqlens_k: Tensor, total_len: Tensor, cos_cache: Tensor, sin_cache: Tensor, num_heads: int, kv_heads: int
+    qkv: Tensor,
+    cache_k: Tensor,
+    cache_v: Tensor,
+    seqlens_k: Tensor,
+    total_len: Tensor,
+    cos_cache: Tensor,
+    sin_cache: Tensor,
+    num_heads: int,
+    kv_heads: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     b, s, _ = qkv.shape
     d = cache_k.shape[3]
@@ -74,7 +82,11 @@ def gqa_rope(
 @gqa_rope.register_fake
 def _gqa_rope_fake(qkv, cache_k, cache_v, seqlens_k, total_len, cos_cache, sin_cache, num_heads, kv_heads):
     b, s, _ = qkv.shape
-    return qkv.new_empty(b, s, num_heads * cache_k.shape[3]), cache_k.new_empty(cache_k.shape), cache_v.new_empty(cache_v.shape)
+    return (
+        qkv.new_empty(b, s, num_heads * cache_k.shape[3]),
+        cache_k.new_empty(cache_k.shape),
+        cache_v.new_empty(cache_v.shape),
+    )
 
 
 @torch.library.custom_op("handheld::gqa_lengths", mutates_args=())
@@ -112,15 +124,34 @@ def _register_schemas() -> None:
 
     schemas = {
         "GroupQueryAttention": dict(
-            inputs=[p("query", "T"), p("key", "T", True), p("value", "T", True), p("past_key", "T"), p("past_value", "T"), p("seqlens_k", "M"),
-                    p("total_sequence_length", "M"), p("cos_cache", "T", True), p("sin_cache", "T", True)],
+            inputs=[
+                p("query", "T"),
+                p("key", "T", True),
+                p("value", "T", True),
+                p("past_key", "T"),
+                p("past_value", "T"),
+                p("seqlens_k", "M"),
+                p("total_sequence_length", "M"),
+                p("cos_cache", "T", True),
+                p("sin_cache", "T", True),
+            ],
             outputs=[p("output", "T"), p("present_key", "T"), p("present_value", "T")],
             type_constraints=[("T", ["tensor(float)"], ""), ("M", ["tensor(int32)"], "")],
-            attributes=[attr("num_heads", kind.INT, ""), attr("kv_num_heads", kind.INT, ""), attr("do_rotary", kind.INT, ""), attr("rotary_interleaved", kind.INT, "")],
+            attributes=[
+                attr("num_heads", kind.INT, ""),
+                attr("kv_num_heads", kind.INT, ""),
+                attr("do_rotary", kind.INT, ""),
+                attr("rotary_interleaved", kind.INT, ""),
+            ],
         ),
         "SkipSimplifiedLayerNormalization": dict(
             inputs=[p("input", "T"), p("skip", "T"), p("gamma", "T")],
-            outputs=[p("output", "T"), p("mean", "U", True), p("inv_std_var", "U", True), p("input_skip_bias_sum", "T")],
+            outputs=[
+                p("output", "T"),
+                p("mean", "U", True),
+                p("inv_std_var", "U", True),
+                p("input_skip_bias_sum", "T"),
+            ],
             type_constraints=[("T", ["tensor(float)"], ""), ("U", ["tensor(float)"], "")],
             attributes=[attr("epsilon", kind.FLOAT, "")],
         ),
@@ -143,12 +174,25 @@ def onnx_translations() -> dict:
 
     def lengths_onnx(input_pos, x):
         total = op.Add(op.Reshape(input_pos, op.Constant(value_ints=[1])), op.Shape(x, start=1, end=2))  # [1] = P + S
-        return op.Cast(op.Sub(total, op.Constant(value_ints=[1])), to=INT32.dtype), op.Cast(op.Squeeze(total), to=INT32.dtype)
+        return op.Cast(op.Sub(total, op.Constant(value_ints=[1])), to=INT32.dtype), op.Cast(
+            op.Squeeze(total), to=INT32.dtype
+        )
 
     def gqa_rope_onnx(qkv, cache_k, cache_v, seqlens_k, total_len, cos_cache, sin_cache, num_heads: int, kv_heads: int):
         return msft.GroupQueryAttention(
-            qkv, None, None, cache_k, cache_v, seqlens_k, total_len, cos_cache, sin_cache,
-            num_heads=num_heads, kv_num_heads=kv_heads, do_rotary=1, rotary_interleaved=0,
+            qkv,
+            None,
+            None,
+            cache_k,
+            cache_v,
+            seqlens_k,
+            total_len,
+            cos_cache,
+            sin_cache,
+            num_heads=num_heads,
+            kv_num_heads=kv_heads,
+            do_rotary=1,
+            rotary_interleaved=0,
         )
 
     def skip_rms_norm_onnx(x, skip, weight, eps: float):

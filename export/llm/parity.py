@@ -16,12 +16,12 @@ import math
 from pathlib import Path
 
 import torch
-from export.progress import tqdm
 
 from export.config import llm_config_from_dict
 from export.data.text import parity_prompts, token_windows
 from export.manifest import update_manifest
 from export.metrics import max_abs, sqnr_db
+from export.progress import tqdm
 from export.tolerances import judge as judge_tolerances
 
 # Named tolerances (artifact vs eager with the same quantization simulated):

@@ -7,9 +7,9 @@ fold into them), quantization last (it consumes the rotated weights).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -46,7 +46,10 @@ SIMULATED_QUANT = {
 
 
 # backends whose parity check wraps the harness (CoreML: MIL program on Linux; ONNX: own tolerances too)
-PARITY_CHECKS = {"coreml": "export.llm.coreml_check:check_coreml_parity", "onnx": "export.backends.onnx:check_onnx_parity"}
+PARITY_CHECKS = {
+    "coreml": "export.llm.coreml_check:check_coreml_parity",
+    "onnx": "export.backends.onnx:check_onnx_parity",
+}
 
 
 def _parity_check(backend: str) -> Callable:
@@ -136,7 +139,12 @@ def _save_tokenizer(ck: Checkpoint, folder: Path) -> dict:
 def io_specs(wrapper: CachedDecoder) -> tuple[list, list]:
     vocab = wrapper.model.args.vocab_size
     inputs = [
-        {"name": INPUT_NAMES[0], "dtype": "int64", "shape": [1, "seq"], "dynamic": {"seq": [1, wrapper.max_seq_len - 1]}},
+        {
+            "name": INPUT_NAMES[0],
+            "dtype": "int64",
+            "shape": [1, "seq"],
+            "dynamic": {"seq": [1, wrapper.max_seq_len - 1]},
+        },
         {"name": INPUT_NAMES[1], "dtype": "int64", "shape": [1]},
     ]
     outputs = [{"name": "logits", "dtype": "float32", "shape": [1, vocab]}]
@@ -188,7 +196,9 @@ def export_all_backends(cfg: LLMExportConfig, out_root: Path, check_parity: bool
     for name in ALL_BACKENDS:
         backend_cfg = dataclasses.replace(cfg, backend=name)
         try:
-            results[name] = export_prepared(backend_cfg, prepare_model(backend_cfg, checkpoint), Path(out_root) / name, check_parity)
+            results[name] = export_prepared(
+                backend_cfg, prepare_model(backend_cfg, checkpoint), Path(out_root) / name, check_parity
+            )
         except HandheldError as err:
             print(f"backend {name}: FAILED: {err}")
             results[name] = {"error": str(err)}

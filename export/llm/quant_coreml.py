@@ -90,7 +90,13 @@ def gptq_coreml_integers(model: Llama, calibration: torch.Tensor) -> dict[str, t
     scheme = QuantScheme("coreml-int4", w_bits=4, w_group=BLOCK, w_clip_search=False)
     weights = gptq_weights(model, calibration, scheme, scales=scales)
     # an all-zero block has scale 0: its integers are 0
-    return {name: torch.where(scales[name] > 0, w.double() / scales[name].clamp_min(1e-30), 0.0).round().clamp(-8, 7).to(torch.int8) for name, w in weights.items()}
+    return {
+        name: torch.where(scales[name] > 0, w.double() / scales[name].clamp_min(1e-30), 0.0)
+        .round()
+        .clamp(-8, 7)
+        .to(torch.int8)
+        for name, w in weights.items()
+    }
 
 
 def gptq_compression(float_model: Llama, simulated: Llama) -> Llama:
@@ -106,7 +112,9 @@ def gptq_compression(float_model: Llama, simulated: Llama) -> Llama:
         lin.weight = nn.Parameter(q.weight.clone(), requires_grad=False)
         lin.register_buffer("_COREML_/weight/quantization_n_bits", torch.tensor(4))
         # [out, in / block]; a zero scale (all-zero block, integers 0) becomes 1: same zeros, no 0/0 in the converter
-        lin.register_buffer("_COREML_/weight/quantization_scale", torch.where(q.scales > 0, q.scales, torch.ones_like(q.scales)))
+        lin.register_buffer(
+            "_COREML_/weight/quantization_scale", torch.where(q.scales > 0, q.scales, torch.ones_like(q.scales))
+        )
         lin.register_buffer("_COREML_/weight/compression_type", torch.tensor([3]))  # quantization
     return float_model
 
@@ -136,7 +144,9 @@ def simulate_coreml_weights(model: Llama, cfg: LLMQuantConfig, calibration: torc
             if calibration is None:
                 from export.errors import HandheldError
 
-                raise HandheldError("GPTQ needs calibration tokens", "pass calibration windows, or use weight_method='rtn'")
+                raise HandheldError(
+                    "GPTQ needs calibration tokens", "pass calibration windows, or use weight_method='rtn'"
+                )
             gptq = gptq_coreml_integers(model, calibration)
         report["weight_method"] = cfg.weight_method
         errs = []

@@ -142,7 +142,9 @@ def simulate_matmulnbits(model: Llama, cfg: LLMQuantConfig, calibration: torch.T
             if calibration is None:
                 from export.errors import HandheldError
 
-                raise HandheldError("GPTQ needs calibration tokens", "pass calibration windows, or use weight_method='rtn'")
+                raise HandheldError(
+                    "GPTQ needs calibration tokens", "pass calibration windows, or use weight_method='rtn'"
+                )
             gptq = gptq_matmulnbits_weights(model, calibration, cfg.output_bits)
         report["weight_method"] = cfg.weight_method
         errs = []

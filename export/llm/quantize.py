@@ -13,17 +13,16 @@ is the reference the parity harness compares the lowered artifact against.
 
 from __future__ import annotations
 
+import copy
+
+import executorch.exir.passes._quant_patterns_and_replacements  # noqa: F401  (registers embedding_byte)
 import torch
 from torch import nn
-
-import copy
 
 from export.config import LLMQuantConfig
 from export.errors import HandheldError
 from export.llm.model import Llama
 from export.metrics import sqnr_db
-
-import executorch.exir.passes._quant_patterns_and_replacements  # noqa: F401  (registers embedding_byte)
 
 
 class QuantizedEmbedding(nn.Module):
@@ -35,7 +34,7 @@ class QuantizedEmbedding(nn.Module):
         self.register_buffer("scales", scales)
 
     @classmethod
-    def from_float(cls, emb: nn.Embedding) -> "QuantizedEmbedding":
+    def from_float(cls, emb: nn.Embedding) -> QuantizedEmbedding:
         w = emb.weight.detach().float()
         scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
         q = torch.clamp(torch.round(w / scales[:, None]), -128, 127).to(torch.int8)
@@ -79,9 +78,13 @@ def _gptq_into_torchao(model: Llama, float_model: Llama, calibration: torch.Tens
     for name, lin in linears.items():
         w = lin.weight
         groups = w.scale.shape[-1] if w.scale.dim() > 1 else 1
-        scales[name] = w.scale.detach().float().reshape(w.shape[0], groups).repeat_interleave(w.shape[1] // groups, dim=1)
+        scales[name] = (
+            w.scale.detach().float().reshape(w.shape[0], groups).repeat_interleave(w.shape[1] // groups, dim=1)
+        )
         ranges[name] = (-(2 ** (cfg.weight_bits - 1)), 2 ** (cfg.weight_bits - 1) - 1)
-    scheme = QuantScheme("export", w_bits=cfg.weight_bits, w_group=cfg.group_size if cfg.weight_bits == 4 else None, w_clip_search=False)
+    scheme = QuantScheme(
+        "export", w_bits=cfg.weight_bits, w_group=cfg.group_size if cfg.weight_bits == 4 else None, w_clip_search=False
+    )
     quantized = gptq_weights(float_model, calibration, scheme, scales=scales)
     for name, lin in linears.items():
         lo, hi = ranges[name]
@@ -89,7 +92,11 @@ def _gptq_into_torchao(model: Llama, float_model: Llama, calibration: torch.Tens
         if lin.weight.zero_point is not None and bool((lin.weight.zero_point != 0).any()):
             raise RuntimeError(f"{name}: GPTQ expects torchao's symmetric weights")
         lin.weight.qdata.copy_(q.to(lin.weight.qdata.dtype))
-    return {"weight_method": "gptq", "gptq_tokens": int(calibration.numel()), "gptq_seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "weight_method": "gptq",
+        "gptq_tokens": int(calibration.numel()),
+        "gptq_seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def quantize_llm(model: Llama, cfg: LLMQuantConfig, calibration: torch.Tensor | None = None) -> dict:

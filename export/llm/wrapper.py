@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import copy
 
+import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (registers llama:: ops)
 import torch
 from torch import nn
 
-import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (registers llama:: ops)
 from export.llm.model import Llama
 
 INPUT_NAMES = ("tokens", "input_pos")

@@ -37,7 +37,7 @@ def causal_mask(input_pos: int, seq_len: int) -> torch.Tensor:
 class StateKVSDPA(nn.Module):
     """Attention over layer `index` of the wrapper's shared cache; slots into `Attention.sdpa`."""
 
-    def __init__(self, owner: "StatefulDecoder", index: int):
+    def __init__(self, owner: StatefulDecoder, index: int):
         super().__init__()
         self.index = index
         self._owner = [owner]  # a list, so the owner is not registered as a submodule (no cycle)

@@ -77,7 +77,10 @@ class GQAttention(nn.Module):
         if not all(isinstance(m, nn.Identity) for m in (attn.k_quant, attn.v_quant)):
             raise HandheldError("the ONNX decoder keeps an fp32 KV cache", "export with kv_cache_bits=0")
         if not isinstance(attn.qk_rotate, (nn.Identity, OnlineHadamard)):
-            raise HandheldError(f"the ONNX decoder cannot carry a {type(attn.qk_rotate).__name__} on q and k", "use a Hadamard R3 or none")
+            raise HandheldError(
+                f"the ONNX decoder cannot carry a {type(attn.qk_rotate).__name__} on q and k",
+                "use a Hadamard R3 or none",
+            )
         # R3 (the same orthonormal Hadamard on q and k) leaves every q.k, so attention, unchanged:
         # it only matters for a quantized cache, which this fp32-cache graph does not have
         self.num_heads, self.kv_heads = attn.n_heads, attn.n_kv_heads
@@ -85,7 +88,9 @@ class GQAttention(nn.Module):
         self.o_proj = attn.o_proj
 
     def forward(self, x, past_k, past_v, lengths, rope):  # x: [1, S, dim]; rope: (cos, sin) [L, D / 2]
-        out, present_k, present_v = torch.ops.handheld.gqa_rope(self.qkv_proj(x), past_k, past_v, *lengths, *rope, self.num_heads, self.kv_heads)
+        out, present_k, present_v = torch.ops.handheld.gqa_rope(
+            self.qkv_proj(x), past_k, past_v, *lengths, *rope, self.num_heads, self.kv_heads
+        )
         return self.o_proj(out), present_k, present_v
 
 
@@ -135,7 +140,9 @@ class PastKVDecoder(nn.Module):
         for i, layer in enumerate(layers):
             delta, k, v = layer.self_attn(normed, cache[2 * i], cache[2 * i + 1], lengths, rope)
             present += [k, v]
-            normed, x = torch.ops.handheld.skip_rms_norm(x, delta, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.eps)
+            normed, x = torch.ops.handheld.skip_rms_norm(
+                x, delta, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.eps
+            )
             delta = layer.mlp(normed)
             nxt = layers[i + 1].input_layernorm if i + 1 < len(layers) else None
             if nxt is not None:

@@ -41,7 +41,7 @@ def _worker(folder: str, threads: int, runs: int) -> dict:
         video = decode(path, pieces.cfg.video)
         decode_s = time.perf_counter() - t0
         answers = [ask(pieces, tokenizer, video, QUESTION, sampling) for _ in range(runs + 1)][1:]
-        med = lambda key: statistics.median(a.timings[key] for a in answers)
+        med = lambda key, answers=answers: statistics.median(a.timings[key] for a in answers)
         c = answers[0].selection.counts
         gen = [a.generation for a in answers]
         encode_s = med("dino_s") + med("siglip_s") + med("project_s")
@@ -55,9 +55,16 @@ def _worker(folder: str, threads: int, runs: int) -> dict:
             "time_to_first_token_ms": med("time_to_first_token_s") * 1000,
             "video_to_first_token_ms": (decode_s + encode_s + med("select_s") + med("time_to_first_token_s")) * 1000,
             # None: the answer was EOS at once (no decode step to time)
-            "decode_tok_s": statistics.median(g.decode_tok_s for g in gen) if all(g.decode_calls for g in gen) else None,
+            "decode_tok_s": statistics.median(g.decode_tok_s for g in gen)
+            if all(g.decode_calls for g in gen)
+            else None,
         }
-    return {"threads": threads, "videos": videos, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "runs": runs}
+    return {
+        "threads": threads,
+        "videos": videos,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "runs": runs,
+    }
 
 
 def _measure(folder: Path, threads: int, runs: int) -> dict:
@@ -69,7 +76,10 @@ def _measure(folder: Path, threads: int, runs: int) -> dict:
             return json.loads(line[7:])
     from export.errors import HandheldError
 
-    raise HandheldError(f"LongVU benchmark worker failed on {folder}: {proc.stderr.strip().splitlines()[-1:]}", "run `handheld parity` on the artifact first")
+    raise HandheldError(
+        f"LongVU benchmark worker failed on {folder}: {proc.stderr.strip().splitlines()[-1:]}",
+        "run `handheld parity` on the artifact first",
+    )
 
 
 def bench_artifact(folder: Path, baseline: Path | None = None, threads=(1, 2), runs: int = 3) -> dict:
@@ -91,13 +101,17 @@ def bench_artifact(folder: Path, baseline: Path | None = None, threads=(1, 2), r
     from runtime.coreml_runner import coreml_runtime_available
 
     if manifest["backend"] == "coreml" and not coreml_runtime_available():
-        report["engine"] = "mil-interpreter: the packages' MIL programs in fp32 on this host's CPU, not Apple's runtime; not device speeds"
+        report["engine"] = (
+            "mil-interpreter: the packages' MIL programs in fp32 on this host's CPU, not Apple's runtime; not device speeds"
+        )
     print_table(report)
     return report
 
 
 def print_table(report: dict) -> None:
-    print(f"\nLongVU bench ({report['backend']}, {report['size_mb']:.0f} MB): median of runs, {report['new_tokens']} new tokens")
+    print(
+        f"\nLongVU bench ({report['backend']}, {report['size_mb']:.0f} MB): median of runs, {report['new_tokens']} new tokens"
+    )
     if "engine" in report:
         print(f"engine: {report['engine']}")
     head = f"{'video':13} {'thr':>3} {'frames':>9} {'tokens per stage':>28} {'DINO f/s':>9} {'SigLIP f/s':>10} {'TTFT ms':>8} {'video->1st ms':>13} {'dec tok/s':>9} {'RSS MB':>7}"

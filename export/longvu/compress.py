@@ -53,7 +53,9 @@ def temporal_dedup(feats: torch.Tensor, window: int, threshold: float, rule: Ded
     Windows are consecutive, non-overlapping runs of `window` frames; each keeps >= 1 frame.
     """
     if feats.ndim != 3 or feats.shape[0] == 0:
-        raise HandheldError(f"temporal_dedup needs [T>0, N, D] features, got {tuple(feats.shape)}", "decode at least one frame")
+        raise HandheldError(
+            f"temporal_dedup needs [T>0, N, D] features, got {tuple(feats.shape)}", "decode at least one frame"
+        )
     pick = _dedup_window_greedy if rule is DedupRule.GREEDY else _dedup_window_mean
     kept: list[int] = []
     for start in range(0, feats.shape[0], window):
@@ -137,7 +139,13 @@ class Selection:
         return sum(len(t) for t in self.tokens)
 
     def to_dict(self) -> dict:
-        return {"n_sampled": self.n_sampled, "frames": self.frames, "full_res": self.full_res, "tokens": self.tokens, "counts": self.counts}
+        return {
+            "n_sampled": self.n_sampled,
+            "frames": self.frames,
+            "full_res": self.full_res,
+            "tokens": self.tokens,
+            "counts": self.counts,
+        }
 
 
 def compress(
@@ -155,11 +163,16 @@ def compress(
     Returns the selection and the visual token sequence [n_tokens, dim] in time order.
     """
     if budget < 1:
-        raise HandheldError(f"no context left for video tokens (budget {budget})", "shorten the question or raise context_len")
+        raise HandheldError(
+            f"no context left for video tokens (budget {budget})", "shorten the question or raise context_len"
+        )
     frames = temporal_dedup(dino_feats, cfg.dedup_window, cfg.dedup_threshold, cfg.dedup_rule)
     hi, lo = visual_tokens(frames)
     if hi.shape[1] != cfg.hi_tokens or lo.shape[1] != cfg.lo_tokens:
-        raise HandheldError(f"projector gave {hi.shape[1]}/{lo.shape[1]} tokens per frame, config says {cfg.hi_tokens}/{cfg.lo_tokens}", "re-export with matching grids")
+        raise HandheldError(
+            f"projector gave {hi.shape[1]}/{lo.shape[1]} tokens per frame, config says {cfg.hi_tokens}/{cfg.lo_tokens}",
+            "re-export with matching grids",
+        )
     k = full_res_count(len(frames), budget, cfg.hi_tokens, cfg.lo_tokens)
     chosen = top_k_frames(query_scores(hi, text_embeds), k)
     is_full = [i in chosen for i in range(len(frames))]

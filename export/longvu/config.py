@@ -9,7 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from export.config import Backend, LLMExportConfig, LLMQuantConfig, Rotation, llm_config_from_dict, parse_enum, to_jsonable
+from export.config import (
+    Backend,
+    LLMExportConfig,
+    LLMQuantConfig,
+    Rotation,
+    llm_config_from_dict,
+    parse_enum,
+    to_jsonable,
+)
 from export.errors import HandheldError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # DINOv2's preprocessing
@@ -35,7 +43,9 @@ class DedupRule(str, Enum):
 class VideoConfig:
     fps: float = 1.0  # frames sampled per second of video
     max_frames: int = 400  # longer videos are sampled uniformly down to this many frames
-    decode_size: int = 384  # frames are decoded to decode_size x decode_size RGB (aspect squashed, as SigLIP's processor does)
+    decode_size: int = (
+        384  # frames are decoded to decode_size x decode_size RGB (aspect squashed, as SigLIP's processor does)
+    )
 
     def __post_init__(self):
         if not 0 < self.fps <= 60:
@@ -65,7 +75,9 @@ class VitConfig:
     def __post_init__(self):
         object.__setattr__(self, "family", parse_enum(VitFamily, self.family, "ViT family"))
         if self.image_size < self.patch_size:
-            raise HandheldError(f"image_size {self.image_size} is smaller than patch {self.patch_size}", "use a larger image size")
+            raise HandheldError(
+                f"image_size {self.image_size} is smaller than patch {self.patch_size}", "use a larger image size"
+            )
         if self.dim % self.heads:
             raise HandheldError(f"dim {self.dim} is not divisible by {self.heads} heads", "fix the encoder config")
 
@@ -111,7 +123,9 @@ class CompressConfig:
         object.__setattr__(self, "dedup_rule", parse_enum(DedupRule, self.dedup_rule, "dedup rule"))
         for name in ("dedup_threshold", "stc_threshold"):
             if not -1.0 <= getattr(self, name) <= 1.0:
-                raise HandheldError(f"{name}={getattr(self, name)} is not a cosine similarity", "use a value in [-1, 1]")
+                raise HandheldError(
+                    f"{name}={getattr(self, name)} is not a cosine similarity", "use a value in [-1, 1]"
+                )
         if self.dedup_window < 1 or self.stc_chunk < 1:
             raise HandheldError("dedup_window and stc_chunk must be >= 1", "use positive frame counts")
         if not 0 < self.lo_grid <= self.hi_grid:
@@ -149,11 +163,19 @@ class LongVUConfig:
     def __post_init__(self):
         object.__setattr__(self, "backend", parse_enum(Backend, self.backend, "backend"))
         if self.dino.family is not VitFamily.DINOV2 or self.siglip.family is not VitFamily.SIGLIP:
-            raise HandheldError("dino must be a DINOv2 config and siglip a SigLIP config", "use DINO_PRESETS / SIGLIP_PRESETS")
+            raise HandheldError(
+                "dino must be a DINOv2 config and siglip a SigLIP config", "use DINO_PRESETS / SIGLIP_PRESETS"
+            )
         if self.backend is Backend.ONNX and self.quantize_vision:
-            raise HandheldError("the onnx LongVU export keeps its vision methods fp32 (PT2E int8 is XNNPACK's)", "use --preset longvu-smollm2-onnx (the CLI's default for onnx)")
+            raise HandheldError(
+                "the onnx LongVU export keeps its vision methods fp32 (PT2E int8 is XNNPACK's)",
+                "use --preset longvu-smollm2-onnx (the CLI's default for onnx)",
+            )
         if self.backend is Backend.COREML and self.quantize_vision:
-            raise HandheldError("the coreml LongVU export keeps its vision methods fp32 (PT2E int8 is XNNPACK's)", "use --preset longvu-smollm2-coreml (the CLI's default for coreml)")
+            raise HandheldError(
+                "the coreml LongVU export keeps its vision methods fp32 (PT2E int8 is XNNPACK's)",
+                "use --preset longvu-smollm2-coreml (the CLI's default for coreml)",
+            )
         if not 1 <= self.max_new_tokens < self.context_len // 2:
             raise HandheldError(f"max_new_tokens={self.max_new_tokens}", f"use 1..{self.context_len // 2 - 1}")
 

@@ -27,15 +27,23 @@ def _conv(op, a):
     pad = [int(p) for p in a["pad"]]  # [top, bottom, left, right]
     x = F.pad(a["x"], (pad[2], pad[3], pad[0], pad[1]))
     bias = None if a.get("bias") is None else torch.as_tensor(np.asarray(a["bias"]))
-    return F.conv2d(x, torch.as_tensor(np.asarray(a["weight"])), bias, stride=tuple(int(s) for s in a["strides"]),
-                    dilation=tuple(int(d) for d in a["dilations"]), groups=int(a["groups"]))
+    return F.conv2d(
+        x,
+        torch.as_tensor(np.asarray(a["weight"])),
+        bias,
+        stride=tuple(int(s) for s in a["strides"]),
+        dilation=tuple(int(d) for d in a["dilations"]),
+        groups=int(a["groups"]),
+    )
 
 
 def _slice(op, a):
     x = a["x"]
     begin, end = np.asarray(a["begin"]).tolist(), np.asarray(a["end"]).tolist()
     stride = np.asarray(a["stride"]).tolist() if a.get("stride") is not None else [1] * x.ndim
-    bmask, emask = (np.asarray(a[k]).tolist() if a.get(k) is not None else [False] * x.ndim for k in ("begin_mask", "end_mask"))
+    bmask, emask = (
+        np.asarray(a[k]).tolist() if a.get(k) is not None else [False] * x.ndim for k in ("begin_mask", "end_mask")
+    )
     index = tuple(slice(None if bmask[i] else begin[i], None if emask[i] else end[i], stride[i]) for i in range(x.ndim))
     squeeze = np.asarray(a["squeeze_mask"]).tolist() if a.get("squeeze_mask") is not None else [False] * x.ndim
     out = x[index]
@@ -63,11 +71,15 @@ VIT_OPS = {
     "reshape": lambda op, a: a["x"].reshape([int(s) for s in np.asarray(a["shape"])]),
     "transpose": lambda op, a: a["x"].permute([int(p) for p in np.asarray(a["perm"])]),
     "concat": lambda op, a: torch.cat([_t(v) for v in a["values"]], dim=int(a["axis"])),
-    "layer_norm": lambda op, a: F.layer_norm(a["x"], a["x"].shape[-len(np.asarray(a["axes"])):], _t(a["gamma"]), _t(a["beta"]), float(a["epsilon"])),
+    "layer_norm": lambda op, a: F.layer_norm(
+        a["x"], a["x"].shape[-len(np.asarray(a["axes"])) :], _t(a["gamma"]), _t(a["beta"]), float(a["epsilon"])
+    ),
     "linear": lambda op, a: F.linear(a["x"], _t(a["weight"]), None if a.get("bias") is None else _t(a["bias"])),
     "matmul": _matmul,
     "softmax": lambda op, a: torch.softmax(a["x"], dim=int(a["axis"])),
-    "gelu": lambda op, a: F.gelu(a["x"], approximate="tanh" if str(a.get("mode", "EXACT")) == "TANH_APPROXIMATION" else "none"),
+    "gelu": lambda op, a: F.gelu(
+        a["x"], approximate="tanh" if str(a.get("mode", "EXACT")) == "TANH_APPROXIMATION" else "none"
+    ),
     "slice_by_index": _slice,
 }
 

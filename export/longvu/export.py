@@ -13,18 +13,19 @@ against the eager pieces before it is published (export/longvu/parity.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
-from export.progress import tqdm
 
 from export.errors import HandheldError, error_line
 from export.longvu.config import LongVUConfig
 from export.longvu.pipeline import NOT_MEANINGFUL, LongVUModel, build_model
 from export.manifest import atomic_artifact_dir, write_manifest
+from export.progress import tqdm
 from export.registry import Registry
 
 MODEL_FILE = "longvu.pte"
@@ -45,21 +46,55 @@ class Piece:
 def pieces(m: LongVUModel) -> dict[str, Piece]:
     cfg, dim, vocab = m.cfg, m.decoder.model.args.dim, m.decoder.model.args.vocab_size
     d, s, c = cfg.dino, cfg.siglip, cfg.compress
-    px = lambda size: {"dtype": "float32", "shape": [1, 3, size, size], "range": [0, 1], "layout": "RGB, bilinear-resized, unnormalized"}
+    px = lambda size: {
+        "dtype": "float32",
+        "shape": [1, 3, size, size],
+        "range": [0, 1],
+        "layout": "RGB, bilinear-resized, unnormalized",
+    }
     seq = {"seq": [1, cfg.context_len - 1]}
     return {
-        "dino": Piece(m.dino, (torch.rand(1, 3, d.image_size, d.image_size),), None,
-                      [{"name": "pixels", **px(d.image_size)}], [{"name": "feats", "dtype": "float32", "shape": [1, d.grid**2, d.dim]}]),
-        "siglip": Piece(m.siglip, (torch.rand(1, 3, s.image_size, s.image_size),), None,
-                        [{"name": "pixels", **px(s.image_size)}], [{"name": "feats", "dtype": "float32", "shape": [1, s.grid**2, s.dim]}]),
-        "project": Piece(m.projector, (torch.randn(1, s.grid**2, s.dim),), None,
-                         [{"name": "feats", "dtype": "float32", "shape": [1, s.grid**2, s.dim]}],
-                         [{"name": "hi", "dtype": "float32", "shape": [1, c.hi_tokens, dim]}, {"name": "lo", "dtype": "float32", "shape": [1, c.lo_tokens, dim]}]),
-        "embed": Piece(m.embed, m.embed.example_inputs(), m.embed.dynamic_shapes(),
-                       [{"name": "tokens", "dtype": "int64", "shape": [1, "seq"], "dynamic": seq}], [{"name": "embeds", "dtype": "float32", "shape": [1, "seq", dim]}]),
-        "decode": Piece(m.decoder, m.decoder.example_inputs(), m.decoder.dynamic_shapes(),
-                        [{"name": "embeds", "dtype": "float32", "shape": [1, "seq", dim], "dynamic": seq}, {"name": "input_pos", "dtype": "int64", "shape": [1]}],
-                        [{"name": "logits", "dtype": "float32", "shape": [1, vocab]}]),
+        "dino": Piece(
+            m.dino,
+            (torch.rand(1, 3, d.image_size, d.image_size),),
+            None,
+            [{"name": "pixels", **px(d.image_size)}],
+            [{"name": "feats", "dtype": "float32", "shape": [1, d.grid**2, d.dim]}],
+        ),
+        "siglip": Piece(
+            m.siglip,
+            (torch.rand(1, 3, s.image_size, s.image_size),),
+            None,
+            [{"name": "pixels", **px(s.image_size)}],
+            [{"name": "feats", "dtype": "float32", "shape": [1, s.grid**2, s.dim]}],
+        ),
+        "project": Piece(
+            m.projector,
+            (torch.randn(1, s.grid**2, s.dim),),
+            None,
+            [{"name": "feats", "dtype": "float32", "shape": [1, s.grid**2, s.dim]}],
+            [
+                {"name": "hi", "dtype": "float32", "shape": [1, c.hi_tokens, dim]},
+                {"name": "lo", "dtype": "float32", "shape": [1, c.lo_tokens, dim]},
+            ],
+        ),
+        "embed": Piece(
+            m.embed,
+            m.embed.example_inputs(),
+            m.embed.dynamic_shapes(),
+            [{"name": "tokens", "dtype": "int64", "shape": [1, "seq"], "dynamic": seq}],
+            [{"name": "embeds", "dtype": "float32", "shape": [1, "seq", dim]}],
+        ),
+        "decode": Piece(
+            m.decoder,
+            m.decoder.example_inputs(),
+            m.decoder.dynamic_shapes(),
+            [
+                {"name": "embeds", "dtype": "float32", "shape": [1, "seq", dim], "dynamic": seq},
+                {"name": "input_pos", "dtype": "int64", "shape": [1]},
+            ],
+            [{"name": "logits", "dtype": "float32", "shape": [1, vocab]}],
+        ),
     }
 
 
@@ -76,7 +111,9 @@ def lower_program(parts: dict[str, Piece], out_file: Path, metadata: dict) -> di
         programs = {}
         with torch.no_grad():
             for name, p in tqdm(parts.items(), desc="longvu: torch.export", unit="method"):
-                programs[name] = torch.export.export(p.module, p.example_inputs, dynamic_shapes=p.dynamic_shapes, strict=False)
+                programs[name] = torch.export.export(
+                    p.module, p.example_inputs, dynamic_shapes=p.dynamic_shapes, strict=False
+                )
         print(f"longvu: lowering {len(programs)} methods to XNNPACK (minutes on 2 cores) ...", flush=True)
         edge = to_edge_transform_and_lower(
             programs,
@@ -107,7 +144,11 @@ def lower_program(parts: dict[str, Piece], out_file: Path, metadata: dict) -> di
 @LONGVU_BACKENDS.register("executorch")
 def _lower_executorch(m: LongVUModel, folder: Path) -> dict:
     parts = pieces(m)
-    meta = {"get_max_seq_len": m.cfg.context_len, "get_vocab_size": m.decoder.model.args.vocab_size, "get_eos_ids": list(m.checkpoint.eos_ids)}
+    meta = {
+        "get_max_seq_len": m.cfg.context_len,
+        "get_vocab_size": m.decoder.model.args.vocab_size,
+        "get_eos_ids": list(m.checkpoint.eos_ids),
+    }
     summary = lower_program(parts, folder / MODEL_FILE, meta)
     methods = {name: {"inputs": p.inputs, "outputs": p.outputs} for name, p in parts.items()}
     return {"model_file": MODEL_FILE, "methods": methods, "delegation": summary}
@@ -131,34 +172,61 @@ def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
     for name in tqdm(COREML_METHODS, desc="longvu: coreml convert", unit="method"):
         p, file = parts.pop(name), f"{name}.mlpackage"
         try:
-            to_coreml(p.module, p.example_inputs, ([s["name"] for s in p.inputs], [s["name"] for s in p.outputs]), folder / file, int8=False)
+            to_coreml(
+                p.module,
+                p.example_inputs,
+                ([s["name"] for s in p.inputs], [s["name"] for s in p.outputs]),
+                folder / file,
+                int8=False,
+            )
         except Exception as err:
-            raise HandheldError(f"CoreML conversion of LongVU's {name} failed: {type(err).__name__}: {error_line(err)}",
-                                "report it with the config; the ExecuTorch backend is the reference path") from err
+            raise HandheldError(
+                f"CoreML conversion of LongVU's {name} failed: {type(err).__name__}: {error_line(err)}",
+                "report it with the config; the ExecuTorch backend is the reference path",
+            ) from err
         methods[name] = {"file": file, "inputs": p.inputs, "outputs": p.outputs}
     quant = m.cfg.llm.quant.for_backend("coreml")
     check_coreml_quant_config(quant)
     llm = untie_embeddings(copy.deepcopy(m.llm_float))  # the table and lm_head are compressed apart
     a, ctx = llm.args, m.cfg.context_len
     text = {
-        "embed": (TokenEmbedding(llm.embed_tokens, ctx).eval(), convert_embedding, (16, 0, quant.embedding_bits),
-                  {"inputs": ["tokens [1, L] int32"]}),
-        "decode": (compressed_decoder(StatefulEmbedsDecoder(llm, ctx).eval(), m.llm), None, (quant.weight_bits, quant.output_bits, 0),
-                   {"inputs": ["embeds [1, S, dim] fp32", "causal_mask [1, 1, S, input_pos + S] fp32 (0 / -inf), built by the runtime from input_pos"],
-                    "state_shapes": f"key_cache, value_cache [{a.n_layers}, {a.n_kv_heads}, {ctx}, {a.head_dim}] fp16"}),
+        "embed": (
+            TokenEmbedding(llm.embed_tokens, ctx).eval(),
+            convert_embedding,
+            (16, 0, quant.embedding_bits),
+            {"inputs": ["tokens [1, L] int32"]},
+        ),
+        "decode": (
+            compressed_decoder(StatefulEmbedsDecoder(llm, ctx).eval(), m.llm),
+            None,
+            (quant.weight_bits, quant.output_bits, 0),
+            {
+                "inputs": [
+                    "embeds [1, S, dim] fp32",
+                    "causal_mask [1, 1, S, input_pos + S] fp32 (0 / -inf), built by the runtime from input_pos",
+                ],
+                "state_shapes": f"key_cache, value_cache [{a.n_layers}, {a.n_kv_heads}, {ctx}, {a.head_dim}] fp16",
+            },
+        ),
     }
     for name, (module, convert, bits, io) in text.items():
         p, file = parts.pop(name), f"{name}.mlpackage"
         summary = export_coreml(module, folder / file, *bits, **({"convert": convert} if convert else {}))
         methods[name] = {"file": file, "inputs": p.inputs, "outputs": p.outputs, "coreml": {**io, **summary}}
-    return {"model_file": methods["decode"]["file"], "methods": methods,
-            "coreml": {"vision": {"deployment_target": "iOS17", "precision": "fp32"},
-                       "text": {"deployment_target": DEPLOYMENT_TARGET, "precision": "fp16",
-                                "weights": f"int{quant.weight_bits} per-block {BLOCK} linear_symmetric ({quant.weight_method}) transformer linears; lm_head {quant.output_bits or 16}-bit; "
-                                           f"embedding table {'int8 per-row' if quant.embedding_bits == 8 else 'fp16'}"},
-                       "checked_on_linux": "MIL programs interpreted in fp32 (vision: export/longvu/coreml.py; text: runtime/mil_interpreter.py); not Apple's runtime"}}
-
-
+    return {
+        "model_file": methods["decode"]["file"],
+        "methods": methods,
+        "coreml": {
+            "vision": {"deployment_target": "iOS17", "precision": "fp32"},
+            "text": {
+                "deployment_target": DEPLOYMENT_TARGET,
+                "precision": "fp16",
+                "weights": f"int{quant.weight_bits} per-block {BLOCK} linear_symmetric ({quant.weight_method}) transformer linears; lm_head {quant.output_bits or 16}-bit; "
+                f"embedding table {'int8 per-row' if quant.embedding_bits == 8 else 'fp16'}",
+            },
+            "checked_on_linux": "MIL programs interpreted in fp32 (vision: export/longvu/coreml.py; text: runtime/mil_interpreter.py); not Apple's runtime",
+        },
+    }
 
 
 @LONGVU_BACKENDS.register("onnx")
@@ -179,26 +247,52 @@ def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
     dec = PastKVEmbedsDecoder(copy.deepcopy(m.llm_float), m.cfg.context_len).eval()
     a, ctx = m.llm.args, m.cfg.context_len
     kv = lambda n, length: {"name": n, "dtype": "float32", "shape": [1, a.n_kv_heads, length, a.head_dim]}
-    inputs = [{"name": "embeds", "dtype": "float32", "shape": [1, "seq", a.dim], "dynamic": {"seq": [1, ctx - 1]}},
-              {"name": "input_pos", "dtype": "int64", "shape": [1]}]
-    inputs += [{**kv(n, ctx), "note": "layer cache; positions >= input_pos + seq are never read"} for n in past_names(a.n_layers)]
-    outputs = parts.pop("decode").outputs + [{**kv(n, ctx), "note": "the cache with the new positions written: bind it to the past buffer"} for n in present_names(a.n_layers)]
+    inputs = [
+        {"name": "embeds", "dtype": "float32", "shape": [1, "seq", a.dim], "dynamic": {"seq": [1, ctx - 1]}},
+        {"name": "input_pos", "dtype": "int64", "shape": [1]},
+    ]
+    inputs += [
+        {**kv(n, ctx), "note": "layer cache; positions >= input_pos + seq are never read"}
+        for n in past_names(a.n_layers)
+    ]
+    outputs = parts.pop("decode").outputs + [
+        {**kv(n, ctx), "note": "the cache with the new positions written: bind it to the past buffer"}
+        for n in present_names(a.n_layers)
+    ]
     methods = {}
     for name, p in tqdm(parts.items(), desc="longvu: onnx export", unit="method"):
         file = f"{name}.onnx"
         names_in, names_out = [s["name"] for s in p.inputs], [s["name"] for s in p.outputs]
         try:
             with torch.no_grad():
-                program = torch.onnx.export(p.module, p.example_inputs, dynamo=True, dynamic_shapes=p.dynamic_shapes, custom_translation_table=onnx_translations(),
-                                            input_names=names_in, output_names=names_out, opset_version=OPSET, optimize=True, verbose=False)
+                program = torch.onnx.export(
+                    p.module,
+                    p.example_inputs,
+                    dynamo=True,
+                    dynamic_shapes=p.dynamic_shapes,
+                    custom_translation_table=onnx_translations(),
+                    input_names=names_in,
+                    output_names=names_out,
+                    opset_version=OPSET,
+                    optimize=True,
+                    verbose=False,
+                )
             program.save(str(folder / file))
         except Exception as err:
-            raise HandheldError(f"ONNX export of LongVU's {name} failed: {type(err).__name__}: {error_line(err)}",
-                                "report it with the config; the ExecuTorch backend is the reference path") from err
+            raise HandheldError(
+                f"ONNX export of LongVU's {name} failed: {type(err).__name__}: {error_line(err)}",
+                "report it with the config; the ExecuTorch backend is the reference path",
+            ) from err
         methods[name] = {"file": file, "inputs": p.inputs, "outputs": p.outputs}
     # the simulated model's integers (GPTQ's, or the quantizer's own RTN) go into decode.onnx
     block_weights = fused_block_weights(m.llm) if quant.weight_bits == 4 else None
-    summary = export_onnx(dec, folder / "decode.onnx", weight_bits=quant.weight_bits, output_bits=quant.output_bits, block_weights=block_weights)
+    summary = export_onnx(
+        dec,
+        folder / "decode.onnx",
+        weight_bits=quant.weight_bits,
+        output_bits=quant.output_bits,
+        block_weights=block_weights,
+    )
     methods["decode"] = {"file": "decode.onnx", "inputs": inputs, "outputs": outputs, "onnx_graph": summary}
     return {"model_file": "decode.onnx", "methods": methods, "onnx_opset": OPSET}
 

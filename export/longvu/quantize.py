@@ -14,7 +14,16 @@ from torch import nn
 
 from export.metrics import sqnr_db
 
-CALIBRATION_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry", "hubble_deep_field", "colorwheel")
+CALIBRATION_IMAGES = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "cat",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "colorwheel",
+)
 
 
 def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
@@ -37,7 +46,10 @@ def quantize_int8(module: nn.Module, calibration: list[tuple[torch.Tensor, ...]]
 
     Returns the converted module and its output SQNR against the float module on that data.
     """
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
@@ -49,7 +61,10 @@ def quantize_int8(module: nn.Module, calibration: list[tuple[torch.Tensor, ...]]
         converted = convert_pt2e(prepared)
         ref = [_flat(module(*a)) for a in calibration]
         got = [_flat(converted(*a)) for a in calibration]
-    return converted, {"calibration_sqnr_db": sqnr_db(torch.cat(ref), torch.cat(got)), "calibration_items": len(calibration)}
+    return converted, {
+        "calibration_sqnr_db": sqnr_db(torch.cat(ref), torch.cat(got)),
+        "calibration_items": len(calibration),
+    }
 
 
 def _flat(out) -> torch.Tensor:

@@ -29,18 +29,25 @@ def _open(path: Path):
     import av
 
     if not path.is_file():
-        raise HandheldError(f"video {path} does not exist", "pass a path to a video file PyAV/FFmpeg can read (mp4, mkv, webm, ...)")
+        raise HandheldError(
+            f"video {path} does not exist", "pass a path to a video file PyAV/FFmpeg can read (mp4, mkv, webm, ...)"
+        )
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        raise HandheldError(f"cannot read {path} as a video: {err}", "pass a video file PyAV/FFmpeg can decode") from None
+        raise HandheldError(
+            f"cannot read {path} as a video: {err}", "pass a video file PyAV/FFmpeg can decode"
+        ) from None
     if not container.streams.video:
         container.close()
         raise HandheldError(f"{path} has no video stream", "pass a file with a video track")
     fmt = container.format.name or ""
     if fmt == "image2" or fmt.endswith("_pipe"):
         container.close()
-        raise HandheldError(f"{path} is a still image ({fmt}), not a video", "pass a video file (mp4, mkv, webm, ...); for photos use `handheld segment`")
+        raise HandheldError(
+            f"{path} is a still image ({fmt}), not a video",
+            "pass a video file (mp4, mkv, webm, ...); for photos use `handheld segment`",
+        )
     return container
 
 
@@ -93,7 +100,9 @@ def decode(path: str | Path, cfg: VideoConfig) -> Video:
                     break
     except av.error.FFmpegError as err:
         if not frames:
-            raise HandheldError(f"cannot decode {path}: {err}", "re-encode the video (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4)") from None
+            raise HandheldError(
+                f"cannot decode {path}: {err}", "re-encode the video (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4)"
+            ) from None
     finally:
         container.close()
     if not frames:

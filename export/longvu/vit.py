@@ -226,6 +226,9 @@ class Siglip(nn.Module):
 
 VIT_CLASSES = {VitFamily.DINOV2: Dinov2, VitFamily.SIGLIP: Siglip}
 # a key every checkpoint of the family has, used to find its prefix inside bigger checkpoints
-ANCHOR_KEYS = {VitFamily.DINOV2: "embeddings.patch_embeddings.projection.weight", VitFamily.SIGLIP: "embeddings.patch_embedding.weight"}
+ANCHOR_KEYS = {
+    VitFamily.DINOV2: "embeddings.patch_embeddings.projection.weight",
+    VitFamily.SIGLIP: "embeddings.patch_embedding.weight",
+}
 # checkpoint parts that are not part of the patch-token tower
 IGNORED_PREFIXES = {VitFamily.DINOV2: ("pooler.",), VitFamily.SIGLIP: ("head.",)}

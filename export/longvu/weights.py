@@ -33,7 +33,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.is_dir():
         files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
         if not files:
-            raise HandheldError(f"{path} holds no *.safetensors or pytorch_model*.bin", "pass an HF model folder or a weights file")
+            raise HandheldError(
+                f"{path} holds no *.safetensors or pytorch_model*.bin", "pass an HF model folder or a weights file"
+            )
     elif path.is_file():
         files = [path]
     else:
@@ -48,7 +50,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             else:
                 state.update(torch.load(f, map_location="cpu", weights_only=True))
         except Exception as err:  # safetensors/pickle raise many types for damaged files
-            raise HandheldError(f"cannot read weights from {f}: {error_line(err, 200)}", "check the file is a complete checkpoint") from None
+            raise HandheldError(
+                f"cannot read weights from {f}: {error_line(err, 200)}", "check the file is a complete checkpoint"
+            ) from None
     return state
 
 
@@ -58,7 +62,9 @@ def strip_prefix(state: dict[str, torch.Tensor], anchor: str, what: str) -> dict
     if not prefixes:
         raise HandheldError(f"no {what} weights found (no key ending in {anchor})", f"pass a {what} checkpoint")
     if len(prefixes) > 1:
-        raise HandheldError(f"several {what} towers in one checkpoint: {prefixes}", "extract the one to use into its own file")
+        raise HandheldError(
+            f"several {what} towers in one checkpoint: {prefixes}", "extract the one to use into its own file"
+        )
     p = prefixes[0]
     return {k[len(p) :]: v for k, v in state.items() if k.startswith(p)}
 
@@ -71,7 +77,9 @@ def _heads(path: Path, family: VitFamily, dim: int) -> int:
         if "num_attention_heads" in cfg and cfg.get("hidden_size") == dim:
             return int(cfg["num_attention_heads"])
     if dim not in HEADS_BY_DIM:
-        raise HandheldError(f"cannot tell the head count of a {dim}-wide {family.value} ViT", "put its config.json beside the weights")
+        raise HandheldError(
+            f"cannot tell the head count of a {dim}-wide {family.value} ViT", "put its config.json beside the weights"
+        )
     return HEADS_BY_DIM[dim]
 
 
@@ -82,7 +90,9 @@ def config_from_state(state: dict[str, torch.Tensor], family: VitFamily, image_s
         conv = state["embeddings.patch_embeddings.projection.weight"]
         grid = int((state["embeddings.position_embeddings"].shape[1] - 1) ** 0.5)
         fc1 = state["encoder.layer.0.mlp.fc1.weight"]
-        return VitConfig(family, image_size, conv.shape[-1], conv.shape[0], len(layers), heads, fc1.shape[0], pos_grid=grid)
+        return VitConfig(
+            family, image_size, conv.shape[-1], conv.shape[0], len(layers), heads, fc1.shape[0], pos_grid=grid
+        )
     conv = state["embeddings.patch_embedding.weight"]
     grid = int(state["embeddings.position_embedding.weight"].shape[0] ** 0.5)
     fc1 = state["encoder.layers.0.mlp.fc1.weight"]
@@ -100,13 +110,19 @@ def random_vit(cfg: VitConfig, seed: int) -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def load_vit(family: VitFamily, source: str | Path | None, default: VitConfig, seed: int) -> tuple[nn.Module, VitConfig]:
+def load_vit(
+    family: VitFamily, source: str | Path | None, default: VitConfig, seed: int
+) -> tuple[nn.Module, VitConfig]:
     """The encoder from `source` (None: seeded random weights in `default`'s shape)."""
     if source is None:
         return random_vit(default, seed), default
     path = Path(source).expanduser()
     state = strip_prefix(read_state_dict(path), ANCHOR_KEYS[family], family.value)
-    state = {k: v.float() for k, v in state.items() if not k.startswith(IGNORED_PREFIXES[family]) and k != "embeddings.position_ids"}
+    state = {
+        k: v.float()
+        for k, v in state.items()
+        if not k.startswith(IGNORED_PREFIXES[family]) and k != "embeddings.position_ids"
+    }
     dim = next(v.shape[0] for k, v in state.items() if k == ANCHOR_KEYS[family])
     cfg = config_from_state(state, family, default.image_size, _heads(path, family, dim))
     model = VIT_CLASSES[family](cfg)
@@ -120,7 +136,9 @@ def load_vit(family: VitFamily, source: str | Path | None, default: VitConfig, s
     return model.eval().requires_grad_(False), cfg
 
 
-def load_projector(source: str | Path | None, vision: VitConfig, llm_dim: int, hi_grid: int, lo_grid: int, seed: int) -> Projector:
+def load_projector(
+    source: str | Path | None, vision: VitConfig, llm_dim: int, hi_grid: int, lo_grid: int, seed: int
+) -> Projector:
     """The mm_projector MLP from a checkpoint holding `mm_projector.{0,2}.*`, or seeded random."""
     proj = Projector(vision.dim, llm_dim, vision.grid, hi_grid, lo_grid)
     if source is None:

@@ -44,7 +44,9 @@ def fake_quant_weight(w: torch.Tensor, bits: int, group: int | None = None, clip
     return _ste(w, _symmetric(rows, bits, clip).reshape(w.shape))
 
 
-def quantize_weight_rtn(w: torch.Tensor, bits: int, group: int | None = None, clip_search: bool = True) -> tuple[torch.Tensor, float]:
+def quantize_weight_rtn(
+    w: torch.Tensor, bits: int, group: int | None = None, clip_search: bool = True
+) -> tuple[torch.Tensor, float]:
     """-> (dequantized weight, relative Frobenius error) for a static weight."""
     with torch.no_grad():
         q = fake_quant_weight(w.float(), bits, group, clip_search)

@@ -47,12 +47,19 @@ def gptq_quantize(
     `scale` ([out, in], one value per column) imposes another quantizer's grid (an exporter's
     own scales); by default the RTN scales of `bits`/`group`/`clip_search` are used."""
     if scale is None and group is not None and w.shape[1] % group:
-        raise HandheldError(f"in_features {w.shape[1]} is not a multiple of group {group}", "use a group size that divides every linear's input size")
+        raise HandheldError(
+            f"in_features {w.shape[1]} is not a multiple of group {group}",
+            "use a group size that divides every linear's input size",
+        )
     dtype = w.dtype
     w = w.detach().double().clone()
     h = hessian.detach().double().clone()
     qmax = 2 ** (bits - 1) - 1
-    scale = _scales(w, bits, group, clip_search) if scale is None else scale.detach().double().to(w.device).expand_as(w).clone()
+    scale = (
+        _scales(w, bits, group, clip_search)
+        if scale is None
+        else scale.detach().double().to(w.device).expand_as(w).clone()
+    )
     scale[scale == 0] = 1e-12  # an all-zero block: any scale reproduces it
     dead = torch.diag(h) == 0  # inputs never seen: any value works, keep RTN there
     h[dead, dead] = 1.0
@@ -118,9 +125,12 @@ def gptq_weights(
     out: dict[str, torch.Tensor] = {}
     for layer in tqdm(model.layers, desc=f"GPTQ {scheme.name}", disable=not progress):
         linears = [m for m in layer.modules() if id(m) in names]
-        hess = {id(m): torch.zeros(m.in_features, m.in_features, dtype=torch.float64, device=m.weight.device) for m in linears}
+        hess = {
+            id(m): torch.zeros(m.in_features, m.in_features, dtype=torch.float64, device=m.weight.device)
+            for m in linears
+        }
 
-        def collect(mod, args):
+        def collect(mod, args, hess=hess):
             a = args[0].detach().reshape(-1, args[0].shape[-1]).double()
             hess[id(mod)] += a.T @ a
 
@@ -133,19 +143,25 @@ def gptq_weights(
         for m in linears:
             originals[id(m)] = m.weight.data
             given = None if scales is None else scales[names[id(m)]]
-            q = gptq_quantize(m.weight.data, 2 * hess[id(m)], scheme.w_bits, scheme.w_group, scheme.w_clip_search, scale=given)
+            q = gptq_quantize(
+                m.weight.data, 2 * hess[id(m)], scheme.w_bits, scheme.w_group, scheme.w_clip_search, scale=given
+            )
             out[names[id(m)]] = q
             m.weight.data = q
         x = [layer(xi, cos, sin, 0) for xi in x]  # the next layer sees the quantized layer's output
         for m in linears:
             m.weight.data = originals[id(m)]
     if output_bits:
-        hess = torch.zeros(model.lm_head.in_features, model.lm_head.in_features, dtype=torch.float64, device=x[0].device)
+        hess = torch.zeros(
+            model.lm_head.in_features, model.lm_head.in_features, dtype=torch.float64, device=x[0].device
+        )
         for xi in x:
             a = model.norm(xi).reshape(-1, hess.shape[0]).double()
             hess += a.T @ a
         given = None if scales is None else scales["lm_head"]
-        out["lm_head"] = gptq_quantize(model.lm_head.weight.data, 2 * hess, output_bits, scheme.w_group, scheme.w_clip_search, scale=given)
+        out["lm_head"] = gptq_quantize(
+            model.lm_head.weight.data, 2 * hess, output_bits, scheme.w_group, scheme.w_clip_search, scale=given
+        )
     return out
 
 

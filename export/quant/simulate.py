@@ -8,7 +8,7 @@ is for measurement and learning, not for export.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -27,10 +27,14 @@ def quantize_inputs(linear: nn.Module, act: nn.Module) -> None:
 
 
 def rtn_weights(scheme: QuantScheme) -> WeightQuantizer:
-    return lambda _name, lin: quantize_weight_rtn(lin.weight.detach(), scheme.w_bits, scheme.w_group, scheme.w_clip_search)[0]
+    return lambda _name, lin: quantize_weight_rtn(
+        lin.weight.detach(), scheme.w_bits, scheme.w_group, scheme.w_clip_search
+    )[0]
 
 
-def fake_quantize_model(model, scheme: QuantScheme, weights: WeightQuantizer | None = None, quantize_weights: bool = True):
+def fake_quantize_model(
+    model, scheme: QuantScheme, weights: WeightQuantizer | None = None, quantize_weights: bool = True
+):
     """In place; returns the model. `weights` defaults to RTN with the scheme's settings."""
     weights = weights or rtn_weights(scheme)
     for name, lin in model.linears().items():

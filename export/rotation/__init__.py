@@ -64,13 +64,18 @@ def fold_rotations(model, r1: torch.Tensor, r2: list[torch.Tensor]) -> DecoderSl
 def rotations_for(model, rotation: Rotation, rotation_file: str | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     if rotation is Rotation.QUAROT:
         if rotation_file:
-            raise HandheldError("--rotation-file is only read with --rotation spinquant", "drop --rotation-file, or use --rotation spinquant")
+            raise HandheldError(
+                "--rotation-file is only read with --rotation spinquant",
+                "drop --rotation-file, or use --rotation spinquant",
+            )
         return quarot_rotations(slots_for(model))
     r1, r2, _ = load_rotation_file(rotation_file or default_rotation_file(model), model)
     return r1, r2
 
 
-def apply_rotation(model, rotation: Rotation | str, rotation_file: str | None = None, *, quantized_kv: bool, mode: str = "matmul"):
+def apply_rotation(
+    model, rotation: Rotation | str, rotation_file: str | None = None, *, quantized_kv: bool, mode: str = "matmul"
+):
     """Llama -> the same Llama, rotated in place (and returned).
 
     model: an unrotated, unquantized float model (as `load_checkpoint` returns it).
@@ -88,5 +93,10 @@ def apply_rotation(model, rotation: Rotation | str, rotation_file: str | None = 
     r1, r2 = rotations_for(model, rotation, rotation_file)
     slots = fold_rotations(model, r1, r2)
     install_online_hadamards(slots, quantized_kv, mode)
-    model.rotation = {"rotation": rotation.value, "file": str(rotation_file or "") if rotation is Rotation.SPINQUANT else None, "r3": quantized_kv, "online_mode": mode}
+    model.rotation = {
+        "rotation": rotation.value,
+        "file": str(rotation_file or "") if rotation is Rotation.SPINQUANT else None,
+        "r3": quantized_kv,
+        "online_mode": mode,
+    }
     return model

@@ -8,8 +8,8 @@ the same `export.llm.model.Llama`, so one adapter covers them; a new decoder cla
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 

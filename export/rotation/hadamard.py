@@ -80,7 +80,7 @@ def paley(m: int) -> torch.Tensor | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_factor(m: int) -> torch.Tensor | None:
     """The [m, m] +-1 Hadamard for the non-power-of-two factor (checked), or None."""
     if m == 1:
@@ -112,7 +112,9 @@ class HadamardPlan:
         return torch.kron(self.factor(), sylvester(self.p)) / scale
 
 
-def plan_hadamard(n: int, what: str = "size", allow_fallback: bool = True, max_factor: int | None = None) -> HadamardPlan:
+def plan_hadamard(
+    n: int, what: str = "size", allow_fallback: bool = True, max_factor: int | None = None
+) -> HadamardPlan:
     """Pick the construction for size n (smallest non-power-of-two factor first, at most
     `max_factor` wide), else the block-diagonal fallback when allowed."""
     if n < 1:

@@ -40,7 +40,6 @@ from export.rotation.fuse import fuse_rms_norms
 from export.rotation.rotation_file import save_rotation_file
 
 
-
 @dataclass(frozen=True)
 class RotationRecipe:
     """Defaults = the 2-core CPU recipe (about 13 min for SmolLM2-135M: 64 steps of 4 x 256
@@ -66,7 +65,9 @@ class RotationRecipe:
             if getattr(self, name) < 1:
                 raise HandheldError(f"recipe {name}={getattr(self, name)} must be positive", "pass a positive value")
         if self.seq_len < 16:
-            raise HandheldError(f"seq_len={self.seq_len} is too short to learn from", "use at least 16 tokens per window")
+            raise HandheldError(
+                f"seq_len={self.seq_len} is too short to learn from", "use at least 16 tokens per window"
+            )
         if not 0 < self.lr <= 10:
             raise HandheldError(f"lr={self.lr} is out of range", "use 0 < lr <= 10 (the paper uses 1.5)")
 
@@ -136,13 +137,20 @@ class RotatedBias(nn.Module):
 
 def _weight_learner(learner, slots: DecoderSlots, rot: Rotations, scheme) -> None:
     def param(lin, r_in=None, r_out=None):
-        parametrize.register_parametrization(lin, "weight", RotatedWeight(rot, r_in, r_out, scheme.w_bits, scheme.w_group, scheme.w_clip_search), unsafe=True)
+        parametrize.register_parametrization(
+            lin,
+            "weight",
+            RotatedWeight(rot, r_in, r_out, scheme.w_bits, scheme.w_group, scheme.w_clip_search),
+            unsafe=True,
+        )
 
     for i, layer in enumerate(slots.layers):
         for lin in layer.attn_inputs + layer.mlp_inputs:
             param(lin, _r1_in, _r2_heads_out(i, layer.n_kv_heads) if lin is layer.values else None)
         if layer.values.bias is not None:
-            parametrize.register_parametrization(layer.values, "bias", RotatedBias(rot, i, layer.n_kv_heads), unsafe=True)
+            parametrize.register_parametrization(
+                layer.values, "bias", RotatedBias(rot, i, layer.n_kv_heads), unsafe=True
+            )
         param(layer.attn_out, _r2_heads_in(i, layer.n_heads), _r1_out)
         param(layer.down, None, _r1_out)
     slots.embedding.register_forward_hook(lambda _m, _a, out: out @ rot.r1)
@@ -177,13 +185,17 @@ def _activation_learner(learner, slots: DecoderSlots, rot: Rotations, scheme) ->
         if bits < 16:
             for norm in (layer.attn_norm, layer.mlp_norm):
                 norm.register_forward_hook(lambda _m, _a, out: _rotated_quant(out, rot.r1, bits))
-            layer.attn_out.register_forward_pre_hook(lambda _m, args, i=i, h=layer.n_heads: (_rotated_quant(args[0], rot.r2[i], bits, h),))
+            layer.attn_out.register_forward_pre_hook(
+                lambda _m, args, i=i, h=layer.n_heads: (_rotated_quant(args[0], rot.r2[i], bits, h),)
+            )
             quantize_inputs(layer.down, ActQuant(bits))
         if scheme.quantized_kv:
             layer.set_kv_quant(ActQuant(scheme.kv_bits), RotatedKVQuant(rot, i, scheme.kv_bits))
 
 
-def build_learner(model, r1: torch.Tensor, r2: list[torch.Tensor], scheme_name: str, weight_quant_in_loss: bool = False) -> tuple[nn.Module, Rotations]:
+def build_learner(
+    model, r1: torch.Tensor, r2: list[torch.Tensor], scheme_name: str, weight_quant_in_loss: bool = False
+) -> tuple[nn.Module, Rotations]:
     """A frozen, fused, fake-quantized copy of `model` computing what the model folded with
     the current `Rotations` computes (call `rot.refresh()` before each forward)."""
     scheme = SCHEMES[scheme_name]
@@ -206,7 +218,14 @@ def lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def _state(rot, opt, step, recipe, history) -> dict:
-    return {"R1": rot.R1.detach().cpu(), "R2": [r.detach().cpu() for r in rot.R2], "opt": opt.state_dict(), "step": step, "recipe": recipe.to_dict(), "history": history}
+    return {
+        "R1": rot.R1.detach().cpu(),
+        "R2": [r.detach().cpu() for r in rot.R2],
+        "opt": opt.state_dict(),
+        "step": step,
+        "recipe": recipe.to_dict(),
+        "history": history,
+    }
 
 
 RESUME_KEYS = ("recipe", "R1", "R2", "opt", "step", "history")
@@ -224,7 +243,14 @@ def read_resume_state(path: Path) -> dict:
     return state
 
 
-def learn_rotations(model, windows: torch.Tensor, recipe: RotationRecipe, out: str | Path, resume_file: str | Path | None = None, progress: bool = True) -> Path:
+def learn_rotations(
+    model,
+    windows: torch.Tensor,
+    recipe: RotationRecipe,
+    out: str | Path,
+    resume_file: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
     """Learn R1/R2 for `model` (the original checkpoint model) on calibration `windows`
     ([n, seq_len] int64) and write the rotation file `out`. Resumes from `resume_file`
     (default: OUT.ckpt) when it holds a checkpoint of the same recipe; CUDA when present."""
@@ -233,7 +259,10 @@ def learn_rotations(model, windows: torch.Tensor, recipe: RotationRecipe, out: s
     out = Path(out)
     resume_file = Path(resume_file) if resume_file else out.with_suffix(".ckpt")
     if windows.shape[0] < recipe.batch or windows.shape[1] != recipe.seq_len:
-        raise HandheldError(f"calibration windows {tuple(windows.shape)} do not fit batch {recipe.batch} x seq_len {recipe.seq_len}", "use more calibration text or a smaller batch")
+        raise HandheldError(
+            f"calibration windows {tuple(windows.shape)} do not fit batch {recipe.batch} x seq_len {recipe.seq_len}",
+            "use more calibration text or a smaller batch",
+        )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(recipe.seed)
     r1, r2 = quarot_rotations(slots_for(model), seed=recipe.seed)
@@ -245,7 +274,13 @@ def learn_rotations(model, windows: torch.Tensor, recipe: RotationRecipe, out: s
     order = torch.randperm(windows.shape[0], generator=torch.Generator().manual_seed(recipe.seed))
     # seconds: wall clock; cpu_seconds: this process's CPU time (on a shared machine,
     # cpu_seconds / threads estimates the wall time the run would take alone)
-    history = {"loss": [], "seconds": 0.0, "cpu_seconds": 0.0, "device": str(device), "threads": torch.get_num_threads()}
+    history = {
+        "loss": [],
+        "seconds": 0.0,
+        "cpu_seconds": 0.0,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
     start = 0
     if resume_file.is_file():
         state = read_resume_state(resume_file)
@@ -263,7 +298,9 @@ def learn_rotations(model, windows: torch.Tensor, recipe: RotationRecipe, out: s
             print(f"ignoring {resume_file}: it was written by another recipe", file=sys.stderr)
     t0 = time.perf_counter() - history["seconds"]
     c0 = time.process_time() - history.get("cpu_seconds", 0.0)
-    bar = tqdm(range(start, recipe.steps), initial=start, total=recipe.steps, desc="learning R1/R2", disable=not progress)
+    bar = tqdm(
+        range(start, recipe.steps), initial=start, total=recipe.steps, desc="learning R1/R2", disable=not progress
+    )
     for step in bar:
         idx = order[[(step * recipe.batch + j) % len(order) for j in range(recipe.batch)]]
         rot.refresh()
@@ -280,7 +317,9 @@ def learn_rotations(model, windows: torch.Tensor, recipe: RotationRecipe, out: s
             torch.save(_state(rot, opt, step + 1, recipe, history), resume_file)
     history["seconds"] = time.perf_counter() - t0
     history["cpu_seconds"] = time.process_time() - c0
-    path = save_rotation_file(out, rot.R1.detach().cpu(), [r.detach().cpu() for r in rot.R2], model, recipe.to_dict(), history)
+    path = save_rotation_file(
+        out, rot.R1.detach().cpu(), [r.detach().cpu() for r in rot.R2], model, recipe.to_dict(), history
+    )
     resume_file.unlink(missing_ok=True)
     return path
 
@@ -302,7 +341,9 @@ def calibration_windows(tokenizer, seq_len: int, wanted: int, min_windows: int =
     return torch.stack([ids[i * step : i * step + seq_len] for i in range(n)])
 
 
-def learn_for_checkpoint(checkpoint: str | None, recipe: RotationRecipe, out: str | Path, progress: bool = True) -> Path:
+def learn_for_checkpoint(
+    checkpoint: str | None, recipe: RotationRecipe, out: str | Path, progress: bool = True
+) -> Path:
     """Load a checkpoint (None = the offline SmolLM2), learn its rotations, write `out`."""
     from export.llm.checkpoint import load_checkpoint
 

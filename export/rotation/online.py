@@ -62,7 +62,7 @@ class OnlineHadamard(nn.Module):
                 self.scale = left_scale
 
     @classmethod
-    def for_size(cls, n: int, what: str, mode: str = "matmul") -> "OnlineHadamard":
+    def for_size(cls, n: int, what: str, mode: str = "matmul") -> OnlineHadamard:
         return cls(plan_hadamard(n, what, max_factor=MAX_ONLINE_FACTOR), mode)
 
     def matrix(self) -> torch.Tensor:

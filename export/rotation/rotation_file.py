@@ -42,7 +42,9 @@ def nearest_orthogonal(r: torch.Tensor) -> torch.Tensor:
     return u @ vh
 
 
-def save_rotation_file(path: str | Path, r1: torch.Tensor, r2: list[torch.Tensor], model, recipe: dict, history: dict) -> Path:
+def save_rotation_file(
+    path: str | Path, r1: torch.Tensor, r2: list[torch.Tensor], model, recipe: dict, history: dict
+) -> Path:
     """`model` is the original checkpoint model (for the signature and probe)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +83,9 @@ def _read(path: Path) -> dict:
         raise _bad(path, f"is not a {FORMAT} file")
     if blob.get("version") != VERSION:
         raise _bad(path, f"has version {blob.get('version')}, this Handheld reads version {VERSION}")
-    if not all(isinstance(blob.get(k), torch.Tensor) for k in ("r1", "r2", "probe")) or not isinstance(blob.get("model"), dict):
+    if not all(isinstance(blob.get(k), torch.Tensor) for k in ("r1", "r2", "probe")) or not isinstance(
+        blob.get("model"), dict
+    ):
         raise _bad(path, "lacks r1, r2, probe or model")
     return blob
 
@@ -103,7 +107,11 @@ def load_rotation_file(path: str | Path, model) -> tuple[torch.Tensor, list[torc
         shown = ", ".join(f"{k}: file {a} vs checkpoint {b}" for k, (a, b) in diff.items())
         raise _bad(path, f"was learned for another architecture ({shown})")
     r1, r2 = blob["r1"], blob["r2"]
-    if tuple(r1.shape) != (want["dim"],) * 2 or tuple(r2.shape) != (want["n_layers"], want["head_dim"], want["head_dim"]):
+    if tuple(r1.shape) != (want["dim"],) * 2 or tuple(r2.shape) != (
+        want["n_layers"],
+        want["head_dim"],
+        want["head_dim"],
+    ):
         raise _bad(path, f"holds rotations of shapes {tuple(r1.shape)} and {tuple(r2.shape)}")
     probe = embedding_probe(model)
     if not torch.allclose(blob["probe"], probe, rtol=PROBE_RTOL, atol=PROBE_RTOL * float(probe.abs().mean())):

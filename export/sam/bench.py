@@ -42,10 +42,10 @@ def _time(fn, runs: int) -> float:
 
 def measure_squeezesam(folder: Path, variant: str, threads: int, runs: int) -> dict:
     from export.sam.clicks import Click
+    from export.sam.config import SqueezeSamConfig
     from export.sam.data import skimage_image
     from runtime.sam_backends import load_forward
     from runtime.segment import Segmenter
-    from export.sam.config import SqueezeSamConfig
 
     manifest = load_manifest(folder, verify=False)
     run = load_forward(manifest["backend"], folder / manifest["variants"][variant]["file"], threads=threads)
@@ -94,20 +94,30 @@ def measure_teacher(folder: Path, threads: int, runs: int) -> dict:
 
 def _in_subprocess(kind: str, folder: Path, variant: str, threads: int, runs: int) -> dict:
     """Measure one model in a fresh interpreter; returns its numbers plus its own peak RSS."""
-    code = ("import json, sys; from pathlib import Path; from export.sam import bench; "
-            f"print('BENCH' + json.dumps(bench._measure_here({kind!r}, Path({str(Path(folder).resolve())!r}), {variant!r}, {threads}, {runs})))")
+    code = (
+        "import json, sys; from pathlib import Path; from export.sam import bench; "
+        f"print('BENCH' + json.dumps(bench._measure_here({kind!r}, Path({str(Path(folder).resolve())!r}), {variant!r}, {threads}, {runs})))"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2]
+    )
     lines = [l for l in done.stdout.splitlines() if l.startswith("BENCH")]
     if done.returncode or not lines:
         tail = " / ".join(done.stderr.strip().splitlines()[-2:]) if done.stderr.strip() else f"exit {done.returncode}"
-        raise HandheldError(f"benchmark of {kind} {variant} failed: {tail}",
-                            "run `handheld parity DIR` first to see whether the artifact loads")
+        raise HandheldError(
+            f"benchmark of {kind} {variant} failed: {tail}",
+            "run `handheld parity DIR` first to see whether the artifact loads",
+        )
     return json.loads(lines[-1][5:])
 
 
 def _measure_here(kind: str, folder: Path, variant: str, threads: int, runs: int) -> dict:
-    numbers = measure_teacher(folder, threads, runs) if kind == "teacher" else measure_squeezesam(folder, variant, threads, runs)
+    numbers = (
+        measure_teacher(folder, threads, runs)
+        if kind == "teacher"
+        else measure_squeezesam(folder, variant, threads, runs)
+    )
     numbers["peak_rss_mb"] = round(peak_rss_kib() / 1024, 1)
     return numbers
 
@@ -124,25 +134,37 @@ def peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == "darwin" else 1)
 
 
-def bench_artifact(folder: Path, baseline: Path | None = None, threads=(1, 2), runs: int = 5, show: bool = True) -> dict:
+def bench_artifact(
+    folder: Path, baseline: Path | None = None, threads=(1, 2), runs: int = 5, show: bool = True
+) -> dict:
     """Time every variant (and the teacher, when the folder holds it) in worker processes;
     `show` prints the table (the demo prints it inside its own step report instead)."""
     folder = Path(folder)
     manifest = load_manifest(folder)
     if manifest["backend"] == "coreml":
-        raise HandheldError("CoreML artifacts can only be timed on macOS/iOS", "bench the executorch or onnx artifact here")
+        raise HandheldError(
+            "CoreML artifacts can only be timed on macOS/iOS", "bench the executorch or onnx artifact here"
+        )
     models = [("squeezesam", v) for v in manifest["variants"]]
     if manifest.get("teacher"):
         models.append(("teacher", manifest["teacher"]["variant"]))
     sizes = {f"squeezesam {v}": path_size_mb(folder / manifest["variants"][v]["file"]) for v in manifest["variants"]}
     if manifest.get("teacher"):
-        sizes[f"teacher {manifest['teacher']['variant']}"] = round(sum(path_size_mb(folder / f) for f in manifest["teacher"]["files"].values()), 3)
+        sizes[f"teacher {manifest['teacher']['variant']}"] = round(
+            sum(path_size_mb(folder / f) for f in manifest["teacher"]["files"].values()), 3
+        )
     rows = []
     for n in threads:
         for kind, variant in models:
             numbers = _in_subprocess(kind, folder, variant, n, runs)
             rows.append({"model": f"{kind} {variant}", "threads": n, "size_mb": sizes[f"{kind} {variant}"], **numbers})
-    result = {"backend": manifest["backend"], "runs": runs, "image": "skimage astronaut (512x512)", "rows": rows, "ratios": ratios(rows)}
+    result = {
+        "backend": manifest["backend"],
+        "runs": runs,
+        "image": "skimage astronaut (512x512)",
+        "rows": rows,
+        "ratios": ratios(rows),
+    }
     if show:
         print("\n".join(format_table(result)))
     return result
@@ -153,18 +175,28 @@ def ratios(rows: list[dict]) -> list[dict]:
     out = []
     for t in (r for r in rows if r["model"].startswith("teacher")):
         for s in (r for r in rows if r["model"].startswith("squeezesam") and r["threads"] == t["threads"]):
-            out.append({"squeezesam": s["model"], "teacher": t["model"], "threads": t["threads"],
-                        "first_mask_speedup": round(t["first_mask_ms"] / s["first_mask_ms"], 2),
-                        "per_click_speedup": round(t["per_click_ms"] / s["per_click_ms"], 2),
-                        "size_ratio": round(t["size_mb"] / s["size_mb"], 1)})
+            out.append(
+                {
+                    "squeezesam": s["model"],
+                    "teacher": t["model"],
+                    "threads": t["threads"],
+                    "first_mask_speedup": round(t["first_mask_ms"] / s["first_mask_ms"], 2),
+                    "per_click_speedup": round(t["per_click_ms"] / s["per_click_ms"], 2),
+                    "size_ratio": round(t["size_mb"] / s["size_mb"], 1),
+                }
+            )
     return out
 
 
 def format_table(result: dict) -> list[str]:
     lines = [f"{'model':<18} {'thr':>3} {'size MB':>8} {'first mask ms':>14} {'per click ms':>13} {'peak RSS MB':>12}"]
     for r in result["rows"]:
-        lines.append(f"{r['model']:<18} {r['threads']:>3} {r['size_mb']:>8.2f} {r['first_mask_ms']:>14.1f} {r['per_click_ms']:>13.1f} {r['peak_rss_mb']:>12.0f}")
+        lines.append(
+            f"{r['model']:<18} {r['threads']:>3} {r['size_mb']:>8.2f} {r['first_mask_ms']:>14.1f} {r['per_click_ms']:>13.1f} {r['peak_rss_mb']:>12.0f}"
+        )
     for q in result["ratios"]:
-        lines.append(f"{q['teacher']} / {q['squeezesam']} @{q['threads']} threads: first mask {q['first_mask_speedup']}x faster, "
-                     f"per click {q['per_click_speedup']}x, {q['size_ratio']}x smaller")
+        lines.append(
+            f"{q['teacher']} / {q['squeezesam']} @{q['threads']} threads: first mask {q['first_mask_speedup']}x faster, "
+            f"per click {q['per_click_speedup']}x, {q['size_ratio']}x smaller"
+        )
     return lines

@@ -18,7 +18,9 @@ class Click:
     positive: bool = True
 
 
-def render_click_maps(clicks_xy: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor, size: int, encoding: ClickEncoding) -> torch.Tensor:
+def render_click_maps(
+    clicks_xy: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor, size: int, encoding: ClickEncoding
+) -> torch.Tensor:
     """Gaussian click maps.
 
     clicks_xy: [B, N, 2] (x, y) in model-input pixels; positive, valid: [B, N] bool.

@@ -68,8 +68,10 @@ def _paste(canvas: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, top: int, lef
     y1, x1 = min(top + h, canvas.shape[0]), min(left + w, canvas.shape[1])
     if y1 <= y0 or x1 <= x0:
         return full
-    a = alpha[y0 - top:y1 - top, x0 - left:x1 - left]
-    canvas[y0:y1, x0:x1] = canvas[y0:y1, x0:x1] * (1 - a[..., None]) + rgb[y0 - top:y1 - top, x0 - left:x1 - left] * a[..., None]
+    a = alpha[y0 - top : y1 - top, x0 - left : x1 - left]
+    canvas[y0:y1, x0:x1] = (
+        canvas[y0:y1, x0:x1] * (1 - a[..., None]) + rgb[y0 - top : y1 - top, x0 - left : x1 - left] * a[..., None]
+    )
     full[y0:y1, x0:x1] = a
     return full
 
@@ -105,7 +107,9 @@ def make_composite(targets: TargetSet, sources: np.ndarray, rng: np.random.Gener
         ys, xs = np.nonzero(parts[0] > 0.5)
         if len(ys):  # the held object's centre sits on the subject
             k = rng.integers(len(ys))
-            held_alpha = _paste(canvas, hrgb, halpha, int(ys[k] - halpha.shape[0] / 2), int(xs[k] - halpha.shape[1] / 2))
+            held_alpha = _paste(
+                canvas, hrgb, halpha, int(ys[k] - halpha.shape[0] / 2), int(xs[k] - halpha.shape[1] / 2)
+            )
             parts[0] = parts[0] * (1 - held_alpha)
             parts.append(held_alpha)
     canvas[h:, :] = 0

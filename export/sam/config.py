@@ -74,7 +74,7 @@ class SqueezeSamConfig:
         return to_jsonable(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SqueezeSamConfig":
+    def from_dict(cls, d: dict) -> SqueezeSamConfig:
         d = dict(d)
         d["clicks"] = ClickEncoding(**d.get("clicks", {}))
         for key in ("widths", "pixel_mean", "pixel_std"):
@@ -85,14 +85,21 @@ class SqueezeSamConfig:
 
 SAM_PRESETS: dict[str, SqueezeSamConfig] = {
     # odd sizes on purpose: mechanics tests must not pass by symmetry
-    "tiny-test": SqueezeSamConfig(image_size=48, widths=(5, 7, 9), blocks_per_stage=1, clicks=ClickEncoding(sigma_px=2.0)),
+    "tiny-test": SqueezeSamConfig(
+        image_size=48, widths=(5, 7, 9), blocks_per_stage=1, clicks=ClickEncoding(sigma_px=2.0)
+    ),
     # the shipped checkpoint: trainable on a laptop CPU in minutes, same 256 px input as LiteMedSAM
     "small": SqueezeSamConfig(),
     # 6x small's parameters (1.3 M, ~1.3 MB int8): a second, deeper block per stage and wider stages
     "medium": SqueezeSamConfig(widths=(32, 48, 64, 96, 128), blocks_per_stage=2),
     # paper-sized (arXiv 2312.06736: ~14 MB int8): about 13M parameters at 1024 px
-    "paper": SqueezeSamConfig(image_size=1024, widths=(32, 64, 96, 160, 256, 512), blocks_per_stage=2, prev_mask_channel=True,
-                              clicks=ClickEncoding(sigma_px=10.0)),
+    "paper": SqueezeSamConfig(
+        image_size=1024,
+        widths=(32, 64, 96, 160, 256, 512),
+        blocks_per_stage=2,
+        prev_mask_channel=True,
+        clicks=ClickEncoding(sigma_px=10.0),
+    ),
 }
 
 
@@ -135,8 +142,6 @@ class TrainConfig:
         for p in ("empty_click_prob", "whole_object_prob", "composite_prob"):
             if not 0 <= getattr(self, p) <= 1:
                 raise HandheldError(f"{p}={getattr(self, p)} is not a probability", "use 0..1")
-
-
 
 
 @dataclass(frozen=True)

@@ -49,13 +49,23 @@ def _dequantize(op, a):
 
 def _conv(op, a):
     x = a["x"]
-    w = torch.as_tensor(np.asarray(a["weight"])).to(x.dtype) if not torch.is_tensor(a["weight"]) else a["weight"].to(x.dtype)
+    w = (
+        torch.as_tensor(np.asarray(a["weight"])).to(x.dtype)
+        if not torch.is_tensor(a["weight"])
+        else a["weight"].to(x.dtype)
+    )
     bias = a.get("bias")
     b = None if bias is None else torch.as_tensor(np.asarray(bias)).to(x.dtype)
     pad = [int(p) for p in a["pad"]]  # [top, bottom, left, right] for pad_type "custom"
     x = F.pad(x.float(), (pad[2], pad[3], pad[0], pad[1]))
-    return F.conv2d(x, w.float(), None if b is None else b.float(), stride=tuple(int(s) for s in a["strides"]),
-                    dilation=tuple(int(d) for d in a["dilations"]), groups=int(a["groups"])).to(w.dtype if x.dtype != torch.float32 else a["x"].dtype)
+    return F.conv2d(
+        x,
+        w.float(),
+        None if b is None else b.float(),
+        stride=tuple(int(s) for s in a["strides"]),
+        dilation=tuple(int(d) for d in a["dilations"]),
+        groups=int(a["groups"]),
+    ).to(w.dtype if x.dtype != torch.float32 else a["x"].dtype)
 
 
 def _upsample_bilinear(op, a):
@@ -117,5 +127,9 @@ def check_coreml(package: Path, model, int8: bool) -> dict:
     candidate = Segmenter(lambda image, clicks: run_mil(program, {"image": image, "clicks": clicks})[0], model.config)
     numbers = compare(reference, candidate, parity_cases(reference))
     failures += judge("int8" if int8 else "fp32", numbers)
-    return {**numbers, "structure": summary, "failures": failures,
-            "checked": "MIL program interpreted in PyTorch on Linux (fp16 casts, int8 weights dequantized); Apple runtime not run"}
+    return {
+        **numbers,
+        "structure": summary,
+        "failures": failures,
+        "checked": "MIL program interpreted in PyTorch on Linux (fp16 casts, int8 weights dequantized); Apple runtime not run",
+    }

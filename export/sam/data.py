@@ -15,15 +15,32 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from export.progress import tqdm
 
 from export.errors import HandheldError
+from export.progress import tqdm
 
 # Real photos held out of training: SqueezeSAM mIoU, int8 parity and the demo use these.
 HELD_OUT_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")
-TRAIN_IMAGES = ("camera", "cell", "coins", "color", "horse", "hubble_deep_field", "ihc", "logo", "moon", "motorcycle_right",
-                "page", "retina", "clock_motion")
-TRAIN_VIDEOS = (("bikes.mp4", 25), ("bigbuckbunny.mp4", 12), ("carphone_pristine.mp4", 40))  # (clip, keep every n-th frame)
+TRAIN_IMAGES = (
+    "camera",
+    "cell",
+    "coins",
+    "color",
+    "horse",
+    "hubble_deep_field",
+    "ihc",
+    "logo",
+    "moon",
+    "motorcycle_right",
+    "page",
+    "retina",
+    "clock_motion",
+)
+TRAIN_VIDEOS = (
+    ("bikes.mp4", 25),
+    ("bigbuckbunny.mp4", 12),
+    ("carphone_pristine.mp4", 40),
+)  # (clip, keep every n-th frame)
 
 
 def to_rgb(array: np.ndarray, what: str = "image") -> np.ndarray:
@@ -34,9 +51,14 @@ def to_rgb(array: np.ndarray, what: str = "image") -> np.ndarray:
     if a.ndim == 2:
         a = np.stack([a] * 3, axis=-1)
     if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise HandheldError(f"{what} has shape {a.shape}, not a gray, RGB or RGBA picture", "pass an image file (PNG/JPEG) or an [H, W, 3] array")
+        raise HandheldError(
+            f"{what} has shape {a.shape}, not a gray, RGB or RGBA picture",
+            "pass an image file (PNG/JPEG) or an [H, W, 3] array",
+        )
     if a.shape[0] == 0 or a.shape[1] == 0:
-        raise HandheldError(f"{what} is empty ({a.shape[0]}x{a.shape[1]} pixels)", "pass an image with at least one pixel")
+        raise HandheldError(
+            f"{what} is empty ({a.shape[0]}x{a.shape[1]} pixels)", "pass an image with at least one pixel"
+        )
     a = a[..., :3]
     if a.dtype != np.uint8:
         a = a.astype(np.float64)
@@ -57,15 +79,19 @@ def load_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_IMAGE_PIXELS:
-                raise HandheldError(f"image {path} is {im.width}x{im.height} pixels, more than Handheld decodes ({MAX_IMAGE_PIXELS // 10**6} MP)",
-                                    "downscale it first (the segmenter sees 256 px anyway), e.g. to 4096 px on the long side")
+                raise HandheldError(
+                    f"image {path} is {im.width}x{im.height} pixels, more than Handheld decodes ({MAX_IMAGE_PIXELS // 10**6} MP)",
+                    "downscale it first (the segmenter sees 256 px anyway), e.g. to 4096 px on the long side",
+                )
             im.load()
             if im.width == 0 or im.height == 0:
                 raise HandheldError(f"image {path} is empty (0 pixels)", "pass an image with at least one pixel")
             return to_rgb(np.asarray(im.convert("RGBA" if "A" in im.getbands() else "RGB")), str(path))
     except Image.DecompressionBombError:
-        raise HandheldError(f"image {path} has more pixels than Handheld decodes ({MAX_IMAGE_PIXELS // 10**6} MP)",
-                            "downscale it first (the segmenter sees 256 px anyway), e.g. to 4096 px on the long side") from None
+        raise HandheldError(
+            f"image {path} has more pixels than Handheld decodes ({MAX_IMAGE_PIXELS // 10**6} MP)",
+            "downscale it first (the segmenter sees 256 px anyway), e.g. to 4096 px on the long side",
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise HandheldError(f"cannot read image {path}: {err}", "pass a PNG or JPEG file") from None
 
@@ -121,8 +147,10 @@ def check_no_held_out(folders) -> None:
             small = thumbnail(load_image(path))
             for name, ref in held.items():
                 if np.abs(small - ref).mean() < LEAK_THRESHOLD:
-                    raise HandheldError(f"{path} is the held-out photo {name!r}: training on it would leak the evaluation set",
-                                        f"remove it from {folder} (held out: {', '.join(HELD_OUT_IMAGES)})")
+                    raise HandheldError(
+                        f"{path} is the held-out photo {name!r}: training on it would leak the evaluation set",
+                        f"remove it from {folder} (held out: {', '.join(HELD_OUT_IMAGES)})",
+                    )
 
 
 def training_images(extra_folders=()) -> list[np.ndarray]:
@@ -181,7 +209,9 @@ class Letterbox:
         h, w = self.content
         crop = square[..., :h, :w]
         lead = crop.shape[:-2]
-        out = F.interpolate(crop.reshape(1, -1, h, w).float(), size=(self.height, self.width), mode="bilinear", align_corners=False)
+        out = F.interpolate(
+            crop.reshape(1, -1, h, w).float(), size=(self.height, self.width), mode="bilinear", align_corners=False
+        )
         return out.reshape(*lead, self.height, self.width)
 
 
@@ -207,7 +237,7 @@ class TargetSet:
         np.savez_compressed(path, **self.__dict__)
 
     @classmethod
-    def load(cls, path: Path) -> "TargetSet":
+    def load(cls, path: Path) -> TargetSet:
         with np.load(path, allow_pickle=False) as z:
             return cls(**{k: z[k] for k in ("images", "masks", "owner", "whole", "salient", "content")})
 
@@ -225,7 +255,9 @@ def merge_whole_objects(masks: np.ndarray) -> tuple[np.ndarray, list[int]]:
     out = list(masks)
     whole = []
     for i in range(len(masks)):
-        containers = [j for j in range(len(masks)) if area[j] > 1.3 * area[i] and (masks[i] & masks[j]).sum() >= 0.8 * area[i]]
+        containers = [
+            j for j in range(len(masks)) if area[j] > 1.3 * area[i] and (masks[i] & masks[j]).sum() >= 0.8 * area[i]
+        ]
         if not containers:
             whole.append(i)
             continue
@@ -270,7 +302,7 @@ def make_targets(teacher, images: list[np.ndarray], size: int, progress: bool = 
             kept = np.zeros((len(found), size, size), np.float32)
             kept[:, :h, :w] = found
         merged, whole_of = merge_whole_objects(kept > 0.5)
-        soft = np.concatenate([kept, merged[len(kept):].astype(np.float32)])
+        soft = np.concatenate([kept, merged[len(kept) :].astype(np.float32)])
         base = sum(len(m) for m in out_masks)
         index = len(out_images)
         out_images.append((x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
@@ -280,8 +312,14 @@ def make_targets(teacher, images: list[np.ndarray], size: int, progress: bool = 
         wholes = sorted(set(whole_of))
         s = salient_index(merged[wholes], (h, w)) if wholes else -1
         salient.append(base + wholes[s] if s >= 0 else -1)
-    return TargetSet(np.stack(out_images), np.concatenate(out_masks) if out_masks else np.zeros((0, size, size), np.uint8),
-                     np.array(owner, np.int64), np.array(whole, np.int64), np.array(salient, np.int64), np.array(content, np.int64))
+    return TargetSet(
+        np.stack(out_images),
+        np.concatenate(out_masks) if out_masks else np.zeros((0, size, size), np.uint8),
+        np.array(owner, np.int64),
+        np.array(whole, np.int64),
+        np.array(salient, np.int64),
+        np.array(content, np.int64),
+    )
 
 
 def cached_targets(teacher, name: str, images: list[np.ndarray], size: int, cache_dir: Path) -> TargetSet:

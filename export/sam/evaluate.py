@@ -61,23 +61,54 @@ def evaluate_on_ground_truth(segmenter, truth: dict, images: dict[str, np.ndarra
                 curves.append(curve)
                 rows.append({"image": image_name, "object": obj.name, "ious": [round(v, 4) for v in curve]})
                 click = Click(*interior_point(obj.mask), True)
-                shots.append({"image": image_name, "title": f"{obj.name}: 1 click", "pred": predict([click]), "truth": obj.mask, "click": click})
+                shots.append(
+                    {
+                        "image": image_name,
+                        "title": f"{obj.name}: 1 click",
+                        "pred": predict([click]),
+                        "truth": obj.mask,
+                        "click": click,
+                    }
+                )
             if obj.salient:
                 result = segmenter.auto()
                 auto[image_name] = round(iou(result.mask, obj.mask), 4)
-                shots.append({"image": image_name, "title": f"auto mode vs {obj.name}", "pred": result.mask, "truth": obj.mask, "click": None})
+                shots.append(
+                    {
+                        "image": image_name,
+                        "title": f"auto mode vs {obj.name}",
+                        "pred": result.mask,
+                        "truth": obj.mask,
+                        "click": None,
+                    }
+                )
         for part, whole in part_cases({image_name: objects}):
             click = Click(*interior_point(part.mask), True)
             pred = predict([click])
             parts[f"{image_name}: {part.name} -> {whole.name}"] = round(iou(pred, whole.mask), 4)
-            shots.append({"image": image_name, "title": f"{part.name} -> {whole.name}", "pred": pred, "truth": whole.mask, "click": click})
+            shots.append(
+                {
+                    "image": image_name,
+                    "title": f"{part.name} -> {whole.name}",
+                    "pred": pred,
+                    "truth": whole.mask,
+                    "click": click,
+                }
+            )
     curves = np.array(curves)
     summary = {f"miou_{k}_clicks": round(float(curves[:, k - 1].mean()), 4) for k in at}
     summary["miou_auto_vs_salient"] = round(float(np.mean(list(auto.values()))), 4)
     summary["part_to_whole_mean_iou"] = round(float(np.mean(list(parts.values()))), 4)
     summary["part_to_whole_cases_at_0.7"] = f"{sum(v >= 0.7 for v in parts.values())}/{len(parts)}"
     summary["whole_objects"], summary["part_cases"] = len(curves), len(parts)
-    return {"summary": summary, "whole_photo_baseline": whole_photo_baseline(truth), "auto": auto, "part_to_whole": parts, "objects": rows, "shots": shots}
+    return {
+        "summary": summary,
+        "whole_photo_baseline": whole_photo_baseline(truth),
+        "auto": auto,
+        "part_to_whole": parts,
+        "objects": rows,
+        "shots": shots,
+    }
 
 
 def whole_photo_baseline(truth: dict) -> dict:
@@ -88,8 +119,11 @@ def whole_photo_baseline(truth: dict) -> dict:
     wholes = [o.mask.mean() for objects in truth.values() for o in objects.values() if o.whole is None]
     salient = [o.mask.mean() for objects in truth.values() for o in objects.values() if o.salient]
     parts = [whole.mask.mean() for _, whole in part_cases(truth)]
-    return {"miou_any_clicks": round(float(np.mean(wholes)), 4), "miou_auto_vs_salient": round(float(np.mean(salient)), 4),
-            "part_to_whole_mean_iou": round(float(np.mean(parts)), 4)}
+    return {
+        "miou_any_clicks": round(float(np.mean(wholes)), 4),
+        "miou_auto_vs_salient": round(float(np.mean(salient)), 4),
+        "part_to_whole_mean_iou": round(float(np.mean(parts)), 4),
+    }
 
 
 def shots_sheet(shots: list[dict], images: dict[str, np.ndarray], path: Path, title: str) -> None:
@@ -138,7 +172,12 @@ def run_sam_eval(model: Path | None, variant: str, out: Path) -> dict:
     result = {"model": segmenter.name, "source": str(model) if model else "shipped checkpoint", **result}
     with atomic_dir(Path(out)) as tmp:
         (tmp / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
-        shots_sheet(shots, images, tmp / "contact_sheet.png", f"{result['source']} ({segmenter.name}) vs hand-checked ground truth")
+        shots_sheet(
+            shots,
+            images,
+            tmp / "contact_sheet.png",
+            f"{result['source']} ({segmenter.name}) vs hand-checked ground truth",
+        )
     return result
 
 
@@ -148,7 +187,8 @@ def format_summary(result: dict) -> list[str]:
         f"{result['source']} ({result['model']}) vs hand-checked ground truth ({s['whole_objects']} objects, {s['part_cases']} part cases):",
         f"  mIoU 1 / 3 / 5 clicks: {s['miou_1_clicks']:.3f} / {s['miou_3_clicks']:.3f} / {s['miou_5_clicks']:.3f}",
         f"  auto mode vs the salient subject: {s['miou_auto_vs_salient']:.3f} ("
-        + ", ".join(f"{k} {v:.2f}" for k, v in result["auto"].items()) + ")",
+        + ", ".join(f"{k} {v:.2f}" for k, v in result["auto"].items())
+        + ")",
         f"  click on a part -> whole object: mean IoU {s['part_to_whole_mean_iou']:.3f}, {s['part_to_whole_cases_at_0.7']} cases at >= 0.7",
         f"  (a mask of the whole photo scores {b['miou_any_clicks']:.3f} at any click count, {b['miou_auto_vs_salient']:.3f} in auto mode, "
         f"{b['part_to_whole_mean_iou']:.3f} part -> whole)",

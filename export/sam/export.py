@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from export.progress import tqdm
 
 from export.config import Backend
 from export.errors import HandheldError
 from export.manifest import atomic_artifact_dir, sha256_file, write_manifest
+from export.progress import tqdm
 from export.sam import lower
 from export.sam.config import SamExportConfig, SqueezeSamConfig
 from export.sam.model import SqueezeSam, load_checkpoint, shipped_checkpoint
@@ -26,9 +26,9 @@ SUFFIX = {Backend.EXECUTORCH: ".pte", Backend.ONNX: ".onnx", Backend.COREML: ".m
 
 def calibration_inputs(model: SqueezeSam, n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Real training photos/frames with realistic click maps (0-3 clicks on the content)."""
-    from runtime.segment import Segmenter
     from export.sam.clicks import Click
     from export.sam.data import training_images
+    from runtime.segment import Segmenter
 
     rng = np.random.default_rng(seed)
     seg = Segmenter(lambda *_: None, model.config)
@@ -38,12 +38,22 @@ def calibration_inputs(model: SqueezeSam, n: int, seed: int = 0) -> list[tuple[t
         rgb = images[i]
         seg.set_image(rgb)
         h, w = rgb.shape[:2]
-        clicks = [Click(rng.uniform(0, w), rng.uniform(0, h), bool(k == 0 or rng.random() < 0.6)) for k in range(int(rng.integers(0, 4)))]
+        clicks = [
+            Click(rng.uniform(0, w), rng.uniform(0, h), bool(k == 0 or rng.random() < 0.6))
+            for k in range(int(rng.integers(0, 4)))
+        ]
         out.append((torch.from_numpy(seg._image), torch.from_numpy(seg.click_maps(clicks))))
     return out
 
 
-def lower_one(backend: Backend, module: torch.nn.Module, example: tuple, io: tuple, out_file: Path, calibration: list[tuple] | None) -> dict:
+def lower_one(
+    backend: Backend,
+    module: torch.nn.Module,
+    example: tuple,
+    io: tuple,
+    out_file: Path,
+    calibration: list[tuple] | None,
+) -> dict:
     """One model file; calibration None = fp32, else static int8 calibrated on it."""
     if backend is Backend.EXECUTORCH:
         module = lower.quantize_pt2e(module, example, calibration) if calibration else module
@@ -101,11 +111,24 @@ def export_sam(cfg: SamExportConfig, out: Path) -> dict:
         teacher = export_teacher(cfg, tmp) if cfg.with_teacher else None
         parity = check_variants(tmp, cfg.backend.value, model, variants, graphs)
         fields = manifest_fields(model.config)
-        write_manifest(tmp, "sam", backend=cfg.backend.value, model_file=variants["int8"]["file"], export_config=cfg.to_dict(),
-                       checkpoint={"path": str(checkpoint), "sha256": sha256_file(checkpoint)},
-                       **fields, variants=variants, graph=graphs, teacher=teacher, parity=parity)
+        write_manifest(
+            tmp,
+            "sam",
+            backend=cfg.backend.value,
+            model_file=variants["int8"]["file"],
+            export_config=cfg.to_dict(),
+            checkpoint={"path": str(checkpoint), "sha256": sha256_file(checkpoint)},
+            **fields,
+            variants=variants,
+            graph=graphs,
+            teacher=teacher,
+            parity=parity,
+        )
     if cfg.enforce_parity and not parity["passed"]:
-        raise HandheldError(f"parity failed for {out}: {parity['failures']}", "see manifest.json parity; the artifact was kept for inspection")
+        raise HandheldError(
+            f"parity failed for {out}: {parity['failures']}",
+            "see manifest.json parity; the artifact was kept for inspection",
+        )
     return parity
 
 
@@ -121,10 +144,18 @@ def export_teacher(cfg: SamExportConfig, folder: Path) -> dict:
     box = torch.tensor([[s * 0.25, s * 0.25, s * 0.75, s * 0.75]])
     suffix = SUFFIX[cfg.backend]
     files = {}
-    parts = [("encoder", TeacherEncoder(teacher), (image,), TEACHER_ENCODER_IO), ("decoder", TeacherDecoder(teacher), (embedding, box), TEACHER_DECODER_IO)]
+    parts = [
+        ("encoder", TeacherEncoder(teacher), (image,), TEACHER_ENCODER_IO),
+        ("decoder", TeacherDecoder(teacher), (embedding, box), TEACHER_DECODER_IO),
+    ]
     for part, module, example, io in tqdm(parts, desc="export teacher"):
         name = f"teacher_{part}_fp32{suffix}"
         lower_one(cfg.backend, module.eval(), example, io, folder / name, None)
         files[part] = name
-    return {"name": "lite-medsam", "image_size": s, "variant": "fp32", "files": files,
-            "note": "encoder once per image, box-prompted decoder per click"}
+    return {
+        "name": "lite-medsam",
+        "image_size": s,
+        "variant": "fp32",
+        "files": files,
+        "note": "encoder once per image, box-prompted decoder per click",
+    }

@@ -82,7 +82,10 @@ def build_masks(recipe: dict, images: dict[str, np.ndarray]) -> dict[str, dict[s
     for image_name, objects in recipe["images"].items():
         photo = images[image_name]
         shape = photo.shape[:2]
-        masks = {name: snap_to_edges(photo, outline_mask(spec, shape), spec.get("band", recipe["default_band"])) for name, spec in objects.items()}
+        masks = {
+            name: snap_to_edges(photo, outline_mask(spec, shape), spec.get("band", recipe["default_band"]))
+            for name, spec in objects.items()
+        }
         for name, spec in objects.items():  # wholes hold their parts
             if spec.get("whole"):
                 masks[spec["whole"]] |= masks[name]
@@ -112,7 +115,13 @@ def load_ground_truth(folder: Path = GT_DIR) -> dict[str, dict[str, GroundTruthO
     recipe = json.loads((Path(folder) / RECIPE.name).read_text())
     return {
         image_name: {
-            name: GroundTruthObject(image_name, name, np.array(Image.open(Path(folder) / mask_file(image_name, name))).astype(bool), spec.get("whole"), bool(spec.get("salient")))
+            name: GroundTruthObject(
+                image_name,
+                name,
+                np.array(Image.open(Path(folder) / mask_file(image_name, name))).astype(bool),
+                spec.get("whole"),
+                bool(spec.get("salient")),
+            )
             for name, spec in objects.items()
         }
         for image_name, objects in recipe["images"].items()
@@ -124,7 +133,9 @@ def part_cases(truth: dict[str, dict[str, GroundTruthObject]]) -> list[tuple[Gro
     return [(obj, objects[obj.whole]) for objects in truth.values() for obj in objects.values() if obj.whole]
 
 
-def contact_sheet(images: dict[str, np.ndarray], masks: dict[str, dict[str, np.ndarray]], path: Path, recipe: dict | None = None) -> None:
+def contact_sheet(
+    images: dict[str, np.ndarray], masks: dict[str, dict[str, np.ndarray]], path: Path, recipe: dict | None = None
+) -> None:
     """One tile per object: the photo dimmed outside the mask, the mask's edge in yellow and
     (with `recipe`) the hand-placed outline in cyan, titled with the object's name."""
     import matplotlib

@@ -20,10 +20,12 @@ from export.backends.executorch import delegation_summary
 from export.backends.onnx import OPSET, in_temp_dir
 
 
-
 def quantize_pt2e(module: torch.nn.Module, example: tuple, calibration: list[tuple]) -> torch.nn.Module:
     """Static int8 PT2E: per-channel symmetric int8 weights, per-tensor int8 activations."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
@@ -49,7 +51,13 @@ def to_executorch(module: torch.nn.Module, example: tuple, out_file: Path) -> di
     return summary
 
 
-def to_onnx(module: torch.nn.Module, example: tuple, names: tuple[list[str], list[str]], out_file: Path, calibration: list[tuple] | None) -> dict:
+def to_onnx(
+    module: torch.nn.Module,
+    example: tuple,
+    names: tuple[list[str], list[str]],
+    out_file: Path,
+    calibration: list[tuple] | None,
+) -> dict:
     """fp32 ONNX (calibration None) or QDQ int8 (per-channel int8 weights, int8 activations)."""
     import onnx
 
@@ -57,8 +65,17 @@ def to_onnx(module: torch.nn.Module, example: tuple, names: tuple[list[str], lis
     with in_temp_dir() as tmp:
         fp32 = tmp / "fp32.onnx"
         with torch.no_grad():
-            torch.onnx.export(module.eval(), example, str(fp32), dynamo=True, opset_version=OPSET,
-                              input_names=names[0], output_names=names[1], external_data=False, verbose=False)
+            torch.onnx.export(
+                module.eval(),
+                example,
+                str(fp32),
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=names[0],
+                output_names=names[1],
+                external_data=False,
+                verbose=False,
+            )
         if calibration is None:
             os.replace(fp32, out_file)
         else:
@@ -74,25 +91,43 @@ def to_onnx(module: torch.nn.Module, example: tuple, names: tuple[list[str], lis
 
             pre = tmp / "pre.onnx"
             quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-            quantize_static(str(pre), str(out_file), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+            quantize_static(
+                str(pre),
+                str(out_file),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
     ops = collections.Counter(n.op_type for n in onnx.load(str(out_file)).graph.node)
     return {"opset": OPSET, "ops": dict(ops)}
 
 
-def to_coreml(module: torch.nn.Module, example: tuple, names: tuple[list[str], list[str]], out_file: Path, int8: bool) -> dict:
+def to_coreml(
+    module: torch.nn.Module, example: tuple, names: tuple[list[str], list[str]], out_file: Path, int8: bool
+) -> dict:
     """mlprogram (iOS17) with fp16 compute; int8 weights (per-channel, symmetric) when int8."""
     import coremltools as ct
 
     with torch.no_grad():
         ep = torch.export.export(module.eval(), example, strict=False).run_decompositions({})
     inputs = [ct.TensorType(name=n, shape=tuple(t.shape), dtype=np.float32) for n, t in zip(names[0], example)]
-    mlmodel = ct.convert(ep, inputs=inputs, outputs=[ct.TensorType(name=n) for n in names[1]], convert_to="mlprogram",
-                         minimum_deployment_target=ct.target.iOS17, compute_precision=ct.precision.FLOAT16 if int8 else ct.precision.FLOAT32)
+    mlmodel = ct.convert(
+        ep,
+        inputs=inputs,
+        outputs=[ct.TensorType(name=n) for n in names[1]],
+        convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS17,
+        compute_precision=ct.precision.FLOAT16 if int8 else ct.precision.FLOAT32,
+    )
     if int8:
         config = ct.optimize.coreml.OptimizationConfig(
-            global_config=ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0))
+            global_config=ct.optimize.coreml.OpLinearQuantizerConfig(
+                mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0
+            )
+        )
         mlmodel = ct.optimize.coreml.linear_quantize_weights(mlmodel, config=config)
     mlmodel.save(str(out_file))
     return coreml_summary(Path(out_file))
@@ -109,7 +144,11 @@ def coreml_summary(package: Path) -> dict:
         for block in fn.block_specializations.values():
             for op in block.operations:
                 ops[op.type] += 1
-                if op.type.startswith("constexpr_") and "quantize" in op.type or op.type == "constexpr_blockwise_shift_scale":
+                if (
+                    op.type.startswith("constexpr_")
+                    and "quantize" in op.type
+                    or op.type == "constexpr_blockwise_shift_scale"
+                ):
                     int8_weights += 1
     return {
         "spec_version": spec.specificationVersion,

@@ -37,7 +37,9 @@ class Up(nn.Module):
 
     def __init__(self, cin: int, cskip: int, cout: int, blocks: int):
         super().__init__()
-        self.fuse = nn.Sequential(conv_bn_relu(cin + cskip, cout), *[conv_bn_relu(cout, cout) for _ in range(blocks - 1)])
+        self.fuse = nn.Sequential(
+            conv_bn_relu(cin + cskip, cout), *[conv_bn_relu(cout, cout) for _ in range(blocks - 1)]
+        )
 
     def forward(self, x, skip):
         x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
@@ -55,9 +57,13 @@ class SqueezeSam(nn.Module):
         self.config = config
         w = config.widths
         blocks = max(config.blocks_per_stage, 1)
-        self.down = nn.ModuleList(Down(cin, cout, config.blocks_per_stage) for cin, cout in zip((config.in_channels,) + w[:-1], w))
+        self.down = nn.ModuleList(
+            Down(cin, cout, config.blocks_per_stage) for cin, cout in zip((config.in_channels,) + w[:-1], w)
+        )
         # decoder: from the deepest stage back to stride 2, then to full resolution
-        self.up = nn.ModuleList(Up(w[i + 1] if i == len(w) - 2 else w[i + 1], w[i], w[i], blocks) for i in reversed(range(len(w) - 1)))
+        self.up = nn.ModuleList(
+            Up(w[i + 1] if i == len(w) - 2 else w[i + 1], w[i], w[i], blocks) for i in reversed(range(len(w) - 1))
+        )
         self.head = nn.Sequential(conv_bn_relu(w[0] + config.in_channels, w[0]), nn.Conv2d(w[0], 1, 1))
 
     def forward(self, image: torch.Tensor, clicks: torch.Tensor) -> torch.Tensor:
@@ -79,7 +85,9 @@ def build(config: SqueezeSamConfig) -> SqueezeSam:
 
 def save_checkpoint(model: SqueezeSam, path: Path, half: bool = True, **extra) -> None:
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    torch.save({"format": CHECKPOINT_FORMAT, "config": model.config.to_dict(), "state_dict": state, **extra}, Path(path))
+    torch.save(
+        {"format": CHECKPOINT_FORMAT, "config": model.config.to_dict(), "state_dict": state, **extra}, Path(path)
+    )
 
 
 def load_checkpoint(path: Path) -> SqueezeSam:
@@ -90,7 +98,10 @@ def load_checkpoint(path: Path) -> SqueezeSam:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling failures come in many types
-        raise HandheldError(f"{path} is not a loadable PyTorch checkpoint ({type(err).__name__})", "pass a file written by `handheld train sam`") from None
+        raise HandheldError(
+            f"{path} is not a loadable PyTorch checkpoint ({type(err).__name__})",
+            "pass a file written by `handheld train sam`",
+        ) from None
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise HandheldError(
             f"{path} is not a SqueezeSAM checkpoint (no '{CHECKPOINT_FORMAT}' header; a SAM/LiteMedSAM state dict?)",
@@ -101,7 +112,10 @@ def load_checkpoint(path: Path) -> SqueezeSam:
     state = blob["state_dict"]
     bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
     if bad:
-        raise HandheldError(f"{path}: weights do not match the architecture in its own config ({len(bad)} tensors, e.g. {bad[:2]})", "the file is damaged; retrain or re-download it")
+        raise HandheldError(
+            f"{path}: weights do not match the architecture in its own config ({len(bad)} tensors, e.g. {bad[:2]})",
+            "the file is damaged; retrain or re-download it",
+        )
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     return model.eval()
 

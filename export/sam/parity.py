@@ -65,8 +65,14 @@ def compare(reference, candidate, cases) -> dict:
         h, w = reference._box.content
         ious.append(mask_iou(ref.logits[:h, :w] > 0, out.logits[:h, :w] > 0))
         sqnrs.append(sqnr_db(ref.logits[:h, :w], out.logits[:h, :w]))
-    return {"cases": len(cases), "median_iou": round(float(np.median(ious)), 4), "worst_iou": round(float(np.min(ious)), 4),
-            "worst_case": cases[int(np.argmin(ious))][0], "median_sqnr_db": round(float(np.median(sqnrs)), 2), "min_sqnr_db": round(float(np.min(sqnrs)), 2)}
+    return {
+        "cases": len(cases),
+        "median_iou": round(float(np.median(ious)), 4),
+        "worst_iou": round(float(np.min(ious)), 4),
+        "worst_case": cases[int(np.argmin(ious))][0],
+        "median_sqnr_db": round(float(np.median(sqnrs)), 2),
+        "min_sqnr_db": round(float(np.min(sqnrs)), 2),
+    }
 
 
 def judge(variant: str, numbers: dict) -> list[str]:
@@ -85,7 +91,9 @@ def graph_failures(backend: str, graph: dict) -> list[str]:
     if backend == "executorch":
         fails = [f"ops outside XNNPACK: {graph['non_delegated_ops']}"] if graph["non_delegated_ops"] else []
         if graph["delegated_subgraphs"] != 1:
-            fails.append(f"{graph['delegated_subgraphs']} XNNPACK subgraphs (layout transposes between them); expected 1")
+            fails.append(
+                f"{graph['delegated_subgraphs']} XNNPACK subgraphs (layout transposes between them); expected 1"
+            )
         return fails
     return []
 
@@ -99,7 +107,13 @@ def check_variants(folder: Path, backend: str, model, variants: dict, graphs: di
             return model(torch.from_numpy(image), torch.from_numpy(clicks)).numpy()
 
     reference = Segmenter(eager_forward, model.config, "eager fp32")
-    report, failures = {"backend": backend, "tolerances": {k: dict(zip(("median_iou", "worst_iou", "sqnr_db"), v)) for k, v in TOLERANCES.items()}}, []
+    report, failures = (
+        {
+            "backend": backend,
+            "tolerances": {k: dict(zip(("median_iou", "worst_iou", "sqnr_db"), v)) for k, v in TOLERANCES.items()},
+        },
+        [],
+    )
     if backend == "coreml":
         from export.sam.coreml_check import check_coreml
 
@@ -110,7 +124,9 @@ def check_variants(folder: Path, backend: str, model, variants: dict, graphs: di
         cases = parity_cases(reference)
         for variant, entry in variants.items():
             run = load_forward(backend, Path(folder) / entry["file"])
-            candidate = Segmenter(lambda image, clicks, run=run: run(image, clicks)[0], model.config, f"{backend} {variant}")
+            candidate = Segmenter(
+                lambda image, clicks, run=run: run(image, clicks)[0], model.config, f"{backend} {variant}"
+            )
             report[variant] = compare(reference, candidate, cases)
             failures += judge(variant, report[variant])
     for variant, graph in (graphs or {}).items():
@@ -139,8 +155,10 @@ def format_report(report: dict) -> list[str]:
     for variant in ("fp32", "int8"):
         r = report.get(variant)
         if r and "median_iou" in r:
-            lines.append(f"  {report['backend']:<10} {variant}: IoU vs eager fp32 median {r['median_iou']:.4f} worst {r['worst_iou']:.4f} "
-                         f"({r['worst_case']}), logits SQNR median {r['median_sqnr_db']:.1f} dB over {r['cases']} real-photo cases")
+            lines.append(
+                f"  {report['backend']:<10} {variant}: IoU vs eager fp32 median {r['median_iou']:.4f} worst {r['worst_iou']:.4f} "
+                f"({r['worst_case']}), logits SQNR median {r['median_sqnr_db']:.1f} dB over {r['cases']} real-photo cases"
+            )
         elif r:
             lines.append(f"  {report['backend']:<10} {variant}: {r.get('summary', r)}")
     lines.append(f"  parity {'PASSED' if report['passed'] else 'FAILED: ' + '; '.join(report['failures'])}")

@@ -78,14 +78,17 @@ def hierarchical_groups(rgb: np.ndarray, scale: float) -> list[np.ndarray]:
     ys, xs = np.mgrid[:h, :w]
     lo_x, lo_y = np.full(n, w), np.full(n, h)
     hi_x, hi_y = np.full(n, -1), np.full(n, -1)
-    np.minimum.at(lo_x, labels.ravel(), xs.ravel()); np.minimum.at(lo_y, labels.ravel(), ys.ravel())
-    np.maximum.at(hi_x, labels.ravel(), xs.ravel()); np.maximum.at(hi_y, labels.ravel(), ys.ravel())
+    np.minimum.at(lo_x, labels.ravel(), xs.ravel())
+    np.minimum.at(lo_y, labels.ravel(), ys.ravel())
+    np.maximum.at(hi_x, labels.ravel(), xs.ravel())
+    np.maximum.at(hi_y, labels.ravel(), ys.ravel())
     regions = {i: (hist[i] / size[i], size[i], (lo_x[i], lo_y[i], hi_x[i], hi_y[i]), [i]) for i in range(n)}
     neighbours: dict[int, set[int]] = {i: set() for i in range(n)}
     for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
         differ = a != b
         for u, v in set(zip(a[differ].tolist(), b[differ].tolist())):
-            neighbours[u].add(v); neighbours[v].add(u)
+            neighbours[u].add(v)
+            neighbours[v].add(u)
 
     def similarity(u: int, v: int) -> float:
         (hu, su, bu, _), (hv, sv, bv, _) = regions[u], regions[v]
@@ -101,7 +104,12 @@ def hierarchical_groups(rgb: np.ndarray, scale: float) -> list[np.ndarray]:
         u, v = max(pairs, key=pairs.get)
         k = n + len(made)
         (hu, su, bu, mu), (hv, sv, bv, mv) = regions[u], regions[v]
-        regions[k] = ((hu * su + hv * sv) / (su + sv), su + sv, (min(bu[0], bv[0]), min(bu[1], bv[1]), max(bu[2], bv[2]), max(bu[3], bv[3])), mu + mv)
+        regions[k] = (
+            (hu * su + hv * sv) / (su + sv),
+            su + sv,
+            (min(bu[0], bv[0]), min(bu[1], bv[1]), max(bu[2], bv[2]), max(bu[3], bv[3])),
+            mu + mv,
+        )
         neighbours[k] = (neighbours[u] | neighbours[v]) - {u, v}
         for old in (u, v):
             for other in neighbours.pop(old):
@@ -155,7 +163,11 @@ def object_targets(teacher, x: torch.Tensor, content: tuple[int, int]) -> Object
         probs = []
         for chunk in torch.tensor(prompt_boxes, dtype=torch.float32).split(64):
             logits, _ = teacher.decode(embedding.expand(len(chunk), -1, -1, -1), box=chunk * to_teacher)
-            probs.append(torch.sigmoid(F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False))[:, 0, :h, :w])
+            probs.append(
+                torch.sigmoid(F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False))[
+                    :, 0, :h, :w
+                ]
+            )
         return torch.cat(probs).numpy()
 
     first = decode(boxes)
@@ -208,9 +220,15 @@ def score_targets(kept: dict[str, np.ndarray], truth: dict[str, dict[str, np.nda
                 on_truth += 1
                 matched += max(mask_iou(m, g) for g in gts.values()) >= MATCH_IOU
     recall = sum(o["recovered"] for o in objects) / max(1, len(objects))
-    return {"recall_at_0.7": round(recall, 3), "precision_at_0.7": round(matched / on_truth, 3) if on_truth else None,
-            "mean_best_iou": round(float(np.mean([o["best_iou"] for o in objects])), 3) if objects else None,
-            "objects": len(objects), "kept_targets": int(sum(len(k) for k in kept.values())), "kept_on_annotated": on_truth, "per_object": objects}
+    return {
+        "recall_at_0.7": round(recall, 3),
+        "precision_at_0.7": round(matched / on_truth, 3) if on_truth else None,
+        "mean_best_iou": round(float(np.mean([o["best_iou"] for o in objects])), 3) if objects else None,
+        "objects": len(objects),
+        "kept_targets": int(sum(len(k) for k in kept.values())),
+        "kept_on_annotated": on_truth,
+        "per_object": objects,
+    }
 
 
 def truth_at(truth_masks: dict[str, np.ndarray], content: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -232,7 +250,9 @@ def targets_sheet(photos: dict[str, np.ndarray], kept: dict[str, np.ndarray], pa
     from skimage.segmentation import find_boundaries
 
     names = list(photos)
-    fig, axes = plt.subplots(len(names), per_image + 1, figsize=((per_image + 1) * 2.0, len(names) * 2.0), squeeze=False)
+    fig, axes = plt.subplots(
+        len(names), per_image + 1, figsize=((per_image + 1) * 2.0, len(names) * 2.0), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     for row, name in zip(axes, names):
@@ -295,6 +315,8 @@ if __name__ == "__main__":
         from export.sam.train import load_targets
 
         training_targets_sheet(load_targets(TrainConfig(), 256), out / "sam_training_targets.png")
-    print(f"targets vs ground truth: recall@0.7 {score['recall_at_0.7']:.2f} of {score['objects']} objects, "
-          f"precision@0.7 {score['precision_at_0.7']} of {score['kept_on_annotated']} targets on annotated objects, "
-          f"mean best IoU {score['mean_best_iou']:.2f}; {out}/sam_targets.{{json,png}}")
+    print(
+        f"targets vs ground truth: recall@0.7 {score['recall_at_0.7']:.2f} of {score['objects']} objects, "
+        f"precision@0.7 {score['precision_at_0.7']} of {score['kept_on_annotated']} targets on annotated objects, "
+        f"mean best IoU {score['mean_best_iou']:.2f}; {out}/sam_targets.{{json,png}}"
+    )

