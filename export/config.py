@@ -12,7 +12,7 @@ from enum import Enum
 from pathlib import PurePath
 from typing import Any
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 
 class Backend(str, Enum):

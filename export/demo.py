@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export.errors import HandheldError, error_line
+from runtime.errors import HandheldError, error_line
 
 SUMMARY_JSON = "demo-summary.json"
 RESULT_WIDTH = 60  # characters of an answer shown in the terminal table (the JSON keeps it whole)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from export.registry import Registry
+from runtime.registry import Registry
 
 # kind -> "module:function"; parity(dir, **opts) -> dict with "passed": bool
 PARITY = Registry[str]("artifact kind for parity")

@@ -24,14 +24,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
+from runtime.manifest import MANIFEST, SIDE_FOLDER_PREFIXES, SIDE_OUTPUTS
 
-ARTIFACT_MANIFEST = "manifest.json"
 BUNDLE_MANIFEST = "bundle.json"
-# files Handheld writes into an artifact folder after export (`handheld bench`'s default record,
-# phone results): they do not make the folder foreign
-SIDE_OUTPUTS = ("bench.json",)
-SIDE_FOLDER_PREFIXES = ("device-",)
 # folders of plain files that Handheld writes whole: `handheld report`, `handheld eval llm`
 OWN_FILE_SETS = ({"report.png", "report.html"}, {"eval.json", "eval.png"}, {"eval.json", "contact_sheet.png"})
 
@@ -68,11 +64,11 @@ def foreign_entries(folder: Path) -> list[str]:
     if not entries and not any(folder.iterdir()):
         return []
     names = {p.relative_to(folder).as_posix() for p in entries}
-    for manifest_name in (ARTIFACT_MANIFEST, BUNDLE_MANIFEST):
+    for manifest_name in (MANIFEST, BUNDLE_MANIFEST):
         manifest = _read_json(folder / manifest_name)
         if manifest is None or not isinstance(manifest.get("files"), dict):
             continue
-        if manifest_name == ARTIFACT_MANIFEST and "kind" not in manifest:
+        if manifest_name == MANIFEST and "kind" not in manifest:
             continue
         listed = set(manifest["files"]) | {manifest_name}
         extra = [
@@ -85,7 +81,7 @@ def foreign_entries(folder: Path) -> list[str]:
         return []
     # `export --backend all`: a folder of artifact folders, each Handheld's own
     children = [p for p in folder.iterdir()]
-    if children and all(p.is_dir() and (p / ARTIFACT_MANIFEST).is_file() for p in children):
+    if children and all(p.is_dir() and (p / MANIFEST).is_file() for p in children):
         return [f"{p.name}/{e}" for p in children for e in foreign_entries(p)]
     return sorted(names) or ["(empty folders)"]
 

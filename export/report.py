@@ -12,7 +12,7 @@ import html
 from pathlib import Path
 
 from export.device.results import load_record
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 LATENCY_UNITS = ("ms",)
 THROUGHPUT_UNITS = ("tok/s", "frames/s")

@@ -17,13 +17,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.errors import HandheldError
-from export.llm.wrapper_coreml import causal_mask
+from runtime.errors import HandheldError
 
 LINUX_NOTICE = (
     "CoreML prediction needs macOS (Apple's runtime); running the saved MIL program in coremltools' "
     "value inference instead (fp32 math, not Apple's fp16/Neural Engine kernels)"
 )
+
+
+def causal_mask(input_pos: int, seq_len: int) -> torch.Tensor:
+    """[1, 1, S, input_pos + S] additive mask: query i (at input_pos + i) sees keys 0..input_pos + i."""
+    t = input_pos + seq_len
+    q_pos = input_pos + torch.arange(seq_len)[:, None]
+    return torch.where(torch.arange(t)[None, :] <= q_pos, 0.0, float("-inf"))[None, None]
 
 
 def coreml_runtime_available() -> bool:

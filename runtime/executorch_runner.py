@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 
 def set_threads(n: int) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 
 @dataclass(frozen=True)

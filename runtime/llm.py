@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 from runtime.generate import GenerationResult, LLMStepper, SamplingConfig, generate
 from runtime.runner import open_runner
 from runtime.tokenizer import ArtifactTokenizer
@@ -13,7 +13,7 @@ from runtime.tokenizer import ArtifactTokenizer
 
 class LLMSession:
     def __init__(self, artifact: Path, threads: int | None = None):
-        from export.manifest import load_manifest
+        from runtime.manifest import load_manifest
 
         kind = load_manifest(artifact, verify=False)["kind"]
         if kind != "llm":

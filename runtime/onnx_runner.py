@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 
 def open_session(path: Path, threads: int | None = None):

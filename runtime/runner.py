@@ -11,8 +11,8 @@ from typing import Protocol
 
 import torch
 
-from export.manifest import load_manifest
-from export.registry import Registry
+from runtime.manifest import load_manifest
+from runtime.registry import Registry
 
 
 class Runner(Protocol):

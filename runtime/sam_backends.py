@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.errors import HandheldError
-from export.registry import Registry
+from runtime.errors import HandheldError
+from runtime.registry import Registry
 
 Forward = Callable[..., list[np.ndarray]]  # forward(*inputs float32 arrays) -> list of outputs
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.errors import HandheldError
-from export.manifest import load_manifest
 from export.sam.clicks import Click, clicks_to_tensors, interior_point, render_click_maps
 from export.sam.config import SqueezeSamConfig
 from export.sam.data import Letterbox, load_image, to_rgb
+from runtime.errors import HandheldError
+from runtime.manifest import load_manifest
 
 ModelForward = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image [1,3,S,S], clicks [1,C,S,S]) -> logits [1,1,S,S]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 
 class ArtifactTokenizer:

@@ -17,13 +17,13 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from export.errors import HandheldError
 from export.longvu.compress import Selection, compress
 from export.longvu.config import LongVUConfig
 from export.longvu.quantize import resize_frames
 from export.longvu.video import Video
-from export.registry import Registry
+from runtime.errors import HandheldError
 from runtime.generate import GenerationResult, SamplingConfig, generate
+from runtime.registry import Registry
 
 VIDEO_PLACEHOLDER = "<video>"
 
@@ -204,8 +204,8 @@ class ExecuTorchPieces:
 class CoreMLPieces:
     """Every method its own .mlpackage. macOS: Apple's runtime through coremltools (`decode` keeps
     its KV cache in a state from `make_state`). Elsewhere there is no CoreML runtime: the saved
-    MIL programs are interpreted in fp32 (vision: export/longvu/coreml.py; embed/decode:
-    runtime/mil_interpreter.py, states kept between calls), so the host selection and the
+    MIL programs are interpreted in fp32 by runtime/mil_interpreter.py (vision with PyTorch
+    kernels; embed/decode with coremltools' value inference, states kept between calls), so the host selection and the
     decoder see what the packages hold, not Apple's fp16 kernels."""
 
     def __init__(self, folder: Path, manifest: dict, threads: int | None = None, interpreter: bool | None = None):
@@ -234,14 +234,13 @@ class CoreMLPieces:
                 }
                 self.state = self.models["decode"].make_state()
             else:
-                from export.longvu.coreml import MilMethod
                 from runtime.mil_interpreter import MILInterpreter
 
                 print(LINUX_NOTICE, file=sys.stderr)
                 self.vision = {
-                    name: MilMethod(path(name), [i["name"] for i in specs[name]["inputs"]])
-                    for name in ("dino", "siglip", "project")
+                    name: MILInterpreter(path(name), kernels="torch") for name in ("dino", "siglip", "project")
                 }
+                self.vision_inputs = {name: [i["name"] for i in specs[name]["inputs"]] for name in self.vision}
                 self.text = {name: MILInterpreter(path(name)) for name in ("embed", "decode")}
         except Exception as err:
             raise HandheldError(
@@ -254,13 +253,9 @@ class CoreMLPieces:
             state = {"state": self.state} if name == "decode" else {}
             return self.models[name].predict(inputs, **state)
         if name in self.vision:
-            spec = self.vision[name]
-            return dict(
-                zip(
-                    ("hi", "lo") if name == "project" else ("feats",),
-                    spec.execute([torch.from_numpy(v) for v in inputs.values()]),
-                )
-            )
+            feeds = {n: torch.from_numpy(v) for n, v in zip(self.vision_inputs[name], inputs.values())}
+            outputs = self.vision[name].run(feeds).values()
+            return dict(zip(("hi", "lo") if name == "project" else ("feats",), outputs))
         return self.text[name].run(inputs)
 
     def _tensor(self, value) -> torch.Tensor:
@@ -280,7 +275,7 @@ class CoreMLPieces:
         return self._tensor(self._call("embed", tokens=tokens.numpy().astype(np.int32))["embeds"])
 
     def decode(self, embeds, pos: int):
-        from export.llm.wrapper_coreml import causal_mask
+        from runtime.coreml_runner import causal_mask
 
         s = embeds.shape[1]
         if pos + s >= self.max_seq_len:
@@ -344,7 +339,7 @@ class OnnxPieces:
 
 def open_pieces(folder: Path, threads: int | None = None):
     """(pieces, tokenizer, manifest) of a LongVU artifact folder, checksums verified."""
-    from export.manifest import load_manifest
+    from runtime.manifest import load_manifest
     from runtime.tokenizer import ArtifactTokenizer
 
     manifest = load_manifest(folder, verify=True)

@@ -24,7 +24,8 @@ import bundle_fakes as fakes
 import pytest
 
 from export.cli import main
-from export.manifest import load_manifest, rewrite_manifest, write_manifest
+from export.manifest import rewrite_manifest, write_manifest
+from runtime.manifest import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 CASE_SECONDS = 60  # every case must fail fast: a case that starts real work fails here

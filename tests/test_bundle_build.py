@@ -8,9 +8,10 @@ import pytest
 
 from export.bundle import contract
 from export.bundle.bundle import BundleConfig, build_bundle
-from export.errors import HandheldError
-from export.manifest import load_manifest, write_manifest
 from export.manifest import rewrite_manifest as resign_manifest
+from export.manifest import write_manifest
+from runtime.errors import HandheldError
+from runtime.manifest import load_manifest
 
 
 def test_android_bundle_holds_every_artifact_verbatim(tmp_path):

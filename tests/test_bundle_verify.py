@@ -10,7 +10,7 @@ from export.bundle import contract
 from export.bundle.bundle import BundleConfig, build_bundle, bundle_digest
 from export.bundle.verify import verify_bundle
 from export.cli import main
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from export.bundle import contract
 from export.device import DeviceBenchConfig, DeviceSpec, run_device_bench
 from export.device.results import validate_record
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 FAKES = Path(__file__).parent / "fakes"
 UDID = "00008120-001A2B3C4D5E6F70"

@@ -6,7 +6,7 @@ import bundle_fakes as fakes
 import pytest
 
 from export.device import results
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 LLM_HOST = {  # the shape export/llm/bench.py returns
     "kind": "llm",

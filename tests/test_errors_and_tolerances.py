@@ -1,6 +1,6 @@
 """error_line: the one line of a library's exception that goes into a HandheldError message."""
 
-from export.errors import error_line
+from runtime.errors import error_line
 
 
 def test_an_empty_message_gives_the_exception_type_not_an_index_error():

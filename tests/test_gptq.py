@@ -4,12 +4,12 @@ import pytest
 import torch
 from rotation_helpers import tiny_llama, tokens
 
-from export.errors import HandheldError
 from export.quant import QuantScheme
 from export.quant.fake import fake_quant_weight
 from export.quant.gptq import gptq_quantize, gptq_quantizer, gptq_weights
 from export.quant.simulate import fake_quantize_model
 from export.rotation import apply_rotation
+from runtime.errors import HandheldError
 
 
 def _correlated(n=2048, k=96, seed=0):

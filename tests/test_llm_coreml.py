@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from export.config import LLMQuantConfig
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 from tests.llm_helpers import export_tiny, random_calibration
 from tests.llm_helpers import tiny_decoder as _tiny
 
@@ -39,7 +39,8 @@ def _chunks(step, tokens, splits):
 
 
 def test_stateful_wrapper_matches_full_sequence_eager():
-    from export.llm.wrapper_coreml import StatefulDecoder, causal_mask
+    from export.llm.wrapper_coreml import StatefulDecoder
+    from runtime.coreml_runner import causal_mask
 
     model = _tiny()
     dec = StatefulDecoder(model, 32).eval()
@@ -125,9 +126,9 @@ def test_gptq_integers_are_stored_as_they_are(tiny_coreml):
 
 def test_mil_program_matches_eager_simulation_through_prefill_and_decode(tiny_coreml):
     from export.llm.parity import EagerLLMRunner
-    from export.manifest import load_manifest
     from runtime.coreml_runner import CoreMLRunner
     from runtime.generate import LLMStepper
+    from runtime.manifest import load_manifest
 
     folder, manifest, prepared = tiny_coreml
     art = LLMStepper(CoreMLRunner(folder, load_manifest(folder), interpreter=True))
@@ -154,9 +155,9 @@ def test_hadamards_stay_fp16_matmuls(tmp_path):
     )  # untied by the rotation; Hadamard factors not compressed
     assert c["op_counts"]["matmul"] > 2 * 2  # attention (2 per layer) + the online Hadamards
     from export.llm.parity import EagerLLMRunner
-    from export.manifest import load_manifest
     from runtime.coreml_runner import CoreMLRunner
     from runtime.generate import LLMStepper
+    from runtime.manifest import load_manifest
 
     tokens = torch.randint(0, 133, (10,), generator=torch.Generator().manual_seed(2))
     a = _chunks(LLMStepper(CoreMLRunner(folder, load_manifest(folder), interpreter=True)), tokens, (6, 1, 3))
@@ -166,8 +167,8 @@ def test_hadamards_stay_fp16_matmuls(tmp_path):
 
 
 def test_linux_runner_says_it_is_not_apples_runtime(tiny_coreml, capsys):
-    from export.manifest import load_manifest
     from runtime.coreml_runner import CoreMLRunner
+    from runtime.manifest import load_manifest
 
     folder, _, _ = tiny_coreml
     runner = CoreMLRunner(folder, load_manifest(folder), interpreter=True)

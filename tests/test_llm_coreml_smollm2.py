@@ -31,9 +31,9 @@ def test_real_package_structure(smollm2_coreml):
 def test_mil_program_matches_eager_on_real_text(smollm2_coreml, smollm2):
     from export.data.text import token_windows
     from export.llm.parity import EagerLLMRunner, _teacher_forced
-    from export.manifest import load_manifest
     from runtime.coreml_runner import CoreMLRunner
     from runtime.generate import LLMStepper
+    from runtime.manifest import load_manifest
 
     folder, _, prepared = smollm2_coreml
     window = token_windows(smollm2.tokenizer, "parity", 44, 1)[0]  # 32-token prefill + 11 cached decode steps

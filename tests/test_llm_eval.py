@@ -7,8 +7,8 @@ import json
 import pytest
 
 import export.llm.checkpoint as checkpoint_mod
-from export.errors import HandheldError
 from export.llm.eval import EvalConfig, gap_ratios, run_eval
+from runtime.errors import HandheldError
 from tests.longvu_helpers import tiny_checkpoint
 
 

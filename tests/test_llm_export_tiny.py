@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from export.config import LLMExportConfig
-from export.errors import HandheldError
 from export.llm.pipeline import PreparedModel
 from export.llm.quantize import quantize_llm
 from export.llm.wrapper import CachedDecoder
+from runtime.errors import HandheldError
 from tests.llm_helpers import TinyCheckpoint, random_calibration, stub_tokenizer_export
 
 
@@ -90,7 +90,7 @@ def test_artifact_matches_eager_wrapper_through_prefill_and_decode(tiny_artifact
 
 
 def test_manifest_records_specs_checksums_and_config(tiny_artifact):
-    from export.manifest import FORMAT_VERSION, load_manifest
+    from runtime.manifest import FORMAT_VERSION, load_manifest
 
     out, _, _ = tiny_artifact
     m = load_manifest(out)
@@ -195,8 +195,8 @@ def test_an_int8_kv_cache_is_refused_not_ignored(tiny_llama):
     import pytest
 
     from export.config import LLMQuantConfig
-    from export.errors import HandheldError
     from export.llm.quantize import quantize_llm
+    from runtime.errors import HandheldError
 
     with pytest.raises(HandheldError, match="fp32 KV cache"):
         quantize_llm(tiny_llama, LLMQuantConfig(kv_cache_bits=8, weight_method="rtn"))

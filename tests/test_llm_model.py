@@ -110,8 +110,8 @@ def test_cached_decoder_matches_full_sequence_forward(tiny_llama):
 
 
 def test_unknown_architecture_is_a_clear_error():
-    from export.errors import HandheldError
     from export.llm.checkpoint import LLM_FAMILIES
+    from runtime.errors import HandheldError
 
     with pytest.raises(HandheldError, match="(?s)unknown LLM architecture 'gpt2'.*llama"):
         LLM_FAMILIES.get("gpt2")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from export.config import LLMQuantConfig
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 from tests.llm_helpers import export_tiny, random_calibration, tiny_decoder
 
 FFN = 176  # not a multiple of the 32 block: exercises MatMulNBits' K padding

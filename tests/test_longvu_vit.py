@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from export.errors import HandheldError
 from export.longvu.config import DINO_PRESETS, SIGLIP_PRESETS, VitFamily
 from export.longvu.projector import pooling_matrix
 from export.longvu.quantize import calibration_pixels, resize_frames
 from export.longvu.weights import load_projector, load_vit
+from runtime.errors import HandheldError
 
 
 def _randomize(model, seed: int):

@@ -9,8 +9,8 @@ from test_device_results import LLM_HOST, LONGVU_HOST, SAM_HOST
 
 from export.cli import main
 from export.device import results
-from export.errors import HandheldError
 from export.report import parity_rows, render_report
+from runtime.errors import HandheldError
 
 
 @pytest.fixture

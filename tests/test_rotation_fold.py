@@ -4,11 +4,11 @@ import pytest
 import torch
 from rotation_helpers import TINY, tiny_llama, tokens
 
-from export.errors import HandheldError
 from export.rotation import apply_rotation, quarot_rotations
 from export.rotation.adapter import slots_for
 from export.rotation.online import OnlineHadamard
 from export.rotation.rotation_file import load_rotation_file, save_rotation_file
+from runtime.errors import HandheldError
 
 
 def _orthogonal(n, seed):

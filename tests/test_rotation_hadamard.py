@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from export.errors import HandheldError
 from export.rotation.hadamard import MAX_ONLINE_FACTOR, hadamard, paley, plan_hadamard, random_hadamard
 from export.rotation.online import OnlineHadamard
+from runtime.errors import HandheldError
 
 
 @pytest.mark.parametrize("m", [12, 20, 24, 28, 36, 44, 60, 76])

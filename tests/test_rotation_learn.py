@@ -6,7 +6,6 @@ import torch
 from rotation_helpers import tiny_llama, tokens
 
 import export.quant as quant
-from export.errors import HandheldError
 from export.quant.simulate import fake_quantize_model
 from export.rotation import apply_rotation, quarot_rotations
 from export.rotation import learn as learn_mod
@@ -14,6 +13,7 @@ from export.rotation.adapter import slots_for
 from export.rotation.cayley import CayleySGD
 from export.rotation.learn import RotationRecipe, build_learner, calibration_windows, learn_rotations
 from export.rotation.rotation_file import load_rotation_file
+from runtime.errors import HandheldError
 
 
 @pytest.fixture

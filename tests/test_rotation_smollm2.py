@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 pytestmark = pytest.mark.slow
 MAX_LOGIT_DIFF = 2e-3  # logits reach ~40; fp32 round-off through 30 layers measured ~3e-4

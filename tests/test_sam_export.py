@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from export.config import Backend
-from export.manifest import load_manifest
 from export.sam.config import SAM_PRESETS, SamExportConfig
 from export.sam.model import build, save_checkpoint
 from export.sam.parity import FP32_MEDIAN_IOU_MIN, INT8_SQNR_MIN_DB
+from runtime.manifest import load_manifest
 
 
 @pytest.fixture(scope="session")
@@ -98,9 +98,9 @@ def test_manifest_follows_the_app_contract(tiny_artifacts):
 
 
 def test_predictor_artifact_vs_eager_and_tamper_detection(tiny_artifacts, tiny_checkpoint):
-    from export.errors import HandheldError
     from export.sam.clicks import Click
     from export.sam.data import skimage_image
+    from runtime.errors import HandheldError
     from runtime.segment import Segmenter
 
     rgb = skimage_image("coffee")

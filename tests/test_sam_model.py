@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from export.errors import HandheldError
 from export.sam.clicks import Click, clicks_to_tensors, interior_point, next_click, render_click_maps
 from export.sam.config import SAM_PRESETS, ClickEncoding, SqueezeSamConfig, TrainConfig
 from export.sam.data import Letterbox, load_image, merge_whole_objects, to_rgb
 from export.sam.model import build, load_checkpoint, save_checkpoint
+from runtime.errors import HandheldError
 from runtime.segment import Segmenter
 
 TINY = SAM_PRESETS["tiny-test"]

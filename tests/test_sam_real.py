@@ -60,7 +60,7 @@ def shipped_executorch(tmp_path_factory):
 
 @pytest.mark.slow
 def test_shipped_int8_executorch_parity_on_real_photos(shipped_executorch):
-    from export.manifest import load_manifest
+    from runtime.manifest import load_manifest
 
     manifest = load_manifest(shipped_executorch)
     int8 = manifest["parity"]["int8"]

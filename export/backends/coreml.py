@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from export.errors import HandheldError, error_line
 from export.llm.quant_coreml import BLOCK
 from export.progress import tqdm
+from runtime.errors import HandheldError, error_line
 
 if TYPE_CHECKING:
     import coremltools as ct

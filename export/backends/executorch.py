@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from export.errors import HandheldError, error_line
 from export.progress import tqdm
+from runtime.errors import HandheldError, error_line
 
 
 def delegation_summary(edge_program) -> dict:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from export.errors import HandheldError, error_line
 from export.llm.onnx_ops import onnx_translations
 from export.progress import tqdm
+from runtime.errors import HandheldError, error_line
 
 if TYPE_CHECKING:
     import numpy as np

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from export.bundle import contract
 from export.config import parse_enum
-from export.errors import HandheldError
-from export.manifest import load_manifest
 from export.outputs import atomic_dir, atomic_file
+from runtime.errors import HandheldError
+from runtime.manifest import load_manifest
 
 
 class Target(str, Enum):

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from export.demo import DemoRow, StepReport
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 # demo step outputs (export/llm/demo.py, export/sam/demo.py, export/longvu/demo.py)
 LLM_DIR, SAM_DIR, LONGVU_DIR = "llm-executorch", "sam", "longvu-executorch"

@@ -14,8 +14,8 @@ from pathlib import Path, PurePosixPath
 
 from export.bundle import contract
 from export.bundle.bundle import bundle_digest, missing_companions, missing_keys, named_files
-from export.errors import HandheldError
-from export.manifest import sha256_file
+from runtime.errors import HandheldError
+from runtime.manifest import sha256_file
 
 SCHEMA_DIR = Path(__file__).parent / "schema"
 FIX = "rebuild it with `handheld bundle` (and copy the whole folder or zip again)"

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from export.cli.args import HandheldParser, add_force, artifact_dir, existing_path, int_range, thread_counts
-from export.errors import HandheldError, error_line
+from runtime.errors import HandheldError, error_line
 
 FAMILY_CLIS = ["export.cli.llm", "export.cli.bundle", "export.cli.longvu", "export.cli.sam", "export.cli.llm_eval"]
 
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _kind(artifact: Path) -> str:
-    from export.manifest import load_manifest
+    from runtime.manifest import load_manifest
 
     return load_manifest(artifact, verify=False)["kind"]
 

@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 MAX_THREADS = 64  # XNNPACK/onnxruntime pools far past the core count crash (100000: segfault)
 MAX_TEXT_CHARS = 8192  # a prompt or question; the context decides the rest in tokens

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from export.cli.args import add_force, artifact_dir, existing_path, float_range, int_range, text_arg, thread_count
 from export.config import LLMExportConfig, LLMQuantConfig
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 # the parity check's teacher-forced windows (export/llm/parity.py WINDOW_LEN) must fit the cache
 MIN_SEQ_LEN, MAX_SEQ_LEN = 192, 32768

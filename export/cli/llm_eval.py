@@ -8,8 +8,8 @@ import argparse
 from pathlib import Path
 
 from export.cli.args import add_force, existing_path, float_range, int_range
-from export.errors import HandheldError
 from export.quant import SCHEMES
+from runtime.errors import HandheldError
 
 
 def add_export_parser(export_sub) -> None:

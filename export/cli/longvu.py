@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from export.cli.args import add_force, artifact_dir, existing_path, float_range, int_range, text_arg, thread_count
-from export.errors import HandheldError
 from export.longvu.config import PRESETS, LongVUConfig, VideoConfig
+from runtime.errors import HandheldError
 
 DEFAULT_PRESET = "longvu-smollm2"  # int8 vision + 8da4w decoder on XNNPACK
 BACKEND_PRESETS = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from export.cli.args import add_force, existing_path, float_range, int_range
 from export.config import Backend
-from export.errors import HandheldError
 from export.sam.config import SamExportConfig, TrainConfig
+from runtime.errors import HandheldError
 
 
 def add_export_parser(export_sub) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 SPLITS = {"calibration": range(0, 7), "parity": range(7, 8), "evaluation": range(8, 10)}

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.errors import HandheldError
-from export.registry import Registry
+from runtime.errors import HandheldError
+from runtime.registry import Registry
 
 # device scheme -> "module:function(artifact: Path, cfg: DeviceBenchConfig) -> record"
 DEVICES = Registry[str]("device type")

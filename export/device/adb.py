@@ -32,8 +32,8 @@ from export.device.results import (
     write_record,
 )
 from export.device.shell import find_tool, run_tool
-from export.errors import HandheldError
-from export.manifest import load_manifest
+from runtime.errors import HandheldError
+from runtime.manifest import load_manifest
 
 REMOTE_ROOT = "/data/local/tmp/handheld"
 ETDUMP = "etdump.etdp"

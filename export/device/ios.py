@@ -16,7 +16,7 @@ from export.bundle import contract
 from export.device import DeviceBenchConfig
 from export.device.results import hotspots_from_etdump, load_record, write_record
 from export.device.shell import find_tool, run_tool
-from export.manifest import load_manifest
+from runtime.manifest import load_manifest
 
 XCRUN_FIX = "iOS benchmarks need macOS with Xcode 15+ (xcrun devicectl) and the demo app installed (ios_demo/README.md)"
 

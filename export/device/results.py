@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from export.bundle import contract
-from export.errors import HandheldError
-from export.manifest import load_manifest
-from export.registry import Registry
+from runtime.errors import HandheldError
+from runtime.manifest import load_manifest
+from runtime.registry import Registry
 
 # metric name suffix -> unit (the schema's enum)
 METRIC_UNITS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 
 def find_tool(name: str, fix: str) -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from export.errors import HandheldError
 from export.llm.checkpoint import load_checkpoint
+from runtime.errors import HandheldError
 
 _META_NAMES = {
     "self_attn.q_proj.weight": "attention.wq.weight",

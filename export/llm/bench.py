@@ -103,7 +103,7 @@ def _measure(target: Path, threads: int, runs: int, prompt_tokens: int, decode_s
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
-    from export.errors import HandheldError
+    from runtime.errors import HandheldError
 
     raise HandheldError(
         f"benchmark worker failed on {target}: {proc.stderr.strip().splitlines()[-1:]}",
@@ -124,13 +124,13 @@ def bench_artifact(
     prompt_tokens: int = PROMPT_TOKENS,
     decode_steps: int = DECODE_STEPS,
 ) -> dict:
-    from export.manifest import load_manifest
     from export.progress import tqdm
+    from runtime.manifest import load_manifest
 
     folder = Path(folder)
     manifest = load_manifest(folder)
     if prompt_tokens + decode_steps > manifest["max_seq_len"]:
-        from export.errors import HandheldError
+        from runtime.errors import HandheldError
 
         raise HandheldError(
             f"the bench needs {prompt_tokens + decode_steps} positions but {folder} has a context of {manifest['max_seq_len']}",

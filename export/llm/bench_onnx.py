@@ -50,7 +50,7 @@ def write_hf_folder(checkpoint: str | None, out: Path) -> Path:
 
 def build_genai_baseline(out: Path = GENAI_BASELINE, checkpoint: str | None = None) -> Path:
     """Run onnxruntime-genai's builder (int4, CPU) on the checkpoint; return the model folder."""
-    from export.errors import HandheldError
+    from runtime.errors import HandheldError
 
     try:
         import onnxruntime_genai  # noqa: F401
@@ -155,7 +155,7 @@ def _measure_genai(model_dir: Path, threads: int, runs: int) -> dict:
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
-    from export.errors import HandheldError
+    from runtime.errors import HandheldError
 
     raise HandheldError(
         f"genai benchmark worker failed on {model_dir}: {proc.stderr.strip().splitlines()[-1:]}",
@@ -183,7 +183,8 @@ def without_online_hadamards(folder: Path, out: Path) -> Path | None:
     Hadamard costs per step and nothing else. None when the graph has no R4."""
     import onnx
 
-    from export.manifest import load_manifest, write_manifest
+    from export.manifest import write_manifest
+    from runtime.manifest import load_manifest
 
     manifest = load_manifest(folder)
     model = onnx.load(str(Path(folder) / manifest["model_file"]))
@@ -249,9 +250,9 @@ def bench_vs_genai(
     Hadamard R4 joins the rounds."""
     from export.llm.bench import _measure
     from export.llm.checkpoint import load_checkpoint
-    from export.manifest import load_manifest
     from export.progress import tqdm
     from runtime.generate import LLMStepper
+    from runtime.manifest import load_manifest
     from runtime.runner import open_runner
 
     folder, genai_dir = Path(folder), Path(genai_dir)

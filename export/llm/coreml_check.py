@@ -18,9 +18,9 @@ from pathlib import Path
 from unittest import mock
 
 from export.config import llm_config_from_dict
-from export.manifest import load_manifest
 from export.tolerances import failures as tolerance_failures
 from runtime.coreml_runner import coreml_runtime_available
+from runtime.manifest import load_manifest
 
 # teacher-forced: one 64-token window (32-token prefill, 31 decode calls); greedy: 2 prompts x 16 tokens
 LINUX_PROTOCOL = {"WINDOWS": 1, "WINDOW_LEN": 64, "PROMPTS": 2, "GREEDY_TOKENS": 16}
@@ -84,8 +84,8 @@ def check_delegate_parity(pte: Path, float_model, tokens, weight_quantization: d
 
     from export.backends.coreml import delegate_package
     from export.llm.quant_coreml import simulate_coreml_delegate_weights
-    from export.llm.wrapper_coreml import causal_mask
     from export.metrics import sqnr_db
+    from runtime.coreml_runner import causal_mask
     from runtime.mil_interpreter import MILInterpreter
 
     wq = weight_quantization

@@ -89,9 +89,9 @@ def run_other_backends(out_root: Path) -> StepReport:
     """Export the demo preset to ONNX and CoreML, print parity and the answer; ONNX speed/PPL vs onnxruntime-genai's builder."""
     from dataclasses import replace
 
-    from export.errors import HandheldError
     from export.llm.bench_onnx import GENAI_BASELINE, bench_vs_genai, build_genai_baseline
     from export.llm.pipeline import export_llm
+    from runtime.errors import HandheldError
 
     report = StepReport()
     for backend in ("onnx", "coreml"):

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from export.config import Rotation, to_jsonable
-from export.errors import HandheldError
 from export.quant import SCHEMES
 from export.quant.simulate import fake_quantize_model
+from runtime.errors import HandheldError
 
 METHODS = ("fp", "rtn", "quarot", "spinquant")
 ROTATION_OF = {"rtn": Rotation.NONE, "quarot": Rotation.QUAROT, "spinquant": Rotation.SPINQUANT}

@@ -156,8 +156,8 @@ def check_llm_parity(folder: Path, prepared=None) -> dict:
     from export.llm.pipeline import prepare_model
     from export.llm.quantize import with_cached_dequantized_weights
     from export.llm.wrapper import CachedDecoder
-    from export.manifest import load_manifest
     from runtime.generate import LLMStepper
+    from runtime.manifest import load_manifest
     from runtime.runner import open_runner
 
     manifest = load_manifest(folder)

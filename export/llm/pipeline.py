@@ -19,7 +19,7 @@ from export.llm.model import Llama
 from export.llm.quantize import quantize_llm
 from export.llm.wrapper import INPUT_NAMES, CachedDecoder
 from export.manifest import atomic_artifact_dir, write_manifest
-from export.registry import Registry
+from runtime.registry import Registry
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -189,7 +189,7 @@ def export_all_backends(cfg: LLMExportConfig, out_root: Path, check_parity: bool
     """`--backend all`: one checkpoint, one rotation/quantization config, a folder per backend
     under `out_root`. A backend that fails gets its error recorded and printed (never a silent
     skip); the others still export. Returns backend -> manifest, or {"error": message}."""
-    from export.errors import HandheldError
+    from runtime.errors import HandheldError
 
     checkpoint = load_checkpoint(cfg.checkpoint)
     results: dict[str, dict] = {}

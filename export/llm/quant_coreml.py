@@ -120,7 +120,7 @@ def gptq_compression(float_model: Llama, simulated: Llama) -> Llama:
 
 
 def check_coreml_quant_config(cfg: LLMQuantConfig) -> None:
-    from export.errors import HandheldError
+    from runtime.errors import HandheldError
 
     if cfg.weight_bits not in (4, 16) or (cfg.weight_bits == 4 and cfg.group_size != BLOCK) or cfg.kv_cache_bits:
         raise HandheldError(
@@ -142,7 +142,7 @@ def simulate_coreml_weights(model: Llama, cfg: LLMQuantConfig, calibration: torc
         gptq = None
         if cfg.weight_method == "gptq":
             if calibration is None:
-                from export.errors import HandheldError
+                from runtime.errors import HandheldError
 
                 raise HandheldError(
                     "GPTQ needs calibration tokens", "pass calibration windows, or use weight_method='rtn'"

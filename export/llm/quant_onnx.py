@@ -101,7 +101,7 @@ def int8_embedding(model: Llama, cfg: LLMQuantConfig) -> Llama:
 
 
 def check_onnx_quant_config(cfg: LLMQuantConfig) -> None:
-    from export.errors import HandheldError
+    from runtime.errors import HandheldError
 
     if cfg.weight_bits not in (4, 16) or (cfg.weight_bits == 4 and cfg.group_size != BLOCK):
         raise HandheldError(
@@ -140,7 +140,7 @@ def simulate_matmulnbits(model: Llama, cfg: LLMQuantConfig, calibration: torch.T
     if cfg.weight_bits == 4:
         if cfg.weight_method == "gptq":
             if calibration is None:
-                from export.errors import HandheldError
+                from runtime.errors import HandheldError
 
                 raise HandheldError(
                     "GPTQ needs calibration tokens", "pass calibration windows, or use weight_method='rtn'"

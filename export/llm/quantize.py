@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from export.config import LLMQuantConfig
-from export.errors import HandheldError
 from export.llm.model import Llama
 from export.metrics import sqnr_db
+from runtime.errors import HandheldError
 
 
 class QuantizedEmbedding(nn.Module):

@@ -23,15 +23,9 @@ import torch
 from torch import nn
 
 from export.llm.model import Llama
+from runtime.coreml_runner import causal_mask
 
 INPUT_NAMES = ("tokens", "causal_mask")
-
-
-def causal_mask(input_pos: int, seq_len: int) -> torch.Tensor:
-    """[1, 1, S, input_pos + S] additive mask: query i (at input_pos + i) sees keys 0..input_pos + i."""
-    t = input_pos + seq_len
-    q_pos = input_pos + torch.arange(seq_len)[:, None]
-    return torch.where(torch.arange(t)[None, :] <= q_pos, 0.0, float("-inf"))[None, None]
 
 
 class StateKVSDPA(nn.Module):

@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import export.llm.onnx_ops  # noqa: F401  (registers the torch.ops.handheld ops)
-from export.errors import HandheldError
 from export.llm.model import Attention, Llama, RMSNorm
 from export.rotation.online import OnlineHadamard
+from runtime.errors import HandheldError
 
 
 def past_names(n_layers: int) -> list[str]:

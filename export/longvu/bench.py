@@ -74,7 +74,7 @@ def _measure(folder: Path, threads: int, runs: int) -> dict:
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
-    from export.errors import HandheldError
+    from runtime.errors import HandheldError
 
     raise HandheldError(
         f"LongVU benchmark worker failed on {folder}: {proc.stderr.strip().splitlines()[-1:]}",
@@ -84,7 +84,7 @@ def _measure(folder: Path, threads: int, runs: int) -> dict:
 
 def bench_artifact(folder: Path, baseline: Path | None = None, threads=(1, 2), runs: int = 3) -> dict:
     """`baseline` is accepted for the CLI's signature; LongVU has no external baseline artifact."""
-    from export.manifest import load_manifest
+    from runtime.manifest import load_manifest
 
     folder = Path(folder)
     manifest = load_manifest(folder)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from export.errors import HandheldError
 from export.longvu.config import CompressConfig, DedupRule
+from runtime.errors import HandheldError
 
 
 def frame_similarity(feats: torch.Tensor) -> torch.Tensor:

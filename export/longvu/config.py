@@ -18,7 +18,7 @@ from export.config import (
     parse_enum,
     to_jsonable,
 )
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # DINOv2's preprocessing
 IMAGENET_STD = (0.229, 0.224, 0.225)

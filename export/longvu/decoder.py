@@ -20,8 +20,9 @@ from torch import nn
 
 from export.llm.model import Llama
 from export.llm.wrapper import CachedDecoder
-from export.llm.wrapper_coreml import StatefulDecoder, causal_mask
+from export.llm.wrapper_coreml import StatefulDecoder
 from export.llm.wrapper_onnx import PastKVDecoder, past_names
+from runtime.coreml_runner import causal_mask
 
 
 class EmbedsDecoder(nn.Module):

@@ -17,8 +17,8 @@ DEMO_CONFIG = PRESETS[DEMO_PRESET]  # the demo-path test swaps in tiny encoders 
 def _reusable(out: Path) -> dict | None:
     """An earlier, intact demo artifact of the same config (the export takes ~30 min on 2 cores);
     its recorded parity verdict, pass or fail, is reported again as it stands."""
-    from export.errors import HandheldError
-    from export.manifest import load_manifest
+    from runtime.errors import HandheldError
+    from runtime.manifest import load_manifest
 
     try:
         manifest = load_manifest(out, verify=True)

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from export.errors import HandheldError, error_line
 from export.longvu.config import LongVUConfig
 from export.longvu.pipeline import NOT_MEANINGFUL, LongVUModel, build_model
 from export.manifest import atomic_artifact_dir, write_manifest
 from export.progress import tqdm
-from export.registry import Registry
+from runtime.errors import HandheldError, error_line
+from runtime.registry import Registry
 
 MODEL_FILE = "longvu.pte"
 
@@ -154,6 +154,10 @@ def _lower_executorch(m: LongVUModel, folder: Path) -> dict:
     return {"model_file": MODEL_FILE, "methods": methods, "delegation": summary}
 
 
+# fp32 mlprograms (iOS 17) on CoreML; run on Linux by runtime/mil_interpreter.py with PyTorch kernels
+VISION_METHODS = ("dino", "siglip", "project")
+
+
 @LONGVU_BACKENDS.register("coreml")
 def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
     """Every method its own .mlpackage: the vision methods fp32 (iOS 17), `embed` and `decode`
@@ -163,13 +167,12 @@ def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
     from export.backends.coreml import DEPLOYMENT_TARGET, compressed_decoder, convert_embedding, export_coreml
     from export.llm.quant_coreml import BLOCK, check_coreml_quant_config
     from export.llm.quantize import untie_embeddings
-    from export.longvu.coreml import COREML_METHODS
     from export.longvu.decoder import StatefulEmbedsDecoder, TokenEmbedding
     from export.sam.lower import to_coreml
 
     parts = pieces(m)
     methods = {}
-    for name in tqdm(COREML_METHODS, desc="longvu: coreml convert", unit="method"):
+    for name in tqdm(VISION_METHODS, desc="longvu: coreml convert", unit="method"):
         p, file = parts.pop(name), f"{name}.mlpackage"
         try:
             to_coreml(
@@ -224,7 +227,7 @@ def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
                 "weights": f"int{quant.weight_bits} per-block {BLOCK} linear_symmetric ({quant.weight_method}) transformer linears; lm_head {quant.output_bits or 16}-bit; "
                 f"embedding table {'int8 per-row' if quant.embedding_bits == 8 else 'fp16'}",
             },
-            "checked_on_linux": "MIL programs interpreted in fp32 (vision: export/longvu/coreml.py; text: runtime/mil_interpreter.py); not Apple's runtime",
+            "checked_on_linux": "MIL programs interpreted in fp32 by runtime/mil_interpreter.py (vision: PyTorch kernels; text: coremltools' value inference); not Apple's runtime",
         },
     }
 

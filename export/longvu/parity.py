@@ -209,7 +209,7 @@ def check_longvu_parity(folder: Path, model=None) -> dict:
 
     from export.longvu.config import config_from_dict
     from export.longvu.pipeline import EagerPieces, build_model, eager_tokenizer
-    from export.manifest import load_manifest
+    from runtime.manifest import load_manifest
     from runtime.video_qa import open_pieces
 
     manifest = load_manifest(folder)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.errors import HandheldError
 from export.longvu.config import VideoConfig
+from runtime.errors import HandheldError
 
 
 @dataclass

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from export.errors import HandheldError, error_line
 from export.longvu.config import VitConfig, VitFamily
 from export.longvu.projector import Projector
 from export.longvu.vit import ANCHOR_KEYS, IGNORED_PREFIXES, VIT_CLASSES
+from runtime.errors import HandheldError, error_line
 
 HEADS_BY_DIM = {384: 6, 768: 12, 1024: 16, 1152: 16, 1536: 24}  # ViT-S/B/L, so400m, giant
 PROJECTOR_ANCHOR = "mm_projector.0.weight"

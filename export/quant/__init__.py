@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from export.errors import HandheldError
 from export.quant import QuantScheme
 from export.quant.fake import _best_clip
+from runtime.errors import HandheldError
 
 
 def _scales(w: torch.Tensor, bits: int, group: int | None, clip_search: bool) -> torch.Tensor:

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 
 from export.config import Rotation, parse_enum
-from export.errors import HandheldError
 from export.rotation.adapter import DecoderSlots, slots_for
 from export.rotation.fuse import fuse_rms_norms
 from export.rotation.hadamard import random_hadamard
 from export.rotation.online import OnlineHadamard
 from export.rotation.rotate import fold_r1, fold_r2, rotate_input
 from export.rotation.rotation_file import SHIPPED, load_rotation_file
+from runtime.errors import HandheldError
 
 QUAROT_SEED = 0
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from export.registry import Registry
+from runtime.registry import Registry
 
 
 @dataclass

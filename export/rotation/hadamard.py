@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 # A block-diagonal fallback needs at least this many channels per block to be worth running.
 MIN_FALLBACK_BLOCK = 32

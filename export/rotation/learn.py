@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from export.errors import HandheldError
 from export.quant import SCHEMES
 from export.quant.fake import ActQuant, fake_quant_tokens, fake_quant_weight
 from export.quant.simulate import fake_quantize_model, quantize_inputs
@@ -38,6 +37,7 @@ from export.rotation.adapter import DecoderSlots, slots_for
 from export.rotation.cayley import CayleySGD
 from export.rotation.fuse import fuse_rms_norms
 from export.rotation.rotation_file import save_rotation_file
+from runtime.errors import HandheldError
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 FORMAT = "handheld-rotations"
 VERSION = 1

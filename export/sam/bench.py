@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.errors import HandheldError
-from export.manifest import load_manifest
+from runtime.errors import HandheldError
+from runtime.manifest import load_manifest
 
 
 def path_size_mb(path: Path) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from export.config import Backend, parse_enum, to_jsonable
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from export.errors import HandheldError
 from export.progress import tqdm
+from runtime.errors import HandheldError
 
 # Real photos held out of training: SqueezeSAM mIoU, int8 parity and the demo use these.
 HELD_OUT_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")

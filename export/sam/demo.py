@@ -19,13 +19,13 @@ DEMO_ENFORCE_PARITY = True  # a random tiny model records its parity instead
 def run_demo(out_root: Path) -> StepReport:
     from PIL import Image
 
-    from export.manifest import load_manifest
     from export.sam.bench import bench_artifact, format_table, path_size_mb
     from export.sam.data import held_out_images
     from export.sam.evaluate import iou
     from export.sam.export import export_sam
     from export.sam.ground_truth import load_ground_truth
     from export.sam.parity import format_report
+    from runtime.manifest import load_manifest
     from runtime.segment import Segmenter, overlay
 
     root = Path(out_root) / "sam"

@@ -13,13 +13,14 @@ import numpy as np
 import torch
 
 from export.config import Backend
-from export.errors import HandheldError
-from export.manifest import atomic_artifact_dir, sha256_file, write_manifest
+from export.manifest import atomic_artifact_dir, write_manifest
 from export.progress import tqdm
 from export.sam import lower
 from export.sam.config import SamExportConfig, SqueezeSamConfig
 from export.sam.model import SqueezeSam, load_checkpoint, shipped_checkpoint
 from export.sam.wrappers import SQUEEZESAM_IO, TEACHER_DECODER_IO, TEACHER_ENCODER_IO, TeacherDecoder, TeacherEncoder
+from runtime.errors import HandheldError
+from runtime.manifest import sha256_file
 
 SUFFIX = {Backend.EXECUTORCH: ".pte", Backend.ONNX: ".onnx", Backend.COREML: ".mlpackage"}
 

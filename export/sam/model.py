@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from export.errors import HandheldError
 from export.sam.config import SqueezeSamConfig
+from runtime.errors import HandheldError
 
 CHECKPOINT_FORMAT = "handheld-squeezesam-v1"
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.manifest import load_manifest, update_manifest
+from export.manifest import update_manifest
 from export.sam.clicks import Click
+from runtime.manifest import load_manifest
 
 # Named tolerances (IoU of thresholded masks on the unpadded content; SQNR of logits in dB).
 FP32_MEDIAN_IOU_MIN = 0.995

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from export.errors import HandheldError
-from export.registry import Registry
+from runtime.errors import HandheldError
+from runtime.registry import Registry
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from export.errors import HandheldError
+from runtime.errors import HandheldError
 
 T = TypeVar("T")
 
