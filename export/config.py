@@ -12,7 +12,7 @@ from enum import Enum
 from pathlib import PurePath
 from typing import Any
 
-from runtime.errors import HandheldError
+from runtime.errors import HandheldError, parse_enum
 
 
 class Backend(str, Enum):
@@ -25,16 +25,6 @@ class Rotation(str, Enum):
     NONE = "none"
     QUAROT = "quarot"  # random Hadamard R1/R2
     SPINQUANT = "spinquant"  # learned R1/R2 (Cayley SGD)
-
-
-def parse_enum(enum: type[Enum], value: Any, what: str) -> Enum:
-    if isinstance(value, enum):
-        return value
-    try:
-        return enum(value)
-    except ValueError:
-        known = ", ".join(e.value for e in enum)
-        raise HandheldError(f"unknown {what} {value!r}", f"use one of: {known}") from None
 
 
 WEIGHT_METHODS = ("gptq", "rtn")

@@ -1,5 +1,8 @@
 """The one exception type users see: a message naming the problem and the fix."""
 
+from enum import Enum
+from typing import Any
+
 
 class HandheldError(Exception):
     """Bad input or an unusable artifact. The CLI prints `str(err)` alone, no traceback."""
@@ -17,3 +20,14 @@ def error_line(err: BaseException, limit: int = 300, last: bool = False) -> str:
     if not lines:
         return type(err).__name__
     return (lines[-1] if last else lines[0])[:limit]
+
+
+def parse_enum(enum: type[Enum], value: Any, what: str) -> Enum:
+    """`value` as a member of `enum`; an unknown value is an error listing the known ones."""
+    if isinstance(value, enum):
+        return value
+    try:
+        return enum(value)
+    except ValueError:
+        known = ", ".join(e.value for e in enum)
+        raise HandheldError(f"unknown {what} {value!r}", f"use one of: {known}") from None

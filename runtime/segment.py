@@ -18,11 +18,35 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.sam.clicks import Click, clicks_to_tensors, interior_point, render_click_maps
-from export.sam.config import SqueezeSamConfig
-from export.sam.data import Letterbox, load_image, to_rgb
+from runtime.clicks import Click, ClickEncoding, clicks_to_tensors, interior_point, render_click_maps
 from runtime.errors import HandheldError
+from runtime.images import Letterbox, load_image, to_rgb
 from runtime.manifest import load_manifest
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a segmenter takes, as its manifest's `model` entry says (and the phone apps read):
+    the square input size, the pixel normalization, the click encoding, and whether the
+    previous mask is fed back as a click channel."""
+
+    image_size: int
+    pixel_mean: tuple[float, float, float]
+    pixel_std: tuple[float, float, float]
+    clicks: ClickEncoding
+    prev_mask_channel: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputSpec:
+        """From a manifest's `model` entry (a SqueezeSAM config; its architecture keys are not needed here)."""
+        return cls(
+            int(d["image_size"]),
+            tuple(d["pixel_mean"]),
+            tuple(d["pixel_std"]),
+            ClickEncoding(**d.get("clicks", {})),
+            bool(d.get("prev_mask_channel", False)),
+        )
+
 
 ModelForward = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image [1,3,S,S], clicks [1,C,S,S]) -> logits [1,1,S,S]
 
@@ -35,19 +59,13 @@ class Segmentation:
 
 
 class Segmenter:
-    def __init__(self, forward: ModelForward, config: SqueezeSamConfig, name: str = "eager"):
+    def __init__(self, forward: ModelForward, config: InputSpec, name: str = "eager"):
         self.forward = forward
         self.config = config
         self.name = name
         self._image: np.ndarray | None = None
         self._box: Letterbox | None = None
         self._prev: np.ndarray | None = None
-
-    @classmethod
-    def from_checkpoint(cls, path: Path | None = None) -> Segmenter:
-        from export.sam.model import load_checkpoint, shipped_checkpoint
-
-        return cls.from_model(load_checkpoint(path or shipped_checkpoint()))
 
     @classmethod
     def from_model(cls, model) -> Segmenter:
@@ -57,7 +75,7 @@ class Segmenter:
             with torch.no_grad():
                 return model(torch.from_numpy(image), torch.from_numpy(clicks)).numpy()
 
-        return cls(forward, model.config, "eager fp32")
+        return cls(forward, model.config.input_spec, "eager fp32")
 
     @classmethod
     def from_artifact(cls, folder: Path, variant: str = "int8") -> Segmenter:
@@ -79,7 +97,7 @@ class Segmenter:
         run = load_forward(manifest["backend"], Path(folder) / variants[variant]["file"])
         return cls(
             lambda image, clicks: run(image, clicks)[0],
-            SqueezeSamConfig.from_dict(manifest["model"]),
+            InputSpec.from_dict(manifest["model"]),
             f"{manifest['backend']} {variant}",
         )
 
@@ -158,47 +176,3 @@ def overlay(rgb: np.ndarray, seg: Segmentation, color=(30, 144, 255)) -> np.ndar
         out[d2 <= (r + 2) ** 2] = 255
         out[d2 <= r**2] = (0, 200, 0) if c.positive else (220, 0, 0)
     return out.clip(0, 255).astype(np.uint8)
-
-
-def open_segmenter(source: Path, variant: str = "int8") -> Segmenter:
-    """An artifact folder (any backend) or a SqueezeSAM checkpoint file (eager)."""
-    source = Path(source)
-    if source.is_file():
-        return Segmenter.from_checkpoint(source)
-    return Segmenter.from_artifact(source, variant)
-
-
-def mask_path(out: Path) -> Path:
-    """The binary mask PNG written beside the overlay."""
-    return Path(out).with_name(Path(out).stem + "_mask.png")
-
-
-def segment_to_png(source: Path, image: Path, clicks: list[Click], out: Path, variant: str = "int8") -> dict:
-    """Segment `image` with `clicks` (none: auto mode); write an overlay PNG and the mask PNG beside it."""
-    from PIL import Image
-
-    rgb = load_image(Path(image))
-    h, w = rgb.shape[:2]
-    outside = [c for c in clicks if not (0 <= c.x <= w and 0 <= c.y <= h)]
-    if outside:
-        c = outside[0]
-        raise HandheldError(
-            f"click ({c.x - 0.5:.0f}, {c.y - 0.5:.0f}) is outside the {w}x{h} image",
-            f"click inside it: x in 0..{w - 1}, y in 0..{h - 1}",
-        )
-    segmenter = open_segmenter(source, variant)
-    segmenter.set_image(rgb)
-    result = segmenter.predict(clicks) if clicks else segmenter.auto()
-    out = Path(out)
-    from export.outputs import atomic_file
-
-    with atomic_file(out) as tmp_overlay, atomic_file(mask_path(out)) as tmp_mask:
-        Image.fromarray(overlay(rgb, result)).save(tmp_overlay, format="PNG")
-        Image.fromarray(result.mask.astype(np.uint8) * 255).save(tmp_mask, format="PNG")
-    return {
-        "overlay": str(out),
-        "mask": str(mask_path(out)),
-        "model": segmenter.name,
-        "mask_fraction": round(float(result.mask.mean()), 4),
-        "clicks": [(round(c.x, 1), round(c.y, 1), "+" if c.positive else "-") for c in result.clicks],
-    }

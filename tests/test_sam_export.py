@@ -98,14 +98,15 @@ def test_manifest_follows_the_app_contract(tiny_artifacts):
 
 
 def test_predictor_artifact_vs_eager_and_tamper_detection(tiny_artifacts, tiny_checkpoint):
-    from export.sam.clicks import Click
     from export.sam.data import skimage_image
+    from export.sam.predictor import eager_segmenter
+    from runtime.clicks import Click
     from runtime.errors import HandheldError
     from runtime.segment import Segmenter
 
     rgb = skimage_image("coffee")
     eager, onnx_fp32 = (
-        Segmenter.from_checkpoint(tiny_checkpoint),
+        eager_segmenter(tiny_checkpoint),
         Segmenter.from_artifact(tiny_artifacts / "onnx", "fp32"),
     )
     for seg in (eager, onnx_fp32):

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from export.sam.clicks import Click, clicks_to_tensors, interior_point, next_click, render_click_maps
-from export.sam.config import SAM_PRESETS, ClickEncoding, SqueezeSamConfig, TrainConfig
-from export.sam.data import Letterbox, load_image, merge_whole_objects, to_rgb
+from export.sam.config import SAM_PRESETS, SqueezeSamConfig, TrainConfig
+from export.sam.data import merge_whole_objects
 from export.sam.model import build, load_checkpoint, save_checkpoint
+from runtime.clicks import Click, ClickEncoding, clicks_to_tensors, interior_point, next_click, render_click_maps
 from runtime.errors import HandheldError
+from runtime.images import Letterbox, load_image, to_rgb
 from runtime.segment import Segmenter
 
 TINY = SAM_PRESETS["tiny-test"]
@@ -102,7 +103,7 @@ def test_gray_and_rgba_are_converted_bad_shapes_rejected(tmp_path):
 
 def test_clicks_outside_the_image_are_rejected():
     model = tiny_model()
-    seg = Segmenter(lambda i, c: model(torch.from_numpy(i), torch.from_numpy(c)).detach().numpy(), TINY)
+    seg = Segmenter(lambda i, c: model(torch.from_numpy(i), torch.from_numpy(c)).detach().numpy(), TINY.input_spec)
     seg.set_image(np.zeros((21, 35, 3), np.uint8))
     assert seg.predict([Click(34.5, 20.5)]).mask.shape == (21, 35)
     with pytest.raises(HandheldError, match="outside the 35x21 image"):

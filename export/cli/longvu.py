@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from export.cli.args import add_force, artifact_dir, existing_path, float_range, int_range, text_arg, thread_count
-from export.longvu.config import PRESETS, LongVUConfig, VideoConfig
+from export.longvu.config import PRESETS, LongVUConfig
 from runtime.errors import HandheldError
+from runtime.video import VideoConfig
 
 DEFAULT_PRESET = "longvu-smollm2"  # int8 vision + 8da4w decoder on XNNPACK
 BACKEND_PRESETS = {
@@ -108,8 +109,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ask_video(args: argparse.Namespace) -> int:
-    from export.longvu.video import decode, probe
     from runtime.generate import SamplingConfig
+    from runtime.video import decode, probe
     from runtime.video_qa import ask, open_pieces
 
     probe(args.video)  # a photo or a text file fails here, before the pieces load

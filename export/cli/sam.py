@@ -119,7 +119,7 @@ def add_commands(sub) -> None:
 
 
 def parse_click(text: str):
-    from export.sam.clicks import Click
+    from runtime.clicks import Click
 
     parts = text.split(",")
     try:
@@ -162,7 +162,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from export.outputs import check_output
-    from runtime.segment import mask_path, segment_to_png
+    from export.sam.predictor import mask_path, segment_to_png
 
     clicks = [parse_click(c) for c in args.click]
     check_output(args.out, folder=False, force=args.force, suffixes=(".png",))
@@ -180,7 +180,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from export.outputs import check_output
     from export.sam.evaluate import format_summary, run_sam_eval
-    from runtime.segment import open_segmenter
+    from export.sam.predictor import open_segmenter
 
     check_output(args.out, folder=True, force=args.force)
     if args.model is not None:

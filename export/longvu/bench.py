@@ -29,8 +29,8 @@ def _worker(folder: str, threads: int, runs: int) -> dict:
     import resource
 
     from export.longvu.parity import sample_videos
-    from export.longvu.video import decode
     from runtime.generate import SamplingConfig
+    from runtime.video import decode
     from runtime.video_qa import ask, open_pieces
 
     pieces, tokenizer, _ = open_pieces(Path(folder), threads=threads)

@@ -18,7 +18,9 @@ from export.config import (
     parse_enum,
     to_jsonable,
 )
+from runtime.compress import CompressConfig
 from runtime.errors import HandheldError
+from runtime.video import VideoConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # DINOv2's preprocessing
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -29,31 +31,6 @@ SIGLIP_STD = (0.5, 0.5, 0.5)
 class VitFamily(str, Enum):
     DINOV2 = "dinov2"
     SIGLIP = "siglip"
-
-
-class DedupRule(str, Enum):
-    # a frame is dropped when it is >= threshold similar to a frame already kept in its window
-    GREEDY = "greedy"
-    # the paper's wording: drop frames whose mean similarity to the window's other frames is
-    # >= threshold (the least similar frame of a window always survives)
-    WINDOW_MEAN = "window-mean"
-
-
-@dataclass(frozen=True)
-class VideoConfig:
-    fps: float = 1.0  # frames sampled per second of video
-    max_frames: int = 400  # longer videos are sampled uniformly down to this many frames
-    decode_size: int = (
-        384  # frames are decoded to decode_size x decode_size RGB (aspect squashed, as SigLIP's processor does)
-    )
-
-    def __post_init__(self):
-        if not 0 < self.fps <= 60:
-            raise HandheldError(f"fps={self.fps} is out of range", "use a sampling rate in (0, 60] frames per second")
-        if self.max_frames < 1:
-            raise HandheldError(f"max_frames={self.max_frames}", "use at least 1 frame")
-        if self.decode_size < 14:
-            raise HandheldError(f"decode_size={self.decode_size} is too small", "use at least the encoders' patch size")
 
 
 @dataclass(frozen=True)
@@ -110,37 +87,6 @@ SIGLIP_PRESETS: dict[str, VitConfig] = {
 
 
 @dataclass(frozen=True)
-class CompressConfig:
-    dedup_window: int = 16  # temporal reduction windows, in sampled frames
-    dedup_threshold: float = 0.83  # DINO frame similarity at or above which a frame is redundant
-    dedup_rule: DedupRule = DedupRule.GREEDY
-    hi_grid: int = 12  # full-resolution frames: 12 x 12 = 144 tokens
-    lo_grid: int = 8  # every other frame: 8 x 8 = 64 tokens
-    stc_chunk: int = 8  # spatial token compression chunks, in frames
-    stc_threshold: float = 0.8  # token cosine to the chunk's first frame at or above which it is dropped
-
-    def __post_init__(self):
-        object.__setattr__(self, "dedup_rule", parse_enum(DedupRule, self.dedup_rule, "dedup rule"))
-        for name in ("dedup_threshold", "stc_threshold"):
-            if not -1.0 <= getattr(self, name) <= 1.0:
-                raise HandheldError(
-                    f"{name}={getattr(self, name)} is not a cosine similarity", "use a value in [-1, 1]"
-                )
-        if self.dedup_window < 1 or self.stc_chunk < 1:
-            raise HandheldError("dedup_window and stc_chunk must be >= 1", "use positive frame counts")
-        if not 0 < self.lo_grid <= self.hi_grid:
-            raise HandheldError(f"lo_grid={self.lo_grid}, hi_grid={self.hi_grid}", "use 0 < lo_grid <= hi_grid")
-
-    @property
-    def hi_tokens(self) -> int:
-        return self.hi_grid**2
-
-    @property
-    def lo_tokens(self) -> int:
-        return self.lo_grid**2
-
-
-@dataclass(frozen=True)
 class LongVUConfig:
     dino: VitConfig = DINO_PRESETS["dinov2-small"]
     siglip: VitConfig = SIGLIP_PRESETS["siglip-base-patch16-224"]
@@ -182,6 +128,14 @@ class LongVUConfig:
     @property
     def context_len(self) -> int:
         return self.llm.max_seq_len
+
+    @property
+    def dino_size(self) -> int:
+        return self.dino.image_size
+
+    @property
+    def siglip_size(self) -> int:
+        return self.siglip.image_size
 
     @property
     def random_vision(self) -> bool:

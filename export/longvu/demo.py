@@ -33,7 +33,7 @@ def run_demo(out_root: Path) -> StepReport:
     from export.longvu.bench import bench_artifact
     from export.longvu.export import export_longvu
     from export.longvu.parity import sample_videos
-    from export.longvu.video import decode
+    from runtime.video import decode
     from runtime.video_qa import ask, open_pieces
 
     out = Path(out_root) / "longvu-executorch"

@@ -52,7 +52,7 @@ def sample_videos() -> dict[str, str]:
 
 
 def _feature_metrics(art, ref, frames, cfg: LongVUConfig) -> dict:
-    from export.longvu.quantize import resize_frames
+    from runtime.video import resize_frames
 
     out = {}
     d_px, s_px = resize_frames(frames, cfg.dino.image_size), resize_frames(frames, cfg.siglip.image_size)
@@ -73,8 +73,8 @@ def _feature_metrics(art, ref, frames, cfg: LongVUConfig) -> dict:
 
 def _selection_margins(feats_fn, frames, cfg: LongVUConfig) -> float:
     """Smallest |DINO similarity - threshold| over the window pairs dedup looks at (how close a flip was)."""
-    from export.longvu.compress import frame_similarity
-    from export.longvu.quantize import resize_frames
+    from runtime.compress import frame_similarity
+    from runtime.video import resize_frames
 
     px = resize_frames(frames, cfg.dino.image_size)
     feats = torch.cat([feats_fn(px[i : i + 1]) for i in range(len(frames))])
@@ -98,8 +98,8 @@ def _teacher_forced(pieces, embeds: torch.Tensor, tokens: list[int]) -> torch.Te
 def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig, float_ref=None) -> dict:
     """art/ref: Pieces to compare; float_ref: optional Pieces with fp32 vision, for the
     (informational) effect of int8 vision on what gets selected."""
-    from export.longvu.video import decode
     from runtime.generate import SamplingConfig, generate
+    from runtime.video import decode
     from runtime.video_qa import EmbedsStepper, ask, build_prompt, prompt_embeddings, select
 
     video_cfg = dataclasses.replace(cfg.video, fps=PARITY_FPS)

@@ -7,12 +7,11 @@ quantize/dequantize math eagerly and is the reference the lowered program is che
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from export.metrics import sqnr_db
+from runtime.video import resize_frames
 
 CALIBRATION_IMAGES = (
     "astronaut",
@@ -24,14 +23,6 @@ CALIBRATION_IMAGES = (
     "hubble_deep_field",
     "colorwheel",
 )
-
-
-def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 RGB [T, H, W, 3] -> fp32 pixels [T, 3, size, size] in [0, 1] (bilinear, antialiased)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return x.clamp(0.0, 1.0).contiguous()  # NCHW-contiguous: ExecuTorch reads inputs as dense, ignoring strides
 
 
 def calibration_pixels(size: int) -> torch.Tensor:

@@ -41,15 +41,14 @@ def _time(fn, runs: int) -> float:
 
 
 def measure_squeezesam(folder: Path, variant: str, threads: int, runs: int) -> dict:
-    from export.sam.clicks import Click
-    from export.sam.config import SqueezeSamConfig
     from export.sam.data import skimage_image
+    from runtime.clicks import Click
     from runtime.sam_backends import load_forward
-    from runtime.segment import Segmenter
+    from runtime.segment import InputSpec, Segmenter
 
     manifest = load_manifest(folder, verify=False)
     run = load_forward(manifest["backend"], folder / manifest["variants"][variant]["file"], threads=threads)
-    seg = Segmenter(lambda image, clicks: run(image, clicks)[0], SqueezeSamConfig.from_dict(manifest["model"]))
+    seg = Segmenter(lambda image, clicks: run(image, clicks)[0], InputSpec.from_dict(manifest["model"]))
     rgb = skimage_image("astronaut")
     click = [Click(250, 150, True)]
 

@@ -9,29 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from export.config import Backend, parse_enum, to_jsonable
+from runtime.clicks import ClickEncoding
 from runtime.errors import HandheldError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class ClickEncoding:
-    """How clicks become input channels (the phone apps must render them the same way).
-
-    Each click is a Gaussian bump exp(-d^2 / (2 sigma^2)) centred on the click, d in model-input
-    pixels (after resize + pad); positive and negative clicks go to separate channels, combined
-    with max, so the maps stay in [0, 1] for any number of clicks.
-    """
-
-    sigma_px: float = 5.0
-    max_clicks: int = 16  # the predictor refuses more than this (the apps use a fixed-size buffer)
-
-    def __post_init__(self):
-        if not 0.5 <= self.sigma_px <= 64:
-            raise HandheldError(f"sigma_px={self.sigma_px} is out of range", "use 0.5..64 pixels")
-        if not 1 <= self.max_clicks <= 64:
-            raise HandheldError(f"max_clicks={self.max_clicks} is out of range", "use 1..64")
 
 
 @dataclass(frozen=True)
@@ -61,6 +43,13 @@ class SqueezeSamConfig:
             )
         if not 0 <= self.blocks_per_stage <= 8:
             raise HandheldError(f"blocks_per_stage={self.blocks_per_stage}", "use 0..8")
+
+    @property
+    def input_spec(self):
+        """What the runtime's Segmenter needs of this config (runtime/segment.py InputSpec)."""
+        from runtime.segment import InputSpec
+
+        return InputSpec.from_dict(self.to_dict())
 
     @property
     def click_channels(self) -> int:  # positive, negative (, previous mask)

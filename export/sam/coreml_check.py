@@ -37,13 +37,13 @@ def check_coreml(package: Path, model, int8: bool) -> dict:
         with torch.no_grad():
             return model(torch.from_numpy(image), torch.from_numpy(clicks)).numpy()
 
-    reference = Segmenter(eager, model.config)
+    reference = Segmenter(eager, model.config.input_spec)
 
     def interpreted(image, clicks):
         (logits,) = program.run({"image": image, "clicks": clicks}).values()
         return logits.numpy()
 
-    candidate = Segmenter(interpreted, model.config)
+    candidate = Segmenter(interpreted, model.config.input_spec)
     numbers = compare(reference, candidate, parity_cases(reference))
     failures += judge("int8" if int8 else "fp32", numbers)
     return {

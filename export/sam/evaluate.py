@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.sam.clicks import Click, interior_point, next_click
+from runtime.clicks import Click, interior_point, next_click
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -163,9 +163,9 @@ def run_sam_eval(model: Path | None, variant: str, out: Path) -> dict:
     from export.outputs import atomic_dir
     from export.sam.data import held_out_images
     from export.sam.ground_truth import load_ground_truth
-    from runtime.segment import Segmenter, open_segmenter
+    from export.sam.predictor import eager_segmenter, open_segmenter
 
-    segmenter = Segmenter.from_checkpoint() if model is None else open_segmenter(model, variant)
+    segmenter = eager_segmenter() if model is None else open_segmenter(model, variant)
     images = held_out_images()
     result = evaluate_on_ground_truth(segmenter, load_ground_truth(), images)
     shots = result.pop("shots")

@@ -27,12 +27,12 @@ SUFFIX = {Backend.EXECUTORCH: ".pte", Backend.ONNX: ".onnx", Backend.COREML: ".m
 
 def calibration_inputs(model: SqueezeSam, n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Real training photos/frames with realistic click maps (0-3 clicks on the content)."""
-    from export.sam.clicks import Click
     from export.sam.data import training_images
+    from runtime.clicks import Click
     from runtime.segment import Segmenter
 
     rng = np.random.default_rng(seed)
-    seg = Segmenter(lambda *_: None, model.config)
+    seg = Segmenter(lambda *_: None, model.config.input_spec)
     images = training_images()
     out = []
     for i in rng.choice(len(images), size=min(n, len(images)), replace=False):

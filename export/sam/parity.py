@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from export.manifest import update_manifest
-from export.sam.clicks import Click
+from runtime.clicks import Click
 from runtime.manifest import load_manifest
 
 # Named tolerances (IoU of thresholded masks on the unpadded content; SQNR of logits in dB).
@@ -107,7 +107,7 @@ def check_variants(folder: Path, backend: str, model, variants: dict, graphs: di
         with torch.no_grad():
             return model(torch.from_numpy(image), torch.from_numpy(clicks)).numpy()
 
-    reference = Segmenter(eager_forward, model.config, "eager fp32")
+    reference = Segmenter(eager_forward, model.config.input_spec, "eager fp32")
     report, failures = (
         {
             "backend": backend,
@@ -126,7 +126,7 @@ def check_variants(folder: Path, backend: str, model, variants: dict, graphs: di
         for variant, entry in variants.items():
             run = load_forward(backend, Path(folder) / entry["file"])
             candidate = Segmenter(
-                lambda image, clicks, run=run: run(image, clicks)[0], model.config, f"{backend} {variant}"
+                lambda image, clicks, run=run: run(image, clicks)[0], model.config.input_spec, f"{backend} {variant}"
             )
             report[variant] = compare(reference, candidate, cases)
             failures += judge(variant, report[variant])

@@ -286,8 +286,9 @@ def measure_on_ground_truth(teacher, size: int = 256) -> tuple[dict, dict[str, n
     """Run the pipeline on the held-out photos (measurement only: they never become training
     targets) and score it against the ground truth. Returns (score, photos, kept masks)."""
     from export.progress import tqdm
-    from export.sam.data import Letterbox, held_out_images
+    from export.sam.data import held_out_images
     from export.sam.ground_truth import load_ground_truth
+    from runtime.images import Letterbox
 
     truth = load_ground_truth()
     photos, kept, gts = {}, {}, {}

@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from export.progress import tqdm
-from export.sam.clicks import Click, clicks_to_tensors, interior_point, next_click, render_click_maps
 from export.sam.composite import cutout_sources, make_composite
 from export.sam.config import SqueezeSamConfig, TrainConfig, sam_preset
 from export.sam.data import TargetSet, cached_targets, training_images
 from export.sam.model import SqueezeSam, build, save_checkpoint
 from export.sam.teacher import load_teacher
+from runtime.clicks import Click, clicks_to_tensors, interior_point, next_click, render_click_maps
 from runtime.errors import HandheldError
 
 CACHE_DIR = Path.home() / ".cache" / "handheld" / "sam"

@@ -11,9 +11,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from export.longvu.config import VideoConfig
 from runtime.errors import HandheldError
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    fps: float = 1.0  # frames sampled per second of video
+    max_frames: int = 400  # longer videos are sampled uniformly down to this many frames
+    decode_size: int = (
+        384  # frames are decoded to decode_size x decode_size RGB (aspect squashed, as SigLIP's processor does)
+    )
+
+    def __post_init__(self):
+        if not 0 < self.fps <= 60:
+            raise HandheldError(f"fps={self.fps} is out of range", "use a sampling rate in (0, 60] frames per second")
+        if self.max_frames < 1:
+            raise HandheldError(f"max_frames={self.max_frames}", "use at least 1 frame")
+        if self.decode_size < 14:
+            raise HandheldError(f"decode_size={self.decode_size} is too small", "use at least the encoders' patch size")
 
 
 @dataclass
@@ -109,3 +127,11 @@ def decode(path: str | Path, cfg: VideoConfig) -> Video:
         raise HandheldError(f"{path} has no decodable video frames", "pass a video with at least one frame")
     fps = float(stream.average_rate) if stream.average_rate else 0.0
     return Video(np.stack(frames), times, duration or times[-1], fps, str(path))
+
+
+def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 RGB [T, H, W, 3] -> fp32 pixels [T, 3, size, size] in [0, 1] (bilinear, antialiased)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x.clamp(0.0, 1.0).contiguous()  # NCHW-contiguous: ExecuTorch reads inputs as dense, ignoring strides

@@ -8,7 +8,26 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from export.sam.config import ClickEncoding
+from runtime.errors import HandheldError
+
+
+@dataclass(frozen=True)
+class ClickEncoding:
+    """How clicks become input channels (the phone apps must render them the same way).
+
+    Each click is a Gaussian bump exp(-d^2 / (2 sigma^2)) centred on the click, d in model-input
+    pixels (after resize + pad); positive and negative clicks go to separate channels, combined
+    with max, so the maps stay in [0, 1] for any number of clicks.
+    """
+
+    sigma_px: float = 5.0
+    max_clicks: int = 16  # the predictor refuses more than this (the apps use a fixed-size buffer)
+
+    def __post_init__(self):
+        if not 0.5 <= self.sigma_px <= 64:
+            raise HandheldError(f"sigma_px={self.sigma_px} is out of range", "use 0.5..64 pixels")
+        if not 1 <= self.max_clicks <= 64:
+            raise HandheldError(f"max_clicks={self.max_clicks} is out of range", "use 1..64")
 
 
 @dataclass(frozen=True)

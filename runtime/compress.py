@@ -16,12 +16,51 @@ functions, so their selections can be compared exactly. Similarities are compute
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 import torch
 import torch.nn.functional as F
 
-from export.longvu.config import CompressConfig, DedupRule
-from runtime.errors import HandheldError
+from runtime.errors import HandheldError, parse_enum
+
+
+class DedupRule(str, Enum):
+    # a frame is dropped when it is >= threshold similar to a frame already kept in its window
+    GREEDY = "greedy"
+    # the paper's wording: drop frames whose mean similarity to the window's other frames is
+    # >= threshold (the least similar frame of a window always survives)
+    WINDOW_MEAN = "window-mean"
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    dedup_window: int = 16  # temporal reduction windows, in sampled frames
+    dedup_threshold: float = 0.83  # DINO frame similarity at or above which a frame is redundant
+    dedup_rule: DedupRule = DedupRule.GREEDY
+    hi_grid: int = 12  # full-resolution frames: 12 x 12 = 144 tokens
+    lo_grid: int = 8  # every other frame: 8 x 8 = 64 tokens
+    stc_chunk: int = 8  # spatial token compression chunks, in frames
+    stc_threshold: float = 0.8  # token cosine to the chunk's first frame at or above which it is dropped
+
+    def __post_init__(self):
+        object.__setattr__(self, "dedup_rule", parse_enum(DedupRule, self.dedup_rule, "dedup rule"))
+        for name in ("dedup_threshold", "stc_threshold"):
+            if not -1.0 <= getattr(self, name) <= 1.0:
+                raise HandheldError(
+                    f"{name}={getattr(self, name)} is not a cosine similarity", "use a value in [-1, 1]"
+                )
+        if self.dedup_window < 1 or self.stc_chunk < 1:
+            raise HandheldError("dedup_window and stc_chunk must be >= 1", "use positive frame counts")
+        if not 0 < self.lo_grid <= self.hi_grid:
+            raise HandheldError(f"lo_grid={self.lo_grid}, hi_grid={self.hi_grid}", "use 0 < lo_grid <= hi_grid")
+
+    @property
+    def hi_tokens(self) -> int:
+        return self.hi_grid**2
+
+    @property
+    def lo_tokens(self) -> int:
+        return self.lo_grid**2
 
 
 def frame_similarity(feats: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,43 @@
+"""The package layering the README's architecture table states: runtime/ (the contract the phone
+apps implement) imports nothing from export/, so it can ship and be read on its own."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BLOCK_EXPORT = """
+import importlib, importlib.abc, pkgutil, sys
+import runtime
+
+class NoExport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "export" or name.startswith("export."):
+            raise ImportError(f"runtime imported {name}")
+        return None
+
+sys.meta_path.insert(0, NoExport())
+names = [m.name for m in pkgutil.iter_modules(runtime.__path__, "runtime.")]
+for name in names:
+    importlib.import_module(name)
+assert not [m for m in sys.modules if m == "export" or m.startswith("export.")]
+print(len(names))
+"""
+
+
+def test_runtime_imports_without_export():
+    out = subprocess.run([sys.executable, "-c", BLOCK_EXPORT], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.strip().splitlines()[-1]) >= 15  # every runtime module was imported
+
+
+def test_no_runtime_source_names_export():
+    """Lazy imports inside functions count too: no runtime source line imports export."""
+    offenders = [
+        f"{p.name}:{i}"
+        for p in sorted((ROOT / "runtime").glob("*.py"))
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if line.strip().startswith(("from export", "import export"))
+    ]
+    assert not offenders, offenders
