@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,54 +58,79 @@ def linear_weight_bits(ep) -> list[int | None]:
     return bits
 
 
+@dataclass(frozen=True)
+class Method:
+    """One method of an ExecuTorch program: a module, its example inputs and dynamic shapes."""
+
+    module: torch.nn.Module
+    example_inputs: tuple
+    dynamic_shapes: Any = None
+
+
+# How the program's memory is planned. "kv-cache": inputs are not allocated by the plan (the
+# runner binds them; the decoders' caches are mutable buffers), symbolic shapes are bounded by
+# their constraints, quantize/dequantize pairs folded; what the decoders (LLM, LongVU) need.
+# "default": ExecuTorch's defaults (the segmenter: static shapes, one forward).
+PLANNING = ("kv-cache", "default")
+
+
 def lower_to_executorch(
-    module: torch.nn.Module,
-    example_inputs: tuple,
+    methods: dict[str, Method],
     out_file: Path,
-    dynamic_shapes: Any = None,
     metadata: dict | None = None,
+    planning: str = "kv-cache",
     desc: str = "executorch",
-) -> dict:
-    """Export `module`, delegate to XNNPACK, write `out_file`; return the delegation summary."""
+    fix: str = "this model/config is not supported by the XNNPACK export; report it with the config",
+) -> dict[str, dict]:
+    """torch.export every method, delegate all to XNNPACK as one program, write `out_file`;
+    return each method's delegation summary (the same keys for every family)."""
+    import executorch.kernels.quantized  # noqa: F401  (out variants for any quantize op left outside XNNPACK)
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
-    stages = tqdm(total=3, desc=f"{desc}: export", unit="stage")
+    if planning not in PLANNING:
+        raise ValueError(f"planning must be one of {PLANNING}, not {planning!r}")
+    kv_cache = planning == "kv-cache"
+    stages = tqdm(total=len(methods) + 2, desc=f"{desc}: torch.export", unit="stage")
     try:
+        programs, weight_bits = {}, {}
         with torch.no_grad():
-            ep = torch.export.export(module, example_inputs, dynamic_shapes=dynamic_shapes, strict=False)
-        weight_bits = collections.Counter(str(b) if b else "float" for b in linear_weight_bits(ep))
-        stages.update()
+            for name, m in methods.items():
+                ep = torch.export.export(m.module, m.example_inputs, dynamic_shapes=m.dynamic_shapes, strict=False)
+                programs[name] = ep
+                weight_bits[name] = dict(collections.Counter(str(b) if b else "float" for b in linear_weight_bits(ep)))
+                stages.update()
         stages.set_description(f"{desc}: lower to XNNPACK")
         edge = to_edge_transform_and_lower(
-            ep,
+            programs if len(programs) > 1 else next(iter(programs.values())),
             partitioner=[XnnpackPartitioner()],
-            compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
+            compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True) if kv_cache else None,
             constant_methods=metadata,
         )
-        summary = delegation_summary(edge.exported_program())
-        summary["linear_weight_bits"] = dict(weight_bits)
+        summaries = {
+            name: {**delegation_summary(edge.exported_program(name)), "linear_weight_bits": weight_bits[name]}
+            for name in programs
+        }
         stages.update()
         stages.set_description(f"{desc}: serialize")
-        program = edge.to_executorch(
+        config = (
             ExecutorchBackendConfig(
                 extract_delegate_segments=True,
                 do_quant_fusion_and_const_prop=True,
                 memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
                 sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
             )
+            if kv_cache
+            else None
         )
-        Path(out_file).write_bytes(program.buffer)
+        Path(out_file).write_bytes(edge.to_executorch(config).buffer)
         stages.update()
     except HandheldError:
         raise
     except Exception as err:
-        raise HandheldError(
-            f"lowering to ExecuTorch failed: {type(err).__name__}: {error_line(err)}",
-            "this model/config is not supported by the XNNPACK export; report it with the config",
-        ) from err
+        raise HandheldError(f"lowering to ExecuTorch failed: {type(err).__name__}: {error_line(err)}", fix) from err
     finally:
         stages.close()
-    return summary
+    return summaries

@@ -101,11 +101,12 @@ def prepare_model(cfg: LLMExportConfig, checkpoint: Checkpoint | None = None) ->
 
 @LLM_BACKENDS.register("executorch")
 def _lower_executorch(prepared: PreparedModel, folder: Path) -> dict:
-    from export.backends.executorch import lower_to_executorch
+    from export.backends.executorch import Method, lower_to_executorch
 
     w = prepared.wrapper
     meta = w.runtime_metadata(prepared.checkpoint.bos_id, prepared.checkpoint.eos_ids)
-    summary = lower_to_executorch(w, w.example_inputs(), folder / "model.pte", w.dynamic_shapes(), meta, desc="llm")
+    methods = {"forward": Method(w, w.example_inputs(), w.dynamic_shapes())}
+    summary = lower_to_executorch(methods, folder / "model.pte", meta, desc="llm")["forward"]
     return {"model_file": "model.pte", "delegation": summary}
 
 

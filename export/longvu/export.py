@@ -98,49 +98,6 @@ def pieces(m: LongVUModel) -> dict[str, Piece]:
     }
 
 
-def lower_program(parts: dict[str, Piece], out_file: Path, metadata: dict) -> dict:
-    """torch.export each piece, lower all to XNNPACK as one multi-method program, write `out_file`."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
-    from executorch.exir.passes import MemoryPlanningPass
-    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
-
-    from export.backends.executorch import delegation_summary
-
-    try:
-        programs = {}
-        with torch.no_grad():
-            for name, p in tqdm(parts.items(), desc="longvu: torch.export", unit="method"):
-                programs[name] = torch.export.export(
-                    p.module, p.example_inputs, dynamic_shapes=p.dynamic_shapes, strict=False
-                )
-        print(f"longvu: lowering {len(programs)} methods to XNNPACK (minutes on 2 cores) ...", flush=True)
-        edge = to_edge_transform_and_lower(
-            programs,
-            partitioner=[XnnpackPartitioner()],
-            compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
-            constant_methods=metadata,
-        )
-        summary = {name: delegation_summary(edge.exported_program(name)) for name in programs}
-        program = edge.to_executorch(
-            ExecutorchBackendConfig(
-                extract_delegate_segments=True,
-                do_quant_fusion_and_const_prop=True,
-                memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
-                sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
-            )
-        )
-        Path(out_file).write_bytes(program.buffer)
-    except HandheldError:
-        raise
-    except Exception as err:
-        raise HandheldError(
-            f"lowering LongVU to ExecuTorch failed: {type(err).__name__}: {error_line(err)}",
-            "report it with the config; the eager pipeline (`handheld ask-video --eager`) still works",
-        ) from err
-    return summary
-
-
 @LONGVU_BACKENDS.register("executorch")
 def _lower_executorch(m: LongVUModel, folder: Path) -> dict:
     parts = pieces(m)
@@ -149,7 +106,11 @@ def _lower_executorch(m: LongVUModel, folder: Path) -> dict:
         "get_vocab_size": m.decoder.model.args.vocab_size,
         "get_eos_ids": list(m.checkpoint.eos_ids),
     }
-    summary = lower_program(parts, folder / MODEL_FILE, meta)
+    from export.backends.executorch import Method, lower_to_executorch
+
+    methods = {name: Method(p.module, p.example_inputs, p.dynamic_shapes) for name, p in parts.items()}
+    fix = "report it with the config; the eager pipeline (`handheld ask-video --eager`) still works"
+    summary = lower_to_executorch(methods, folder / MODEL_FILE, meta, desc="longvu", fix=fix)
     methods = {name: {"inputs": p.inputs, "outputs": p.outputs} for name, p in parts.items()}
     return {"model_file": MODEL_FILE, "methods": methods, "delegation": summary}
 

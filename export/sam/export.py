@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.backends.executorch import Method, lower_to_executorch
 from export.config import Backend
 from export.manifest import atomic_artifact_dir, write_manifest
 from export.progress import tqdm
@@ -58,7 +59,8 @@ def lower_one(
     """One model file; calibration None = fp32, else static int8 calibrated on it."""
     if backend is Backend.EXECUTORCH:
         module = lower.quantize_pt2e(module, example, calibration) if calibration else module
-        return lower.to_executorch(module, example, out_file)
+        methods = {"forward": Method(module, example)}
+        return lower_to_executorch(methods, out_file, planning="default", desc="squeezesam")["forward"]
     if backend is Backend.ONNX:
         return lower.to_onnx(module, example, io, out_file, calibration)
     return lower.to_coreml(module, example, io, out_file, int8=calibration is not None)

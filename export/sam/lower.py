@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.backends.executorch import delegation_summary
 from export.backends.onnx import OPSET, in_temp_dir
 
 
@@ -35,20 +34,6 @@ def quantize_pt2e(module: torch.nn.Module, example: tuple, calibration: list[tup
         for inputs in calibration:
             prepared(*inputs)
     return convert_pt2e(prepared)
-
-
-def to_executorch(module: torch.nn.Module, example: tuple, out_file: Path) -> dict:
-    """torch.export -> Edge -> XNNPACK -> .pte; returns the delegation summary."""
-    import executorch.kernels.quantized  # noqa: F401  (out variants for any quantize op left outside XNNPACK)
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
-    with torch.no_grad():
-        ep = torch.export.export(module, example, strict=False)
-    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
-    summary = delegation_summary(edge.exported_program())
-    Path(out_file).write_bytes(edge.to_executorch().buffer)
-    return summary
 
 
 def to_onnx(
