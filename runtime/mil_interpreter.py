@@ -240,9 +240,7 @@ class MILInterpreter:
         self.reset()
 
     def _const(self, value):
-        if self.kernels == "torch":
-            return _tensor(value, self.fp16)
-        return value if self.fp16 else _f32(value)
+        return _tensor(value, self.fp16) if self.kernels == "torch" else _f32(value)
 
     def _cast(self, op, env):
         x, dtype = env(op.x), op.dtype.val

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from export.config import Backend, parse_enum, to_jsonable
 from runtime.clicks import ClickEncoding
 from runtime.errors import HandheldError
+from runtime.segment import InputSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,10 +46,8 @@ class SqueezeSamConfig:
             raise HandheldError(f"blocks_per_stage={self.blocks_per_stage}", "use 0..8")
 
     @property
-    def input_spec(self):
-        """What the runtime's Segmenter needs of this config (runtime/segment.py InputSpec)."""
-        from runtime.segment import InputSpec
-
+    def input_spec(self) -> InputSpec:
+        """What the runtime's Segmenter needs of this config."""
         return InputSpec.from_dict(self.to_dict())
 
     @property
