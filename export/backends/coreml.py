@@ -321,3 +321,58 @@ def delegate_package(pte: Path, out_dir: Path) -> Path:
     if not found:
         raise HandheldError(f"no mlpackage inside the CoreML delegate of {pte}", "re-export the artifact")
     return found[0]
+
+
+def export_static_coreml(
+    module: torch.nn.Module, example: tuple, names: tuple[list[str], list[str]], out_file: Path, int8: bool
+) -> dict:
+    """A static-shape module as an mlprogram (iOS 17): fp32, or fp16 compute with int8 weights
+    (per-channel, symmetric) when int8."""
+    import coremltools as ct
+
+    with torch.no_grad():
+        ep = torch.export.export(module.eval(), example, strict=False).run_decompositions({})
+    inputs = [ct.TensorType(name=n, shape=tuple(t.shape), dtype=np.float32) for n, t in zip(names[0], example)]
+    mlmodel = ct.convert(
+        ep,
+        inputs=inputs,
+        outputs=[ct.TensorType(name=n) for n in names[1]],
+        convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS17,
+        compute_precision=ct.precision.FLOAT16 if int8 else ct.precision.FLOAT32,
+    )
+    if int8:
+        config = ct.optimize.coreml.OptimizationConfig(
+            global_config=ct.optimize.coreml.OpLinearQuantizerConfig(
+                mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=0
+            )
+        )
+        mlmodel = ct.optimize.coreml.linear_quantize_weights(mlmodel, config=config)
+    mlmodel.save(str(out_file))
+    return coreml_summary(Path(out_file))
+
+
+def coreml_summary(package: Path) -> dict:
+    """What Linux can check of an .mlpackage: its MIL program's ops, I/O and int8 weight count."""
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(package))
+    program = spec.mlProgram
+    ops, int8_weights = collections.Counter(), 0
+    for fn in program.functions.values():
+        for block in fn.block_specializations.values():
+            for op in block.operations:
+                ops[op.type] += 1
+                if (
+                    op.type.startswith("constexpr_")
+                    and "quantize" in op.type
+                    or op.type == "constexpr_blockwise_shift_scale"
+                ):
+                    int8_weights += 1
+    return {
+        "spec_version": spec.specificationVersion,
+        "inputs": {i.name: list(i.type.multiArrayType.shape) for i in spec.description.input},
+        "outputs": [o.name for o in spec.description.output],
+        "ops": dict(ops),
+        "int8_weight_tensors": int8_weights,
+    }

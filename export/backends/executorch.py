@@ -134,3 +134,21 @@ def lower_to_executorch(
     finally:
         stages.close()
     return summaries
+
+
+def quantize_pt2e(module: torch.nn.Module, example: tuple, calibration: list[tuple]) -> torch.nn.Module:
+    """Static int8 PT2E for XNNPACK: per-channel symmetric int8 weights, per-tensor int8 activations,
+    ranges from running `calibration` (each item one call's inputs)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    graph = torch.export.export(module.eval(), example, strict=False).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for inputs in calibration:
+            prepared(*inputs)
+    return convert_pt2e(prepared)

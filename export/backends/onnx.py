@@ -307,3 +307,58 @@ def check_onnx_parity(folder: Path, prepared=None) -> dict:
     if report["onnx_tolerances"]["failures"]:
         print(f"  outside the ONNX tolerances: {report['onnx_tolerances']['failures']}")
     return report
+
+
+def export_static_onnx(
+    module: torch.nn.Module,
+    example: tuple,
+    names: tuple[list[str], list[str]],
+    out_file: Path,
+    calibration: list[tuple] | None,
+) -> dict:
+    """A static-shape module as fp32 ONNX (calibration None) or QDQ int8 (per-channel int8 weights,
+    int8 activations; ranges from onnxruntime's static quantizer run on `calibration`)."""
+    import onnx
+
+    out_file = Path(out_file).resolve()
+    with in_temp_dir() as tmp:
+        fp32 = tmp / "fp32.onnx"
+        with torch.no_grad():
+            torch.onnx.export(
+                module.eval(),
+                example,
+                str(fp32),
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=names[0],
+                output_names=names[1],
+                external_data=False,
+                verbose=False,
+            )
+        if calibration is None:
+            os.replace(fp32, out_file)
+        else:
+            from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            class Reader(CalibrationDataReader):
+                def __init__(self):
+                    self.items = iter([{n: t.numpy() for n, t in zip(names[0], inputs)} for inputs in calibration])
+
+                def get_next(self):
+                    return next(self.items, None)
+
+            pre = tmp / "pre.onnx"
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+            quantize_static(
+                str(pre),
+                str(out_file),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
+    ops = collections.Counter(n.op_type for n in onnx.load(str(out_file)).graph.node)
+    return {"opset": OPSET, "ops": dict(ops)}

@@ -125,18 +125,23 @@ def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
     fp16 with CoreML's int4 per-block / int8 weights (iOS 18; decode's KV cache as states)."""
     import copy
 
-    from export.backends.coreml import DEPLOYMENT_TARGET, compressed_decoder, convert_embedding, export_coreml
+    from export.backends.coreml import (
+        DEPLOYMENT_TARGET,
+        compressed_decoder,
+        convert_embedding,
+        export_coreml,
+        export_static_coreml,
+    )
     from export.llm.quant_coreml import BLOCK, check_coreml_quant_config
     from export.llm.quantize import untie_embeddings
     from export.longvu.decoder import StatefulEmbedsDecoder, TokenEmbedding
-    from export.sam.lower import to_coreml
 
     parts = pieces(m)
     methods = {}
     for name in tqdm(VISION_METHODS, desc="longvu: coreml convert", unit="method"):
         p, file = parts.pop(name), f"{name}.mlpackage"
         try:
-            to_coreml(
+            export_static_coreml(
                 p.module,
                 p.example_inputs,
                 ([s["name"] for s in p.inputs], [s["name"] for s in p.outputs]),

@@ -37,19 +37,10 @@ def quantize_int8(module: nn.Module, calibration: list[tuple[torch.Tensor, ...]]
 
     Returns the converted module and its output SQNR against the float module on that data.
     """
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from export.backends.executorch import quantize_pt2e
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    converted = quantize_pt2e(module, calibration[0], calibration)
     with torch.no_grad():
-        graph = torch.export.export(module, calibration[0], strict=False).module()
-        prepared = prepare_pt2e(graph, quantizer)
-        for args in calibration:
-            prepared(*args)
-        converted = convert_pt2e(prepared)
         ref = [_flat(module(*a)) for a in calibration]
         got = [_flat(converted(*a)) for a in calibration]
     return converted, {

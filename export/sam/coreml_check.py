@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from export.sam.lower import coreml_summary
+from export.backends.coreml import coreml_summary
 from runtime.mil_interpreter import MILInterpreter
 
 

@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.backends.executorch import Method, lower_to_executorch
+from export.backends.coreml import export_static_coreml
+from export.backends.executorch import Method, lower_to_executorch, quantize_pt2e
+from export.backends.onnx import export_static_onnx
 from export.config import Backend
 from export.manifest import atomic_artifact_dir, write_manifest
 from export.progress import tqdm
-from export.sam import lower
 from export.sam.config import SamExportConfig, SqueezeSamConfig
 from export.sam.model import SqueezeSam, load_checkpoint, shipped_checkpoint
 from export.sam.wrappers import SQUEEZESAM_IO, TEACHER_DECODER_IO, TEACHER_ENCODER_IO, TeacherDecoder, TeacherEncoder
@@ -58,12 +59,12 @@ def lower_one(
 ) -> dict:
     """One model file; calibration None = fp32, else static int8 calibrated on it."""
     if backend is Backend.EXECUTORCH:
-        module = lower.quantize_pt2e(module, example, calibration) if calibration else module
+        module = quantize_pt2e(module, example, calibration) if calibration else module
         methods = {"forward": Method(module, example)}
         return lower_to_executorch(methods, out_file, planning="default", desc="squeezesam")["forward"]
     if backend is Backend.ONNX:
-        return lower.to_onnx(module, example, io, out_file, calibration)
-    return lower.to_coreml(module, example, io, out_file, int8=calibration is not None)
+        return export_static_onnx(module, example, io, out_file, calibration)
+    return export_static_coreml(module, example, io, out_file, int8=calibration is not None)
 
 
 def manifest_fields(config: SqueezeSamConfig) -> dict:
