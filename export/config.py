@@ -33,7 +33,7 @@ WEIGHT_METHODS = ("gptq", "rtn")
 # linears (49152 x 576 at 8 bits is a fifth of a decode step's weight traffic; on SmolLM2 the
 # 4-bit GPTQ head costs +1.5% held-out perplexity, 21.32 vs 21.00, and makes decode match
 # onnxruntime-genai's builder, whose head is 4-bit RTN). ExecuTorch and CoreML keep int8.
-DEFAULT_OUTPUT_BITS = {"executorch": 8, "onnx": 4, "coreml": 8}
+DEFAULT_OUTPUT_BITS = {Backend.EXECUTORCH: 8, Backend.ONNX: 4, Backend.COREML: 8}
 GPTQ_SEQ_LEN = 512
 
 
@@ -70,11 +70,12 @@ class LLMQuantConfig:
         if self.gptq_windows < 1:
             raise HandheldError(f"gptq_windows={self.gptq_windows}", "use at least 1 calibration window")
 
-    def for_backend(self, backend: str) -> LLMQuantConfig:
+    def for_backend(self, backend: Backend | str) -> LLMQuantConfig:
         """This config with the backend's lm_head default filled in (unchanged when set)."""
         if self.output_bits is not None:
             return self
-        return dataclasses.replace(self, output_bits=DEFAULT_OUTPUT_BITS[backend] if self.weight_bits < 16 else 0)
+        default = DEFAULT_OUTPUT_BITS[parse_enum(Backend, backend, "backend")]
+        return dataclasses.replace(self, output_bits=default if self.weight_bits < 16 else 0)
 
     @property
     def name(self) -> str:

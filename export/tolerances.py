@@ -2,7 +2,7 @@
 
 A table maps a metric's name to ("min" | "max", limit): the measured value must be at least
 (min) or at most (max) the limit. Each check names its table beside the metrics it measures
-(export/llm/parity.py, export/backends/onnx.py, ...); the judging is written once, here."""
+(export/llm/parity.py, export/llm/lower_onnx.py, ...); the judging is written once, here."""
 
 from __future__ import annotations
 

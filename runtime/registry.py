@@ -1,8 +1,12 @@
-"""Name -> object registries for model families, backends and runners."""
+"""Name -> object registries for model families, backends and runners.
+
+Keys are names; an Enum member (a `Backend`) stands for its value, so a registry keyed by
+backend is looked up with the enum or with the name a manifest stores."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from typing import Generic, TypeVar
 
 from runtime.errors import HandheldError
@@ -15,7 +19,9 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str | Enum) -> Callable[[T], T]:
+        name = _key(name)
+
         def add(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
@@ -24,7 +30,8 @@ class Registry(Generic[T]):
 
         return add
 
-    def get(self, name: str) -> T:
+    def get(self, name: str | Enum) -> T:
+        name = _key(name)
         if name not in self._entries:
             raise HandheldError(
                 f"unknown {self.kind} {name!r}",
@@ -35,5 +42,9 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._entries
+    def __contains__(self, name: str | Enum) -> bool:
+        return _key(name) in self._entries
+
+
+def _key(name: str | Enum) -> str:
+    return name.value if isinstance(name, Enum) else name

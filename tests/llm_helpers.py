@@ -43,7 +43,7 @@ def export_tiny(
     max_seq_len: int = 40,
     **quant_kwargs,
 ):
-    """Through the real pipeline (PreparedModel -> LLM_BACKENDS[backend] -> manifest), the
+    """Through the real pipeline (PreparedModel -> LLM_RECIPES[backend] -> manifest), the
     tokenizer stubbed. `quantizer(model, quant, **quant_kwargs)` simulates the backend's
     quantization on a copy of `model` (the float model stays the backend's input)."""
     import export.llm.pipeline as pipeline

@@ -41,3 +41,19 @@ def test_no_runtime_source_names_export():
         if line.strip().startswith(("from export", "import export"))
     ]
     assert not offenders, offenders
+
+
+FAMILIES = ("export.llm", "export.sam", "export.longvu")
+
+
+def test_backends_import_no_model_family():
+    """export/backends/ lowers any module: no line of it (lazy imports included) imports a
+    model family; the families import the backends, never the reverse."""
+    offenders = [
+        f"{p.name}:{i}: {line.strip()}"
+        for p in sorted((ROOT / "export" / "backends").glob("*.py"))
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if line.strip().startswith(tuple(f"{kw} {fam}" for kw in ("from", "import") for fam in FAMILIES))
+    ]
+    assert not offenders, offenders
+    assert len(list((ROOT / "export" / "backends").glob("*.py"))) >= 4  # the scan saw the backends

@@ -204,14 +204,18 @@ def test_executorch_coreml_delegate_pte_is_one_delegate_and_matches_eager(tmp_pa
     its int4 weights stored by the delegate's quantizer; the mlpackage unpacked from the .pte
     file, interpreted op by op, agrees with eager with those weights simulated. The threshold is
     lowered so the tiny model's weights are quantized too (the real default skips < 65536)."""
-    from export.backends.coreml import DELEGATE_QUANT, delegate_package, lower_coreml_delegate
+    from export.backends.coreml import delegate_package, lower_coreml_delegate
+    from export.backends.executorch import Method
     from export.llm.coreml_check import check_delegate_parity
+    from export.llm.lower_coreml import DELEGATE_QUANT
     from export.llm.wrapper_coreml import StatefulDecoder
     from runtime.mil_interpreter import MILInterpreter
 
     model = _tiny()
     quant = {**DELEGATE_QUANT, "weight_threshold": 2048}
-    summary = lower_coreml_delegate(StatefulDecoder(model, 40).eval(), tmp_path / "d.pte", quant)
+    decoder = StatefulDecoder(model, 40).eval()
+    method = Method(decoder, decoder.example_inputs(), decoder.dynamic_shapes())
+    summary = lower_coreml_delegate(method, tmp_path / "d.pte", quant)
     assert summary["delegate_backend"] == "CoreMLBackend" and summary["ops_outside_delegate"] == 0
     ops = [
         op.op_type for op in MILInterpreter(delegate_package(tmp_path / "d.pte", tmp_path / "unpacked")).fn.operations

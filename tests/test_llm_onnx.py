@@ -19,7 +19,7 @@ def _tiny(**overrides):
 
 
 def _export(model, tmp_path, quant=LLMQuantConfig(), max_seq_len=40):
-    """Through the real pipeline (prepare -> LLM_BACKENDS['onnx'] -> manifest), tokenizer stubbed;
+    """Through the real pipeline (prepare -> LLM_RECIPES['onnx'] -> manifest), tokenizer stubbed;
     GPTQ (the default) calibrated on random tokens."""
     from export.llm.quant_onnx import simulate_matmulnbits
 

@@ -1,7 +1,7 @@
 """The ONNX artifact of the real SmolLM2 as shipped (SpinQuant-rotated, GPTQ on MatMulNBits 4-bit) against eager with
 MatMulNBits simulated, on held-out Wikipedia text; and a real chat answer from the artifact.
 Exported once per session without the full harness (tests stay minutes long); the judged
-numbers are the ONNX tolerances of export/backends/onnx.py."""
+numbers are the ONNX tolerances of export/llm/lower_onnx.py."""
 
 import pytest
 import torch
@@ -28,8 +28,8 @@ def test_real_model_graph(smollm2_onnx):
 
 
 def test_teacher_forced_logits_match_matmulnbits_simulation(smollm2_onnx, smollm2):
-    from export.backends.onnx import judge_onnx
     from export.data.text import token_windows
+    from export.llm.lower_onnx import judge_onnx
     from export.llm.parity import EagerLLMRunner, _perplexity, _teacher_forced, top1_metrics
     from export.llm.quantize import with_cached_dequantized_weights
     from export.llm.wrapper import CachedDecoder

@@ -171,9 +171,9 @@ def check_llm_parity(folder: Path, prepared=None) -> dict:
         prepared.checkpoint.model,
         prepared.checkpoint.tokenizer,
     )
-    from export.llm.pipeline import SIMULATED_QUANT
+    from export.llm.pipeline import LLM_RECIPES
 
-    simulator = SIMULATED_QUANT.get(cfg.backend.value, "torchao").rpartition(":")[2]
+    simulator = LLM_RECIPES.get(cfg.backend).simulator
     report = {"reference": f"{cfg.quant.name} simulated ({simulator})", "metrics": metrics, **judge(metrics)}
     update_manifest(folder, parity=report)
     print_report(report)

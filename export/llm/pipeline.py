@@ -13,18 +13,14 @@ from pathlib import Path
 
 import torch
 
-from export.config import LLMExportConfig, LLMQuantConfig, Rotation, to_jsonable
+from export.config import Backend, LLMExportConfig, LLMQuantConfig, Rotation, to_jsonable
 from export.llm.checkpoint import Checkpoint, load_checkpoint
 from export.llm.model import Llama
-from export.llm.quantize import quantize_llm
 from export.llm.wrapper import INPUT_NAMES, CachedDecoder
 from export.manifest import atomic_artifact_dir, write_manifest
 from runtime.registry import Registry
 
 TOKENIZER_FILE = "tokenizer.json"
-
-# backend name -> function(wrapper, folder, ctx) -> manifest fields (model_file, ...)
-LLM_BACKENDS: Registry[Callable] = Registry("LLM backend")
 
 
 @dataclass
@@ -37,39 +33,51 @@ class PreparedModel:
     quant: LLMQuantConfig | None = None
 
 
-# backend name -> "module:function(model, LLMQuantConfig) -> report": the eager model with the
-# backend's own quantization simulated (parity reference); backends not listed use torchao 8da4w
-SIMULATED_QUANT = {
-    "onnx": "export.llm.quant_onnx:simulate_matmulnbits",
-    "coreml": "export.llm.quant_coreml:simulate_coreml_weights",
-}
+@dataclass(frozen=True)
+class LLMRecipe:
+    """How the LLM goes onto one backend; each step a "module:function" resolved on first use
+    (so importing the pipeline does not import every backend's tools)."""
+
+    lower: str  # (PreparedModel, folder) -> manifest fields (model_file, ...)
+    simulate: str  # (model, LLMQuantConfig, GPTQ windows) -> report: the backend's quantization in eager
+    simulator: str  # how the parity report names that simulation
+    parity: str  # (folder, PreparedModel) -> parity report, also written into the manifest
+    own_quantizer: bool  # the backend's own tool quantizes the float model (a float copy is kept)
+
+    def step(self, name: str) -> Callable:
+        from export.harness import resolve
+
+        return resolve(getattr(self, name))
 
 
-# backends whose parity check wraps the harness (CoreML: MIL program on Linux; ONNX: own tolerances too)
-PARITY_CHECKS = {
-    "coreml": "export.llm.coreml_check:check_coreml_parity",
-    "onnx": "export.backends.onnx:check_onnx_parity",
-}
-
-
-def _parity_check(backend: str) -> Callable:
-    import importlib
-
-    from export.llm.parity import check_llm_parity
-
-    if backend not in PARITY_CHECKS:
-        return check_llm_parity
-    module, _, name = PARITY_CHECKS[backend].partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _simulated_quantizer(backend: str) -> Callable:
-    import importlib
-
-    if backend not in SIMULATED_QUANT:
-        return quantize_llm
-    module, _, name = SIMULATED_QUANT[backend].partition(":")
-    return getattr(importlib.import_module(module), name)
+LLM_RECIPES: Registry[LLMRecipe] = Registry("LLM backend")
+LLM_RECIPES.register(Backend.EXECUTORCH)(
+    LLMRecipe(
+        lower="export.llm.pipeline:lower_executorch",
+        simulate="export.llm.quantize:quantize_llm",
+        simulator="torchao",
+        parity="export.llm.parity:check_llm_parity",
+        own_quantizer=False,
+    )
+)
+LLM_RECIPES.register(Backend.ONNX)(
+    LLMRecipe(
+        lower="export.llm.lower_onnx:lower_llm_onnx",
+        simulate="export.llm.quant_onnx:simulate_matmulnbits",
+        simulator="simulate_matmulnbits",
+        parity="export.llm.lower_onnx:check_onnx_parity",  # the harness, judged again with the ONNX tolerances
+        own_quantizer=True,
+    )
+)
+LLM_RECIPES.register(Backend.COREML)(
+    LLMRecipe(
+        lower="export.llm.lower_coreml:lower_llm_coreml",
+        simulate="export.llm.quant_coreml:simulate_coreml_weights",
+        simulator="simulate_coreml_weights",
+        parity="export.llm.coreml_check:check_coreml_parity",  # MIL program on Linux, Apple's runtime on macOS
+        own_quantizer=True,
+    )
+)
 
 
 def gptq_calibration(ck: Checkpoint, quant: LLMQuantConfig) -> torch.Tensor | None:
@@ -93,14 +101,16 @@ def prepare_model(cfg: LLMExportConfig, checkpoint: Checkpoint | None = None) ->
         from export.rotation import apply_rotation
 
         model = apply_rotation(model, cfg.rotation, cfg.rotation_file, quantized_kv=quant.kv_cache_bits > 0)
-    float_model = copy.deepcopy(model) if cfg.backend.value in SIMULATED_QUANT else None
-    quantizer = _simulated_quantizer(cfg.backend.value)
-    report = quantizer(model, quant, gptq_calibration(ck, quant))  # every backend's quantizer takes GPTQ's windows
+    recipe = LLM_RECIPES.get(cfg.backend)
+    float_model = copy.deepcopy(model) if recipe.own_quantizer else None
+    report = recipe.step("simulate")(
+        model, quant, gptq_calibration(ck, quant)
+    )  # every backend's quantizer takes GPTQ's windows
     return PreparedModel(ck, model, CachedDecoder(model, cfg.max_seq_len).eval(), report, float_model, quant)
 
 
-@LLM_BACKENDS.register("executorch")
-def _lower_executorch(prepared: PreparedModel, folder: Path) -> dict:
+def lower_executorch(prepared: PreparedModel, folder: Path) -> dict:
+    """The LLM's ExecuTorch recipe: the simulated model's wrapper (torchao 8da4w) -> XNNPACK model.pte."""
     from export.backends.executorch import Method, lower_to_executorch
 
     w = prepared.wrapper
@@ -108,20 +118,6 @@ def _lower_executorch(prepared: PreparedModel, folder: Path) -> dict:
     methods = {"forward": Method(w, w.example_inputs(), w.dynamic_shapes())}
     summary = lower_to_executorch(methods, folder / "model.pte", meta, desc="llm")["forward"]
     return {"model_file": "model.pte", "delegation": summary}
-
-
-@LLM_BACKENDS.register("onnx")
-def _lower_onnx(prepared: PreparedModel, folder: Path) -> dict:
-    from export.backends.onnx import lower_llm_onnx
-
-    return lower_llm_onnx(prepared, folder)
-
-
-@LLM_BACKENDS.register("coreml")
-def _lower_coreml(prepared: PreparedModel, folder: Path) -> dict:
-    from export.backends.coreml import lower_llm_coreml
-
-    return lower_llm_coreml(prepared, folder)
 
 
 def _save_tokenizer(ck: Checkpoint, folder: Path) -> dict:
@@ -158,11 +154,11 @@ def export_llm(cfg: LLMExportConfig, out: Path, check_parity: bool = True) -> di
 
 
 def export_prepared(cfg: LLMExportConfig, prepared: PreparedModel, out: Path, check_parity: bool = True) -> dict:
-    lower = LLM_BACKENDS.get(cfg.backend.value)
+    recipe = LLM_RECIPES.get(cfg.backend)
     inputs, outputs = io_specs(prepared.wrapper)
     quant = (prepared.quant or cfg.quant).for_backend(cfg.backend.value)  # lm_head bits resolved
     with atomic_artifact_dir(Path(out)) as folder:
-        fields = lower(prepared, folder)
+        fields = recipe.step("lower")(prepared, folder)
         tokenizer = _save_tokenizer(prepared.checkpoint, folder)
         manifest = write_manifest(
             folder,
@@ -179,11 +175,8 @@ def export_prepared(cfg: LLMExportConfig, prepared: PreparedModel, out: Path, ch
             **fields,
         )
         if check_parity:
-            manifest["parity"] = _parity_check(cfg.backend.value)(folder, prepared)
+            manifest["parity"] = recipe.step("parity")(folder, prepared)
     return manifest
-
-
-ALL_BACKENDS = ("executorch", "onnx", "coreml")
 
 
 def export_all_backends(cfg: LLMExportConfig, out_root: Path, check_parity: bool = True) -> dict[str, dict]:
@@ -194,7 +187,7 @@ def export_all_backends(cfg: LLMExportConfig, out_root: Path, check_parity: bool
 
     checkpoint = load_checkpoint(cfg.checkpoint)
     results: dict[str, dict] = {}
-    for name in ALL_BACKENDS:
+    for name in [b.value for b in Backend if b in LLM_RECIPES]:  # the enum's order
         backend_cfg = dataclasses.replace(cfg, backend=name)
         try:
             results[name] = export_prepared(

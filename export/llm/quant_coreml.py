@@ -171,7 +171,7 @@ def simulate_coreml_weights(model: Llama, cfg: LLMQuantConfig, calibration: torc
 
 def simulate_coreml_delegate_weights(model: Llama, block: int = BLOCK, threshold: int = 65536) -> Llama:
     """A copy of the float `model` with what the ExecuTorch CoreML delegate's global int4
-    quantizer stores (export/backends/coreml.py DELEGATE_QUANT): every linear weight of >=
+    quantizer stores (export/llm/lower_coreml.py DELEGATE_QUANT): every linear weight of >=
     `threshold` elements int4 per block along the input dim. The embedding table of the gather
     stays fp16 unless it is the very constant lm_head reads (tied), as read back from the package."""
     import copy

@@ -115,7 +115,7 @@ def check_onnx_quant_config(cfg: LLMQuantConfig) -> None:
 def gptq_matmulnbits_weights(model: Llama, calibration: torch.Tensor, output_bits: int = 0) -> dict[str, torch.Tensor]:
     """GPTQ weights of every block linear (and of lm_head when `output_bits` is 4) on
     MatMulNBits' own block scales (so the artifact's integers, written by
-    `export.backends.onnx`, are exactly these)."""
+    `export.llm.lower_onnx`, are exactly these)."""
     from export.quant import QuantScheme
     from export.quant.gptq import gptq_weights
 

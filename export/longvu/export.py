@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from export.config import Backend
 from export.longvu.config import LongVUConfig
 from export.longvu.pipeline import NOT_MEANINGFUL, LongVUModel, build_model
 from export.manifest import atomic_artifact_dir, write_manifest
@@ -30,7 +31,7 @@ from runtime.registry import Registry
 
 MODEL_FILE = "longvu.pte"
 
-# backend name -> function(model, folder) -> manifest fields
+# Backend -> function(model, folder) -> manifest fields
 LONGVU_BACKENDS: Registry[Callable] = Registry("LongVU backend")
 
 
@@ -98,7 +99,7 @@ def pieces(m: LongVUModel) -> dict[str, Piece]:
     }
 
 
-@LONGVU_BACKENDS.register("executorch")
+@LONGVU_BACKENDS.register(Backend.EXECUTORCH)
 def _lower_executorch(m: LongVUModel, folder: Path) -> dict:
     parts = pieces(m)
     meta = {
@@ -119,19 +120,14 @@ def _lower_executorch(m: LongVUModel, folder: Path) -> dict:
 VISION_METHODS = ("dino", "siglip", "project")
 
 
-@LONGVU_BACKENDS.register("coreml")
+@LONGVU_BACKENDS.register(Backend.COREML)
 def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
     """Every method its own .mlpackage: the vision methods fp32 (iOS 17), `embed` and `decode`
     fp16 with CoreML's int4 per-block / int8 weights (iOS 18; decode's KV cache as states)."""
     import copy
 
-    from export.backends.coreml import (
-        DEPLOYMENT_TARGET,
-        compressed_decoder,
-        convert_embedding,
-        export_coreml,
-        export_static_coreml,
-    )
+    from export.backends.coreml import export_static_coreml
+    from export.llm.lower_coreml import DEPLOYMENT_TARGET, compressed_decoder, convert_embedding, export_coreml
     from export.llm.quant_coreml import BLOCK, check_coreml_quant_config
     from export.llm.quantize import untie_embeddings
     from export.longvu.decoder import StatefulEmbedsDecoder, TokenEmbedding
@@ -198,13 +194,14 @@ def _lower_coreml(m: LongVUModel, folder: Path) -> dict:
     }
 
 
-@LONGVU_BACKENDS.register("onnx")
+@LONGVU_BACKENDS.register(Backend.ONNX)
 def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
     """One .onnx per method: vision fp32; `embed` with the (int8) table; `decode` the LLM's ONNX
     graph with embeddings in (MatMulNBits with the simulation's integers, fixed-size KV buffers)."""
     import copy
 
-    from export.backends.onnx import OPSET, export_onnx, fused_block_weights
+    from export.backends.onnx import OPSET, export_program
+    from export.llm.lower_onnx import export_decoder_onnx, fused_block_weights
     from export.llm.onnx_ops import onnx_translations
     from export.llm.quant_onnx import check_onnx_quant_config
     from export.llm.wrapper_onnx import past_names, present_names
@@ -228,24 +225,12 @@ def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
         {**kv(n, ctx), "note": "the cache with the new positions written: bind it to the past buffer"}
         for n in present_names(a.n_layers)
     ]
-    methods = {}
+    methods, translations = {}, onnx_translations()
     for name, p in tqdm(parts.items(), desc="longvu: onnx export", unit="method"):
         file = f"{name}.onnx"
         names_in, names_out = [s["name"] for s in p.inputs], [s["name"] for s in p.outputs]
         try:
-            with torch.no_grad():
-                program = torch.onnx.export(
-                    p.module,
-                    p.example_inputs,
-                    dynamo=True,
-                    dynamic_shapes=p.dynamic_shapes,
-                    custom_translation_table=onnx_translations(),
-                    input_names=names_in,
-                    output_names=names_out,
-                    opset_version=OPSET,
-                    optimize=True,
-                    verbose=False,
-                )
+            program = export_program(p.module, p.example_inputs, (names_in, names_out), p.dynamic_shapes, translations)
             program.save(str(folder / file))
         except Exception as err:
             raise HandheldError(
@@ -255,7 +240,7 @@ def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
         methods[name] = {"file": file, "inputs": p.inputs, "outputs": p.outputs}
     # the simulated model's integers (GPTQ's, or the quantizer's own RTN) go into decode.onnx
     block_weights = fused_block_weights(m.llm) if quant.weight_bits == 4 else None
-    summary = export_onnx(
+    summary = export_decoder_onnx(
         dec,
         folder / "decode.onnx",
         weight_bits=quant.weight_bits,
@@ -271,7 +256,7 @@ def export_longvu(cfg: LongVUConfig, out: Path, check_parity: bool = True, model
     from export.llm.pipeline import _save_tokenizer
 
     m = model or build_model(cfg)
-    lower = LONGVU_BACKENDS.get(cfg.backend.value)
+    lower = LONGVU_BACKENDS.get(cfg.backend)
     with atomic_artifact_dir(Path(out)) as folder:
         fields = lower(m, folder)
         tokenizer = _save_tokenizer(m.checkpoint, folder)

@@ -7,6 +7,8 @@ with the model config, preprocessing, click encoding, graph checks and parity nu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +25,7 @@ from export.sam.model import SqueezeSam, load_checkpoint, shipped_checkpoint
 from export.sam.wrappers import SQUEEZESAM_IO, TEACHER_DECODER_IO, TEACHER_ENCODER_IO, TeacherDecoder, TeacherEncoder
 from runtime.errors import HandheldError
 from runtime.manifest import sha256_file
-
-SUFFIX = {Backend.EXECUTORCH: ".pte", Backend.ONNX: ".onnx", Backend.COREML: ".mlpackage"}
+from runtime.registry import Registry
 
 
 def calibration_inputs(model: SqueezeSam, n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -49,22 +50,33 @@ def calibration_inputs(model: SqueezeSam, n: int, seed: int = 0) -> list[tuple[t
     return out
 
 
-def lower_one(
-    backend: Backend,
-    module: torch.nn.Module,
-    example: tuple,
-    io: tuple,
-    out_file: Path,
-    calibration: list[tuple] | None,
-) -> dict:
-    """One model file; calibration None = fp32, else static int8 calibrated on it."""
-    if backend is Backend.EXECUTORCH:
-        module = quantize_pt2e(module, example, calibration) if calibration else module
-        methods = {"forward": Method(module, example)}
-        return lower_to_executorch(methods, out_file, planning="default", desc="squeezesam")["forward"]
-    if backend is Backend.ONNX:
-        return export_static_onnx(module, example, io, out_file, calibration)
+@dataclass(frozen=True)
+class SamRecipe:
+    """SqueezeSAM (and its teacher) on one backend: the file suffix, and how one static-shape
+    module becomes a model file (calibration None = fp32, else static int8 calibrated on it)."""
+
+    suffix: str
+    lower: Callable[[torch.nn.Module, tuple, tuple, Path, list | None], dict]  # -> graph summary
+
+
+SAM_RECIPES: Registry[SamRecipe] = Registry("SqueezeSAM backend")
+
+
+def _lower_executorch(module, example, io, out_file, calibration) -> dict:
+    """XNNPACK; int8 = PT2E static quantization (XNNPACK's quantizer) on the calibration inputs."""
+    module = quantize_pt2e(module, example, calibration) if calibration else module
+    methods = {"forward": Method(module, example)}
+    return lower_to_executorch(methods, out_file, planning="default", desc="squeezesam")["forward"]
+
+
+def _lower_coreml(module, example, io, out_file, calibration) -> dict:
+    """mlprogram iOS 17; int8 = fp16 compute with int8 per-channel weights (no activation calibration)."""
     return export_static_coreml(module, example, io, out_file, int8=calibration is not None)
+
+
+SAM_RECIPES.register(Backend.EXECUTORCH)(SamRecipe(".pte", _lower_executorch))
+SAM_RECIPES.register(Backend.ONNX)(SamRecipe(".onnx", export_static_onnx))  # int8 = QDQ, onnxruntime's static quantizer
+SAM_RECIPES.register(Backend.COREML)(SamRecipe(".mlpackage", _lower_coreml))
 
 
 def manifest_fields(config: SqueezeSamConfig) -> dict:
@@ -105,12 +117,12 @@ def export_sam(cfg: SamExportConfig, out: Path) -> dict:
     model = load_checkpoint(checkpoint)
     calibration = calibration_inputs(model, cfg.calibration_images)
     example = calibration[0]
-    suffix = SUFFIX[cfg.backend]
+    recipe = SAM_RECIPES.get(cfg.backend)
     with atomic_artifact_dir(Path(out)) as tmp:
         variants, graphs = {}, {}
         for variant, calib in tqdm([("fp32", None), ("int8", calibration)], desc=f"export sam ({cfg.backend.value})"):
-            name = f"squeezesam_{variant}{suffix}"
-            graphs[variant] = lower_one(cfg.backend, model, example, SQUEEZESAM_IO, tmp / name, calib)
+            name = f"squeezesam_{variant}{recipe.suffix}"
+            graphs[variant] = recipe.lower(model, example, SQUEEZESAM_IO, tmp / name, calib)
             variants[variant] = {"file": name}
         teacher = export_teacher(cfg, tmp) if cfg.with_teacher else None
         parity = check_variants(tmp, cfg.backend.value, model, variants, graphs)
@@ -146,15 +158,15 @@ def export_teacher(cfg: SamExportConfig, folder: Path) -> dict:
     with torch.no_grad():
         embedding = teacher.embed(image)
     box = torch.tensor([[s * 0.25, s * 0.25, s * 0.75, s * 0.75]])
-    suffix = SUFFIX[cfg.backend]
+    recipe = SAM_RECIPES.get(cfg.backend)
     files = {}
     parts = [
         ("encoder", TeacherEncoder(teacher), (image,), TEACHER_ENCODER_IO),
         ("decoder", TeacherDecoder(teacher), (embedding, box), TEACHER_DECODER_IO),
     ]
     for part, module, example, io in tqdm(parts, desc="export teacher"):
-        name = f"teacher_{part}_fp32{suffix}"
-        lower_one(cfg.backend, module.eval(), example, io, folder / name, None)
+        name = f"teacher_{part}_fp32{recipe.suffix}"
+        recipe.lower(module.eval(), example, io, folder / name, None)
         files[part] = name
     return {
         "name": "lite-medsam",
