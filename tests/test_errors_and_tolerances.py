@@ -1,4 +1,8 @@
-"""error_line: the one line of a library's exception that goes into a HandheldError message."""
+"""error_line, the tolerance judge and the benchmark worker: the helpers every family shares."""
+
+from pathlib import Path
+
+import pytest
 
 from runtime.errors import error_line
 
@@ -22,3 +26,25 @@ def test_the_tolerance_judge_names_what_missed():
     assert judge({"cosine": 0.995, "ratio": 1.03}, table) == {"passed": True, "failures": [], "tolerances": table}
     report = judge({"cosine": 0.98, "ratio": 1.1}, table)
     assert not report["passed"] and report["failures"] == ["cosine=0.98 (min 0.99)", "ratio=1.1 (max 1.03)"]
+
+
+def test_bench_worker_measures_in_its_own_process_and_names_failures(tmp_path):
+    """export/worker.py, the one benchmark worker: a result comes back from a fresh interpreter
+    (its own peak RSS, far below this test process's), whatever the caller's working directory;
+    a failing worker is a HandheldError with its last error line and the fix."""
+    import os
+
+    from export.worker import peak_rss_mb, run_worker
+    from runtime.errors import HandheldError
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        rss = run_worker("export.worker:peak_rss_mb", what="rss", fix="none")
+        with pytest.raises(HandheldError) as err:
+            run_worker("export.no_such_module:f", Path(tmp_path), 2, what="the thing", fix="do that")
+    finally:
+        os.chdir(cwd)
+    assert 5 < rss < 2000 and rss <= peak_rss_mb()
+    assert "benchmark of the thing failed" in str(err.value) and "no_such_module" in str(err.value)
+    assert err.value.fix == "do that"

@@ -55,15 +55,16 @@ def test_exported_program_selects_exactly_what_the_eager_pieces_select(artifact)
 
 def test_parity_catches_a_different_vision_model(artifact, model, tmp_path):
     """The check can fail: the same artifact against an eager DINO with other weights."""
-    from export.longvu.parity import judge, measure
+    from export.longvu.parity import TOLERANCES, measure
     from export.longvu.pipeline import EagerPieces, eager_tokenizer
     from export.longvu.weights import random_vit
+    from export.tolerances import judge
     from runtime.video_qa import open_pieces
 
     other = dataclasses.replace(model, dino=random_vit(model.cfg.dino, seed=99))
     art, tok, _ = open_pieces(artifact[0])
     metrics = measure(art, EagerPieces(other), tok, eager_tokenizer(model.checkpoint, tmp_path), model.cfg)
-    verdict = judge(metrics)
+    verdict = judge(metrics, TOLERANCES)
     assert not verdict["passed"]
     assert any(f.startswith("feature_cosine_min") for f in verdict["failures"])
 

@@ -11,13 +11,11 @@ export, to price the rotations) goes through the identical worker in the same ru
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from export.worker import peak_rss_mb
 
 PROMPT_TOKENS, DECODE_STEPS = 64, 128
 
@@ -84,30 +82,12 @@ def time_generation(
     }
 
 
-def peak_rss_mb() -> float:
-    """This process's peak RSS. VmHWM belongs to the address space created at exec, unlike
-    ru_maxrss, which a worker started from a big parent inherits."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _measure(target: Path, threads: int, runs: int, prompt_tokens: int, decode_steps: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    call = f"_worker({str(target)!r}, {threads}, {runs}, {prompt_tokens}, {decode_steps})"
-    code = f"import json; from export.llm.bench import _worker; print('RESULT', json.dumps({call}))"
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    from runtime.errors import HandheldError
+    from export.worker import run_worker
 
-    raise HandheldError(
-        f"benchmark worker failed on {target}: {proc.stderr.strip().splitlines()[-1:]}",
-        "run `handheld parity` on the artifact first",
+    args = (Path(target), threads, runs, prompt_tokens, decode_steps)
+    return run_worker(
+        "export.llm.bench:_worker", *args, what=str(target), fix="run `handheld parity` on the artifact first"
     )
 
 

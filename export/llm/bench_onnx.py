@@ -149,17 +149,15 @@ def _genai_worker(model_dir: str, threads: int, runs: int) -> dict:
 
 
 def _measure_genai(model_dir: Path, threads: int, runs: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    code = f"import json; from export.llm.bench_onnx import _genai_worker; print('RESULT', json.dumps(_genai_worker({str(model_dir)!r}, {threads}, {runs})))"
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    from runtime.errors import HandheldError
+    from export.worker import run_worker
 
-    raise HandheldError(
-        f"genai benchmark worker failed on {model_dir}: {proc.stderr.strip().splitlines()[-1:]}",
-        "rebuild the builder baseline",
+    return run_worker(
+        "export.llm.bench_onnx:_genai_worker",
+        Path(model_dir),
+        threads,
+        runs,
+        what=f"the genai baseline {model_dir}",
+        fix="rebuild the builder baseline",
     )
 
 

@@ -22,7 +22,7 @@ from export.data.text import parity_prompts, token_windows
 from export.manifest import update_manifest
 from export.metrics import max_abs, sqnr_db
 from export.progress import tqdm
-from export.tolerances import judge as judge_tolerances
+from export.tolerances import judge
 
 # Named tolerances (artifact vs eager with the same quantization simulated):
 # metric -> ("min" | "max", limit)
@@ -132,10 +132,6 @@ def measure(artifact_step, eager_step, fp_model, tokenizer) -> dict:
     }
 
 
-def judge(metrics: dict) -> dict:
-    return judge_tolerances(metrics, TOLERANCES)
-
-
 def print_report(report: dict) -> None:
     m = report["metrics"]
     print(
@@ -174,7 +170,11 @@ def check_llm_parity(folder: Path, prepared=None) -> dict:
     from export.llm.pipeline import LLM_RECIPES
 
     simulator = LLM_RECIPES.get(cfg.backend).simulator
-    report = {"reference": f"{cfg.quant.name} simulated ({simulator})", "metrics": metrics, **judge(metrics)}
+    report = {
+        "reference": f"{cfg.quant.name} simulated ({simulator})",
+        "metrics": metrics,
+        **judge(metrics, TOLERANCES),
+    }
     update_manifest(folder, parity=report)
     print_report(report)
     return report

@@ -13,20 +13,17 @@ each video is answered once to warm up and `runs` times measured (medians report
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from export.worker import peak_rss_mb
 
 QUESTION = "What is happening in this video?"
 NEW_TOKENS = 16
 
 
 def _worker(folder: str, threads: int, runs: int) -> dict:
-    import resource
 
     from export.longvu.parity import sample_videos
     from runtime.generate import SamplingConfig
@@ -62,23 +59,21 @@ def _worker(folder: str, threads: int, runs: int) -> dict:
     return {
         "threads": threads,
         "videos": videos,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "runs": runs,
     }
 
 
 def _measure(folder: Path, threads: int, runs: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    code = f"import json; from export.longvu.bench import _worker; print('RESULT', json.dumps(_worker({str(folder)!r}, {threads}, {runs})))"
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[7:])
-    from runtime.errors import HandheldError
+    from export.worker import run_worker
 
-    raise HandheldError(
-        f"LongVU benchmark worker failed on {folder}: {proc.stderr.strip().splitlines()[-1:]}",
-        "run `handheld parity` on the artifact first",
+    return run_worker(
+        "export.longvu.bench:_worker",
+        Path(folder),
+        threads,
+        runs,
+        what=f"LongVU {folder}",
+        fix="run `handheld parity` on the artifact first",
     )
 
 

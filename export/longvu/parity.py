@@ -24,6 +24,7 @@ import torch
 from export.longvu.config import LongVUConfig
 from export.manifest import update_manifest
 from export.metrics import cosine, max_abs, sqnr_db
+from export.tolerances import judge
 
 # metric -> ("min" | "max", limit)
 TOLERANCES = {
@@ -173,12 +174,6 @@ def measure(art, ref, art_tok, ref_tok, cfg: LongVUConfig, float_ref=None) -> di
     }
 
 
-def judge(metrics: dict) -> dict:
-    from export.tolerances import judge as judge_tolerances
-
-    return judge_tolerances(metrics, TOLERANCES)
-
-
 def print_report(report: dict) -> None:
     m = report["metrics"]
     print(
@@ -232,7 +227,7 @@ def check_longvu_parity(folder: Path, model=None) -> dict:
     reference = f"pt2e int8 vision + {decoder}, simulated" if cfg.quantize_vision else f"{decoder}, float vision"
     if cfg.backend.value == "coreml" and not getattr(art, "native", True):
         reference += "; packages run by the MIL interpreters (fp32 math, not Apple's runtime)"
-    report = {"reference": reference, "metrics": metrics, **judge(metrics)}
+    report = {"reference": reference, "metrics": metrics, **judge(metrics, TOLERANCES)}
     update_manifest(folder, parity=report)
     print_report(report)
     return report

@@ -10,17 +10,13 @@ thread count is measured in a fresh subprocess so that peak RSS belongs to that 
 
 from __future__ import annotations
 
-import json
-import os
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from export.worker import peak_rss_mb
 from runtime.errors import HandheldError
 from runtime.manifest import load_manifest
 
@@ -93,44 +89,29 @@ def measure_teacher(folder: Path, threads: int, runs: int) -> dict:
 
 def _in_subprocess(kind: str, folder: Path, variant: str, threads: int, runs: int) -> dict:
     """Measure one model in a fresh interpreter; returns its numbers plus its own peak RSS."""
-    code = (
-        "import json, sys; from pathlib import Path; from export.sam import bench; "
-        f"print('BENCH' + json.dumps(bench._measure_here({kind!r}, Path({str(Path(folder).resolve())!r}), {variant!r}, {threads}, {runs})))"
+    from export.worker import run_worker
+
+    return run_worker(
+        "export.sam.bench:_measure_here",
+        kind,
+        Path(folder),
+        variant,
+        threads,
+        runs,
+        what=f"{kind} {variant}",
+        fix="run `handheld parity DIR` first to see whether the artifact loads",
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2]
-    )
-    lines = [l for l in done.stdout.splitlines() if l.startswith("BENCH")]
-    if done.returncode or not lines:
-        tail = " / ".join(done.stderr.strip().splitlines()[-2:]) if done.stderr.strip() else f"exit {done.returncode}"
-        raise HandheldError(
-            f"benchmark of {kind} {variant} failed: {tail}",
-            "run `handheld parity DIR` first to see whether the artifact loads",
-        )
-    return json.loads(lines[-1][5:])
 
 
-def _measure_here(kind: str, folder: Path, variant: str, threads: int, runs: int) -> dict:
+def _measure_here(kind: str, folder: str, variant: str, threads: int, runs: int) -> dict:
+    folder = Path(folder)
     numbers = (
         measure_teacher(folder, threads, runs)
         if kind == "teacher"
         else measure_squeezesam(folder, variant, threads, runs)
     )
-    numbers["peak_rss_mb"] = round(peak_rss_kib() / 1024, 1)
+    numbers["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return numbers
-
-
-def peak_rss_kib() -> int:
-    """This process's peak RSS. VmHWM belongs to the current program image; ru_maxrss would
-    carry the parent's peak across fork+exec on Linux and make every model look alike."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == "darwin" else 1)
 
 
 def bench_artifact(

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 
 from export.manifest import update_manifest
+from export.tolerances import Tolerances
+from export.tolerances import failures as tolerance_failures
 from runtime.clicks import Click
 from runtime.manifest import load_manifest
 
@@ -23,9 +25,12 @@ FP32_SQNR_MIN_DB = 35.0
 INT8_MEDIAN_IOU_MIN = 0.90
 INT8_WORST_IOU_MIN = 0.70
 INT8_SQNR_MIN_DB = 12.0
-TOLERANCES = {
-    "fp32": (FP32_MEDIAN_IOU_MIN, FP32_WORST_IOU_MIN, FP32_SQNR_MIN_DB),
-    "int8": (INT8_MEDIAN_IOU_MIN, INT8_WORST_IOU_MIN, INT8_SQNR_MIN_DB),
+TOLERANCES: dict[str, Tolerances] = {
+    variant: {"median_iou": ("min", med), "worst_iou": ("min", worst), "median_sqnr_db": ("min", sqnr)}
+    for variant, (med, worst, sqnr) in {
+        "fp32": (FP32_MEDIAN_IOU_MIN, FP32_WORST_IOU_MIN, FP32_SQNR_MIN_DB),
+        "int8": (INT8_MEDIAN_IOU_MIN, INT8_WORST_IOU_MIN, INT8_SQNR_MIN_DB),
+    }.items()
 }
 
 
@@ -77,15 +82,9 @@ def compare(reference, candidate, cases) -> dict:
 
 
 def judge(variant: str, numbers: dict) -> list[str]:
-    med, worst, sq = TOLERANCES[variant]
-    fails = []
-    if numbers["median_iou"] < med:
-        fails.append(f"{variant}: median IoU {numbers['median_iou']} < {med}")
-    if numbers["worst_iou"] < worst:
-        fails.append(f"{variant}: worst IoU {numbers['worst_iou']} < {worst} ({numbers['worst_case']})")
-    if numbers["median_sqnr_db"] < sq:
-        fails.append(f"{variant}: median logits SQNR {numbers['median_sqnr_db']} dB < {sq} dB")
-    return fails
+    """`numbers` (from `compare`) against the variant's tolerances; the worst case is named."""
+    worst = f" ({numbers['worst_case']})"
+    return [f + (worst if f.startswith("worst_iou") else "") for f in tolerance_failures(numbers, TOLERANCES[variant])]
 
 
 def graph_failures(backend: str, graph: dict) -> list[str]:
@@ -111,7 +110,7 @@ def check_variants(folder: Path, backend: str, model, variants: dict, graphs: di
     report, failures = (
         {
             "backend": backend,
-            "tolerances": {k: dict(zip(("median_iou", "worst_iou", "sqnr_db"), v)) for k, v in TOLERANCES.items()},
+            "tolerances": TOLERANCES,
         },
         [],
     )
@@ -129,7 +128,7 @@ def check_variants(folder: Path, backend: str, model, variants: dict, graphs: di
                 lambda image, clicks, run=run: run(image, clicks)[0], model.config.input_spec, f"{backend} {variant}"
             )
             report[variant] = compare(reference, candidate, cases)
-            failures += judge(variant, report[variant])
+            failures += [f"{variant}: {f}" for f in judge(variant, report[variant])]
     for variant, graph in (graphs or {}).items():
         failures += [f"{variant}: {f}" for f in graph_failures(backend, graph)]
     report["failures"] = failures
