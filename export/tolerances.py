@@ -23,3 +23,14 @@ def judge(metrics: dict, tolerances: Tolerances) -> dict:
     """{"passed", "failures", "tolerances"}: what goes into a manifest's parity report."""
     missed = failures(metrics, tolerances)
     return {"passed": not missed, "failures": missed, "tolerances": tolerances}
+
+
+def parity_report(reference: str, metrics: dict, tolerances: Tolerances) -> dict:
+    """The parity report every check writes into its manifest: what the artifact was compared
+    with, the numbers, and the verdict on them."""
+    return {"reference": reference, "metrics": metrics, **judge(metrics, tolerances)}
+
+
+def print_failures(report: dict) -> None:
+    for f in report["failures"]:
+        print(f"  out of tolerance: {f}")

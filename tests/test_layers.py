@@ -57,3 +57,25 @@ def test_backends_import_no_model_family():
     ]
     assert not offenders, offenders
     assert len(list((ROOT / "export" / "backends").glob("*.py"))) >= 4  # the scan saw the backends
+
+
+def test_one_recipe_registry_per_family_keyed_by_backend():
+    """Each family names what it does on each backend in one registry: every Backend there,
+    looked up by the enum or by the manifest's name, an unknown name an error listing them."""
+    import pytest
+
+    from export.config import Backend
+    from export.llm.pipeline import LLM_RECIPES
+    from export.longvu.export import LONGVU_BACKENDS
+    from export.sam.export import SAM_RECIPES
+    from runtime.errors import HandheldError
+
+    for registry in (LLM_RECIPES, SAM_RECIPES, LONGVU_BACKENDS):
+        assert registry.names() == sorted(b.value for b in Backend)
+        assert registry.get(Backend.ONNX) is registry.get("onnx")
+        with pytest.raises(HandheldError) as err:
+            registry.get("tflite")
+        assert err.value.fix == "use one of: coreml, executorch, onnx"
+    for backend in Backend:  # every step of every LLM recipe resolves to a function
+        recipe = LLM_RECIPES.get(backend)
+        assert all(callable(recipe.step(name)) for name in ("lower", "simulate", "parity"))

@@ -175,18 +175,7 @@ def export_static_onnx(
     out_file = Path(out_file).resolve()
     with in_temp_dir() as tmp:
         fp32 = tmp / "fp32.onnx"
-        with torch.no_grad():
-            torch.onnx.export(
-                module.eval(),
-                example,
-                str(fp32),
-                dynamo=True,
-                opset_version=OPSET,
-                input_names=names[0],
-                output_names=names[1],
-                external_data=False,
-                verbose=False,
-            )
+        export_program(module.eval(), example, names).save(str(fp32))
         if calibration is None:
             os.replace(fp32, out_file)
         else:

@@ -138,6 +138,16 @@ def fused_block_weights(simulated) -> dict[str, torch.Tensor]:
     return out
 
 
+def export_simulated_decoder_onnx(decoder, out_file: Path, quant, simulated) -> dict:
+    """`export_decoder_onnx` with the simulated model's integers written into the file: GPTQ's,
+    or (RTN) the quantizer's own, in which case nothing changes (`block_integers_rewritten` = 0
+    checks the simulation). The LLM's and LongVU's decoders both go this way."""
+    block_weights = fused_block_weights(simulated) if quant.weight_bits == 4 else None
+    return export_decoder_onnx(
+        decoder, out_file, weight_bits=quant.weight_bits, output_bits=quant.output_bits, block_weights=block_weights
+    )
+
+
 def lower_llm_onnx(prepared, folder: Path) -> dict:
     """The LLM's ONNX recipe: the prepared model's float weights -> folder/model.onnx; manifest fields."""
     import copy
@@ -149,16 +159,7 @@ def lower_llm_onnx(prepared, folder: Path) -> dict:
     check_onnx_quant_config(quant)
     model = int8_embedding(copy.deepcopy(prepared.float_model), quant)
     decoder = PastKVDecoder(model, prepared.wrapper.max_seq_len).eval()
-    # the simulated model's integers go into the file: GPTQ's, or (RTN) the quantizer's own,
-    # in which case nothing changes (`block_integers_rewritten` = 0 checks the simulation)
-    block_weights = fused_block_weights(prepared.model) if quant.weight_bits == 4 else None
-    summary = export_decoder_onnx(
-        decoder,
-        folder / "model.onnx",
-        weight_bits=quant.weight_bits,
-        output_bits=quant.output_bits,
-        block_weights=block_weights,
-    )
+    summary = export_simulated_decoder_onnx(decoder, folder / "model.onnx", quant, prepared.model)
     a = model.args
     return {
         "model_file": "model.onnx",

@@ -22,7 +22,7 @@ from export.data.text import parity_prompts, token_windows
 from export.manifest import update_manifest
 from export.metrics import max_abs, sqnr_db
 from export.progress import tqdm
-from export.tolerances import judge
+from export.tolerances import parity_report, print_failures
 
 # Named tolerances (artifact vs eager with the same quantization simulated):
 # metric -> ("min" | "max", limit)
@@ -143,8 +143,7 @@ def print_report(report: dict) -> None:
         f"perplexity artifact {m['perplexity_artifact']:.2f} / eager quantized {m['perplexity_eager_quantized']:.2f} "
         f"/ eager fp32 {m['perplexity_eager_fp32']:.2f} over {m['predicted_tokens']} tokens"
     )
-    for f in report["failures"]:
-        print(f"  out of tolerance: {f}")
+    print_failures(report)
 
 
 def check_llm_parity(folder: Path, prepared=None) -> dict:
@@ -170,11 +169,7 @@ def check_llm_parity(folder: Path, prepared=None) -> dict:
     from export.llm.pipeline import LLM_RECIPES
 
     simulator = LLM_RECIPES.get(cfg.backend).simulator
-    report = {
-        "reference": f"{cfg.quant.name} simulated ({simulator})",
-        "metrics": metrics,
-        **judge(metrics, TOLERANCES),
-    }
+    report = parity_report(f"{cfg.quant.name} simulated ({simulator})", metrics, TOLERANCES)
     update_manifest(folder, parity=report)
     print_report(report)
     return report

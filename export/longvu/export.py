@@ -201,7 +201,7 @@ def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
     import copy
 
     from export.backends.onnx import OPSET, export_program
-    from export.llm.lower_onnx import export_decoder_onnx, fused_block_weights
+    from export.llm.lower_onnx import export_simulated_decoder_onnx
     from export.llm.onnx_ops import onnx_translations
     from export.llm.quant_onnx import check_onnx_quant_config
     from export.llm.wrapper_onnx import past_names, present_names
@@ -238,15 +238,7 @@ def _lower_onnx(m: LongVUModel, folder: Path) -> dict:
                 "report it with the config; the ExecuTorch backend is the reference path",
             ) from err
         methods[name] = {"file": file, "inputs": p.inputs, "outputs": p.outputs}
-    # the simulated model's integers (GPTQ's, or the quantizer's own RTN) go into decode.onnx
-    block_weights = fused_block_weights(m.llm) if quant.weight_bits == 4 else None
-    summary = export_decoder_onnx(
-        dec,
-        folder / "decode.onnx",
-        weight_bits=quant.weight_bits,
-        output_bits=quant.output_bits,
-        block_weights=block_weights,
-    )
+    summary = export_simulated_decoder_onnx(dec, folder / "decode.onnx", quant, m.llm)
     methods["decode"] = {"file": "decode.onnx", "inputs": inputs, "outputs": outputs, "onnx_graph": summary}
     return {"model_file": "decode.onnx", "methods": methods, "onnx_opset": OPSET}
 

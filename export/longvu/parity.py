@@ -24,7 +24,7 @@ import torch
 from export.longvu.config import LongVUConfig
 from export.manifest import update_manifest
 from export.metrics import cosine, max_abs, sqnr_db
-from export.tolerances import judge
+from export.tolerances import parity_report, print_failures
 
 # metric -> ("min" | "max", limit)
 TOLERANCES = {
@@ -194,8 +194,7 @@ def print_report(report: dict) -> None:
             print(
                 f"    int8 vs fp32 vision (eager): selection {'identical' if f['selection_identical'] else 'different'}; fp32 keeps frames {f['frames_kept_fp32']}, full-res {f['full_res_fp32']}, {f['tokens_fp32']} tokens"
             )
-    for f in report["failures"]:
-        print(f"  out of tolerance: {f}")
+    print_failures(report)
 
 
 def check_longvu_parity(folder: Path, model=None) -> dict:
@@ -227,7 +226,7 @@ def check_longvu_parity(folder: Path, model=None) -> dict:
     reference = f"pt2e int8 vision + {decoder}, simulated" if cfg.quantize_vision else f"{decoder}, float vision"
     if cfg.backend.value == "coreml" and not getattr(art, "native", True):
         reference += "; packages run by the MIL interpreters (fp32 math, not Apple's runtime)"
-    report = {"reference": reference, "metrics": metrics, **judge(metrics, TOLERANCES)}
+    report = parity_report(reference, metrics, TOLERANCES)
     update_manifest(folder, parity=report)
     print_report(report)
     return report
