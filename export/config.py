@@ -82,7 +82,8 @@ class LLMQuantConfig:
         if self.weight_bits == 16:
             return "fp32"
         act = "8da" if self.dynamic_activations else "w"
-        return f"{act}{self.weight_bits}w-g{self.group_size}"
+        kv = f"-kv{self.kv_cache_bits}" if self.kv_cache_bits else ""
+        return f"{act}{self.weight_bits}w-g{self.group_size}{kv}"
 
 
 @dataclass(frozen=True)

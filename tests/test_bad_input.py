@@ -210,6 +210,26 @@ CASES = [
     ("llm-group-size-odd", ["export", "llm", "--out", "new", "--group-size", "24"], None, "multiple of 16"),
     ("llm-group-size-zero", ["export", "llm", "--out", "new", "--group-size", "0"], None, "out of range"),
     ("llm-output-bits", ["export", "llm", "--out", "new", "--output-bits", "2"], None, "invalid choice"),
+    ("llm-kv-bits-4", ["export", "llm", "--out", "new", "--kv-cache-bits", "4"], None, "invalid choice"),
+    ("llm-kv-bits-word", ["export", "llm", "--out", "new", "--kv-cache-bits", "int8"], None, "invalid int value"),
+    (
+        "llm-kv8-onnx",
+        ["export", "llm", "--out", "new", "--backend", "onnx", "--kv-cache-bits", "8"],
+        None,
+        "onnx backend has no 8-bit KV cache",
+    ),
+    (
+        "llm-kv8-all",
+        ["export", "llm", "--out", "new", "--backend", "all", "--kv-cache-bits", "8"],
+        None,
+        "backend has no 8-bit KV cache",
+    ),
+    (
+        "llm-kv8-fp32-model",
+        ["export", "llm", "--out", "new", "--weight-bits", "16", "--kv-cache-bits", "8"],
+        None,
+        "leave --kv-cache-bits out",
+    ),
     ("llm-rotation", ["export", "llm", "--out", "new", "--rotation", "magic"], None, "invalid choice"),
     (
         "llm-rotation-file-missing",

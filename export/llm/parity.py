@@ -159,14 +159,15 @@ def check_llm_parity(folder: Path, prepared=None) -> dict:
     cfg = llm_config_from_dict(manifest["config"])
     prepared = prepared or prepare_model(cfg)
     runner = open_runner(folder)
-    reference = CachedDecoder(with_cached_dequantized_weights(prepared.model), cfg.max_seq_len).eval()
+    kv_bits = cfg.quant.kv_cache_bits
+    reference = CachedDecoder(with_cached_dequantized_weights(prepared.model), cfg.max_seq_len, kv_bits).eval()
     metrics = measure(
         LLMStepper(runner),
         LLMStepper(EagerLLMRunner(reference, cfg.max_seq_len)),
         prepared.checkpoint.model,
         prepared.checkpoint.tokenizer,
     )
-    from export.llm.pipeline import LLM_RECIPES
+    from export.llm.recipes import LLM_RECIPES
 
     simulator = LLM_RECIPES.get(cfg.backend).simulator
     report = parity_report(f"{cfg.quant.name} simulated ({simulator})", metrics, TOLERANCES)

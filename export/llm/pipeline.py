@@ -7,7 +7,6 @@ fold into them), quantization last (it consumes the rotated weights).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +15,10 @@ import torch
 from export.config import Backend, LLMExportConfig, LLMQuantConfig, Rotation, to_jsonable
 from export.llm.checkpoint import Checkpoint, load_checkpoint
 from export.llm.model import Llama
+from export.llm.recipes import LLM_RECIPES
 from export.llm.wrapper import INPUT_NAMES, CachedDecoder
 from export.manifest import atomic_artifact_dir, write_manifest
-from runtime.registry import Registry
+from runtime.errors import HandheldError
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -31,53 +31,6 @@ class PreparedModel:
     quant_report: dict
     float_model: Llama | None = None  # rotated, unquantized: for backends whose own tools quantize
     quant: LLMQuantConfig | None = None
-
-
-@dataclass(frozen=True)
-class LLMRecipe:
-    """How the LLM goes onto one backend; each step a "module:function" resolved on first use
-    (so importing the pipeline does not import every backend's tools)."""
-
-    lower: str  # (PreparedModel, folder) -> manifest fields (model_file, ...)
-    simulate: str  # (model, LLMQuantConfig, GPTQ windows) -> report: the backend's quantization in eager
-    simulator: str  # how the parity report names that simulation
-    parity: str  # (folder, PreparedModel) -> parity report, also written into the manifest
-    own_quantizer: bool  # the backend's own tool quantizes the float model (a float copy is kept)
-
-    def step(self, name: str) -> Callable:
-        from export.harness import resolve
-
-        return resolve(getattr(self, name))
-
-
-LLM_RECIPES: Registry[LLMRecipe] = Registry("LLM backend")
-LLM_RECIPES.register(Backend.EXECUTORCH)(
-    LLMRecipe(
-        lower="export.llm.pipeline:lower_executorch",
-        simulate="export.llm.quantize:quantize_llm",
-        simulator="torchao",
-        parity="export.llm.parity:check_llm_parity",
-        own_quantizer=False,
-    )
-)
-LLM_RECIPES.register(Backend.ONNX)(
-    LLMRecipe(
-        lower="export.llm.lower_onnx:lower_llm_onnx",
-        simulate="export.llm.quant_onnx:simulate_matmulnbits",
-        simulator="simulate_matmulnbits",
-        parity="export.llm.lower_onnx:check_onnx_parity",  # the harness, judged again with the ONNX tolerances
-        own_quantizer=True,
-    )
-)
-LLM_RECIPES.register(Backend.COREML)(
-    LLMRecipe(
-        lower="export.llm.lower_coreml:lower_llm_coreml",
-        simulate="export.llm.quant_coreml:simulate_coreml_weights",
-        simulator="simulate_coreml_weights",
-        parity="export.llm.coreml_check:check_coreml_parity",  # MIL program on Linux, Apple's runtime on macOS
-        own_quantizer=True,
-    )
-)
 
 
 def gptq_calibration(ck: Checkpoint, quant: LLMQuantConfig) -> torch.Tensor | None:
@@ -94,19 +47,23 @@ def prepare_model(cfg: LLMExportConfig, checkpoint: Checkpoint | None = None) ->
     """Load and transform the model exactly as the export does (also the parity reference)."""
     import copy
 
-    ck = checkpoint or load_checkpoint(cfg.checkpoint)
     quant = cfg.quant.for_backend(cfg.backend.value)
+    recipe = LLM_RECIPES.get(cfg.backend)
+    recipe.kv_cache(cfg.backend, quant.kv_cache_bits)  # refused before the checkpoint loads
+    ck = checkpoint or load_checkpoint(cfg.checkpoint)
     model = copy.deepcopy(ck.model)
     if cfg.rotation is not Rotation.NONE:
         from export.rotation import apply_rotation
 
         model = apply_rotation(model, cfg.rotation, cfg.rotation_file, quantized_kv=quant.kv_cache_bits > 0)
-    recipe = LLM_RECIPES.get(cfg.backend)
     float_model = copy.deepcopy(model) if recipe.own_quantizer else None
     report = recipe.step("simulate")(
         model, quant, gptq_calibration(ck, quant)
     )  # every backend's quantizer takes GPTQ's windows
-    return PreparedModel(ck, model, CachedDecoder(model, cfg.max_seq_len).eval(), report, float_model, quant)
+    wrapper = CachedDecoder(
+        model, cfg.max_seq_len, quant.kv_cache_bits
+    ).eval()  # the int8 cache, when asked, is the wrapper's
+    return PreparedModel(ck, model, wrapper, report, float_model, quant)
 
 
 def lower_executorch(prepared: PreparedModel, folder: Path) -> dict:
@@ -148,6 +105,19 @@ def io_specs(wrapper: CachedDecoder) -> tuple[list, list]:
     return inputs, outputs
 
 
+def kv_cache_fields(args, max_seq_len: int, dtype: str) -> dict:
+    """What the manifest says of the KV cache: its dtype, layout and size at max_seq_len."""
+    from export.llm.wrapper import kv_cache_mb
+
+    return {
+        "dtype": dtype,
+        "positions": max_seq_len,
+        "per_layer_shape": [1, max_seq_len, args.n_kv_heads, args.head_dim],
+        "scales": "an fp32 scale and an int8 zero point per position and head" if dtype == "int8" else None,
+        "mb": round(kv_cache_mb(args, max_seq_len, dtype), 3),
+    }
+
+
 def export_llm(cfg: LLMExportConfig, out: Path, check_parity: bool = True) -> dict:
     """Export, check parity inside the temp folder, then publish `out` atomically."""
     return export_prepared(cfg, prepare_model(cfg), out, check_parity)
@@ -172,6 +142,9 @@ def export_prepared(cfg: LLMExportConfig, prepared: PreparedModel, out: Path, ch
             outputs=outputs,
             tokenizer=tokenizer,
             quantization={"scheme": quant.name, "output_bits": quant.output_bits, **prepared.quant_report},
+            kv_cache=kv_cache_fields(
+                prepared.model.args, cfg.max_seq_len, recipe.kv_cache(cfg.backend, quant.kv_cache_bits)
+            ),
             **fields,
         )
         if check_parity:
@@ -183,7 +156,6 @@ def export_all_backends(cfg: LLMExportConfig, out_root: Path, check_parity: bool
     """`--backend all`: one checkpoint, one rotation/quantization config, a folder per backend
     under `out_root`. A backend that fails gets its error recorded and printed (never a silent
     skip); the others still export. Returns backend -> manifest, or {"error": message}."""
-    from runtime.errors import HandheldError
 
     checkpoint = load_checkpoint(cfg.checkpoint)
     results: dict[str, dict] = {}

@@ -107,11 +107,6 @@ def quantize_llm(model: Llama, cfg: LLMQuantConfig, calibration: torch.Tensor | 
     from torchao.quantization.granularity import PerAxis, PerGroup
 
     cfg = cfg.for_backend("executorch")
-    if cfg.kv_cache_bits:  # accepted and ignored would be worse than refused (issue 15 builds it)
-        raise HandheldError(
-            f"kv_cache_bits={cfg.kv_cache_bits}: the ExecuTorch program keeps an fp32 KV cache; an int8 cache is not built yet",
-            "export with kv_cache_bits=0 (the fp32 cache)",
-        )
     if cfg.weight_bits == 16 and not cfg.embedding_bits and not cfg.output_bits:
         return {}
     untie_embeddings(model)
