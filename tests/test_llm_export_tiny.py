@@ -182,13 +182,16 @@ def test_bench_reports_both_artifacts_and_their_ratios(tiny_artifact):
 
     out, _, _ = tiny_artifact
     # the bare .pte goes through the baseline path (ExecuTorch export_llm's artifacts are bare .pte files)
-    report = bench_artifact(out, baseline=out / "model.pte", threads=(1,), runs=1, prompt_tokens=8, decode_steps=16)
+    report = bench_artifact(out, baseline=out / "model.pte", threads=(1,), runs=1, prompt_tokens=4, decode_steps=3)
     ours = report["results"]["handheld"]["by_threads"]["1"]
     base = report["results"]["executorch_export_llm"]["by_threads"]["1"]
     for m in (ours, base):
-        assert m["prefill_tok_s"] > 0 and m["decode_tok_s"] > 0 and m["peak_rss_mb"] > 50
+        assert m["prefill_tok_s"] > 0 and m["decode_tok_s"] > 0 and m["decode_tok_s_late"] > 0 and m["peak_rss_mb"] > 50
     ratio = report["ratios_vs_executorch_export_llm"]["1"]
     assert ratio["decode_tok_s"] == pytest.approx(ours["decode_tok_s"] / base["decode_tok_s"])
+    assert ratio["decode_tok_s_late"] == pytest.approx(ours["decode_tok_s_late"] / base["decode_tok_s_late"])
+    # the last 32 decode calls of the 40-position context (LATE_STEPS), after 4 + 3 at the start
+    assert report["late_decode"] == {"from_position": 7, "steps": 32, "max_seq_len": 40}
 
 
 def test_an_int8_kv_cache_is_built_and_matches_its_eager_wrapper(tmp_path):

@@ -4,7 +4,9 @@ Each (artifact, thread count) runs in its own worker process, so peak RSS belong
 artifact alone and OMP_NUM_THREADS=1 is set before torch loads. A worker prefills a
 PROMPT_TOKENS-token prompt of real text at position 0, then runs DECODE_STEPS single-token
 decode calls (greedy, stop tokens ignored), once to warm up and `runs` times measured;
-medians are reported. A `--baseline` .pte (ExecuTorch's own export_llm output, same
+medians are reported. Each pass then times LATE_STEPS more decode calls at the end of the
+context (positions max_seq_len - LATE_STEPS - 1 ..), where attention reads the whole cache:
+the decode speed a long chat ends at (`decode_tok_s_late`). A `--baseline` .pte (ExecuTorch's own export_llm output, same
 forward(tokens, input_pos) signature) or another Handheld artifact folder (e.g. the unrotated
 export, to price the rotations) goes through the identical worker in the same run.
 """
@@ -18,10 +20,16 @@ from pathlib import Path
 from export.worker import peak_rss_mb
 
 PROMPT_TOKENS, DECODE_STEPS = 64, 128
+LATE_STEPS = 32  # decode calls timed at the end of the context
 
 
 def _worker(
-    target: str, threads: int, runs: int, prompt_tokens: int = PROMPT_TOKENS, decode_steps: int = DECODE_STEPS
+    target: str,
+    threads: int,
+    runs: int,
+    prompt_tokens: int = PROMPT_TOKENS,
+    decode_steps: int = DECODE_STEPS,
+    late_pos: int = 0,
 ) -> dict:
     import torch
 
@@ -48,14 +56,21 @@ def _worker(
             with native_stderr_silenced():  # the same per-call cost as Handheld's runner
                 return method.execute([t, torch.tensor([pos], dtype=torch.long)])[0].reshape(-1)
 
-    return time_generation(step, threads, runs, prompt_tokens, decode_steps)
+    return time_generation(step, threads, runs, prompt_tokens, decode_steps, late_pos)
 
 
 def time_generation(
-    step, threads: int, runs: int, prompt_tokens: int = PROMPT_TOKENS, decode_steps: int = DECODE_STEPS
+    step,
+    threads: int,
+    runs: int,
+    prompt_tokens: int = PROMPT_TOKENS,
+    decode_steps: int = DECODE_STEPS,
+    late_pos: int = 0,
 ) -> dict:
     """One warm-up then `runs` measured (prefill, greedy decode) passes through `step(tokens, pos)`;
-    medians. Shared by every LLM worker so all artifacts are timed identically."""
+    medians. With `late_pos`, each pass also times LATE_STEPS decode calls from that position
+    (the cache before it holds whatever earlier passes wrote: attention reads all of it alike).
+    Shared by every LLM worker so all artifacts are timed identically."""
     import torch
 
     prompt = torch.arange(100, 100 + prompt_tokens)  # fixed ids; speed does not depend on content
@@ -68,24 +83,29 @@ def time_generation(
         for pos in range(prompt_tokens, prompt_tokens + decode_steps):
             token = int(step([token], pos).argmax())
         t2 = time.perf_counter()
+        for pos in range(late_pos, late_pos + LATE_STEPS if late_pos else late_pos):
+            token = int(step([token], pos).argmax())
+        t3 = time.perf_counter()
         if i:  # the first run warms up caches and weight packing
-            samples.append((t1 - t0, t2 - t1))
+            samples.append((t1 - t0, t2 - t1, t3 - t2))
     prefill = statistics.median(s[0] for s in samples)
     decode = statistics.median(s[1] for s in samples)
+    late = {"decode_tok_s_late": LATE_STEPS / statistics.median(s[2] for s in samples)} if late_pos else {}
     return {
         "threads": threads,
         "prefill_tok_s": prompt_tokens / prefill,
         "decode_tok_s": decode_steps / decode,
+        **late,
         "time_to_first_token_ms": prefill * 1000,
         "peak_rss_mb": peak_rss_mb(),
         "runs": runs,
     }
 
 
-def _measure(target: Path, threads: int, runs: int, prompt_tokens: int, decode_steps: int) -> dict:
+def _measure(target: Path, threads: int, runs: int, prompt_tokens: int, decode_steps: int, late_pos: int = 0) -> dict:
     from export.worker import run_worker
 
-    args = (Path(target), threads, runs, prompt_tokens, decode_steps)
+    args = (Path(target), threads, runs, prompt_tokens, decode_steps, late_pos)
     return run_worker(
         "export.llm.bench:_worker", *args, what=str(target), fix="run `handheld parity` on the artifact first"
     )
@@ -116,6 +136,12 @@ def bench_artifact(
             f"the bench needs {prompt_tokens + decode_steps} positions but {folder} has a context of {manifest['max_seq_len']}",
             "re-export with a larger --max-seq-len",
         )
+    # decode at the end of the context: the baseline is built with the same --max-seq-len
+    late_pos = (
+        manifest["max_seq_len"] - LATE_STEPS - 1
+        if manifest["max_seq_len"] > prompt_tokens + decode_steps + LATE_STEPS
+        else 0
+    )
     targets = {"handheld": folder}
     # a bare .pte baseline is ExecuTorch's export_llm; a folder is another Handheld artifact
     # (e.g. the unrotated export, to price the rotations in the same run)
@@ -127,7 +153,7 @@ def bench_artifact(
     results: dict = {name: {"size_mb": _size_mb(t), "path": str(t), "by_threads": {}} for name, t in targets.items()}
     jobs = [(name, t) for name in targets for t in threads]
     for name, t in tqdm(jobs, desc="bench", unit="config"):
-        results[name]["by_threads"][str(t)] = _measure(targets[name], t, runs, prompt_tokens, decode_steps)
+        results[name]["by_threads"][str(t)] = _measure(targets[name], t, runs, prompt_tokens, decode_steps, late_pos)
     report = {
         "kind": "llm",
         "artifact": str(folder),
@@ -135,6 +161,9 @@ def bench_artifact(
         "quantization": manifest.get("quantization", {}).get("scheme"),
         "prompt_tokens": prompt_tokens,
         "decode_steps": decode_steps,
+        "late_decode": {"from_position": late_pos, "steps": LATE_STEPS, "max_seq_len": manifest["max_seq_len"]}
+        if late_pos
+        else None,
         "results": results,
     }
     if baseline:
@@ -142,7 +171,8 @@ def bench_artifact(
             str(t): {
                 metric: results["handheld"]["by_threads"][str(t)][metric]
                 / results[base_name]["by_threads"][str(t)][metric]
-                for metric in ("prefill_tok_s", "decode_tok_s")
+                for metric in ("prefill_tok_s", "decode_tok_s", "decode_tok_s_late")
+                if metric in results[base_name]["by_threads"][str(t)]
             }
             for t in threads
         }
@@ -151,18 +181,23 @@ def bench_artifact(
 
 
 def print_table(report: dict) -> None:
+    late = report.get("late_decode")
     print(f"\nLLM bench: {report['prompt_tokens']}-token prompt, {report['decode_steps']} decode steps, median of runs")
+    if late:
+        print(f"late decode: {late['steps']} steps from position {late['from_position']} of {late['max_seq_len']}")
     print(
-        f"{'artifact':24} {'thr':>3} {'prefill tok/s':>14} {'decode tok/s':>13} {'TTFT ms':>8} {'peak RSS MB':>12} {'size MB':>8}"
+        f"{'artifact':24} {'thr':>3} {'prefill tok/s':>14} {'decode tok/s':>13} {'late tok/s':>11} {'TTFT ms':>8} {'peak RSS MB':>12} {'size MB':>8}"
     )
     for name, r in report["results"].items():
         for t, m in r["by_threads"].items():
+            late_speed = f"{m['decode_tok_s_late']:11.1f}" if "decode_tok_s_late" in m else f"{'-':>11}"
             print(
-                f"{name:24} {t:>3} {m['prefill_tok_s']:14.1f} {m['decode_tok_s']:13.1f} {m['time_to_first_token_ms']:8.1f} {m['peak_rss_mb']:12.0f} {r['size_mb']:8.1f}"
+                f"{name:24} {t:>3} {m['prefill_tok_s']:14.1f} {m['decode_tok_s']:13.1f} {late_speed} {m['time_to_first_token_ms']:8.1f} {m['peak_rss_mb']:12.0f} {r['size_mb']:8.1f}"
             )
     for key, by_threads in report.items():
         if key.startswith("ratios_vs_"):
             for t, ratio in by_threads.items():
+                late_ratio = f", late decode {ratio['decode_tok_s_late']:.2f}x" if "decode_tok_s_late" in ratio else ""
                 print(
-                    f"handheld / {key.removeprefix('ratios_vs_')} @ {t} thread(s): prefill {ratio['prefill_tok_s']:.2f}x, decode {ratio['decode_tok_s']:.2f}x"
+                    f"handheld / {key.removeprefix('ratios_vs_')} @ {t} thread(s): prefill {ratio['prefill_tok_s']:.2f}x, decode {ratio['decode_tok_s']:.2f}x{late_ratio}"
                 )
