@@ -211,6 +211,7 @@ CASES = [
     ("llm-group-size-zero", ["export", "llm", "--out", "new", "--group-size", "0"], None, "out of range"),
     ("llm-output-bits", ["export", "llm", "--out", "new", "--output-bits", "2"], None, "invalid choice"),
     ("llm-kv-bits-4", ["export", "llm", "--out", "new", "--kv-cache-bits", "4"], None, "invalid choice"),
+    ("baseline-kv-bits-4", ["baseline-llm", "--out", "b.pte", "--kv-cache-bits", "4"], None, "invalid choice"),
     ("llm-kv-bits-word", ["export", "llm", "--out", "new", "--kv-cache-bits", "int8"], None, "invalid int value"),
     (
         "llm-kv8-onnx",

