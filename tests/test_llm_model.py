@@ -154,3 +154,28 @@ def test_cached_decoder_with_an_int8_cache_stays_close_to_the_float_cache(tiny_l
     args = tiny_llama.args
     assert kv_cache_mb(args, 48, "fp32") == 2 * args.n_layers * 48 * args.n_kv_heads * args.head_dim * 4 / 2**20
     assert kv_cache_mb(args, 48, "int8") / kv_cache_mb(args, 48, "fp32") == (args.head_dim + 5) / (4 * args.head_dim)
+
+
+def test_fused_projections_compute_what_the_separate_linears_did(tiny_llama):
+    """q|k|v and gate|up as one linear each, on torchao 8da4w weights (integers, scales, zero
+    points joined row-wise; one dynamic activation quantization): the same logits as the
+    separate linears, and fewer, wider GEMMs."""
+    import copy
+
+    from export.config import LLMQuantConfig
+    from export.llm.fused import GateUpMLP, QKVAttention, concat_rows, fuse_projections
+    from export.llm.quantize import quantize_llm
+
+    model = copy.deepcopy(tiny_llama)
+    quantize_llm(model, LLMQuantConfig(weight_method="rtn"))
+    fused = copy.deepcopy(model)
+    assert fuse_projections(fused) == 2 * model.args.n_layers
+    assert all(type(layer.self_attn) is QKVAttention and type(layer.mlp) is GateUpMLP for layer in fused.layers)
+    qkv = fused.layers[0].self_attn.qkv_proj.weight
+    assert qkv.shape == (model.args.dim + 2 * model.args.n_kv_heads * model.args.head_dim, model.args.dim)
+    tokens = torch.randint(0, 133, (2, 17))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(tokens), model(tokens), atol=1e-5, rtol=1e-5)
+    w = model.layers[0].self_attn.q_proj.weight
+    with pytest.raises(ValueError, match="one weight format"):
+        concat_rows([w, torch.zeros(3, w.shape[1])])

@@ -103,11 +103,16 @@ class Attention(nn.Module):
         self.v_quant = nn.Identity()
         self.sdpa: nn.Module = CausalSDPA()
 
-    def forward(self, x, cos, sin, start_pos):  # x: [B, S, dim]; cos/sin: [S, 1, head_dim]
+    def project(self, x):  # x: [B, S, dim] -> q [B, S, H, D], k and v [B, S, Hkv, D]
         b, s, _ = x.shape
         q = self.q_proj(x).view(b, s, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(b, s, self.n_kv_heads, self.head_dim)
         v = self.v_proj(x).view(b, s, self.n_kv_heads, self.head_dim)
+        return q, k, v
+
+    def forward(self, x, cos, sin, start_pos):  # x: [B, S, dim]; cos/sin: [S, 1, head_dim]
+        b, s, _ = x.shape
+        q, k, v = self.project(x)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         q, k = self.qk_rotate(q), self.qk_rotate(k)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.ao.quantization.fx._decomposed import quantized_decomposed_lib  # noqa: F401  (per-token ops)
 
+from export.llm.fused import fuse_projections
 from export.llm.model import Llama
 
 INPUT_NAMES = ("tokens", "input_pos")
@@ -138,6 +139,8 @@ class CachedDecoder(nn.Module):
         sdpa = Int8KVCacheSDPA if kv_cache_bits == 8 else StaticKVCacheSDPA
         for layer in model.layers:
             layer.self_attn.sdpa = sdpa(args.n_kv_heads, args.head_dim, max_seq_len)
+        # q|k|v and gate|up as one 8da4w GEMM each (one dynamic activation quantization per input)
+        fuse_projections(model)
         # RoPE tables only as long as the cache: [max_seq_len, head_dim]
         model.rope_cos = model.rope_cos[:max_seq_len].clone()
         model.rope_sin = model.rope_sin[:max_seq_len].clone()

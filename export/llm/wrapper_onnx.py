@@ -28,10 +28,10 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import export.llm.onnx_ops  # noqa: F401  (registers the torch.ops.handheld ops)
+from export.llm.fused import GateUpMLP, fuse_linears
 from export.llm.model import Attention, Llama, RMSNorm
 from export.rotation.online import OnlineHadamard
 from runtime.errors import HandheldError
@@ -43,18 +43,6 @@ def past_names(n_layers: int) -> list[str]:
 
 def present_names(n_layers: int) -> list[str]:
     return [f"present_{kind}_{i}" for i in range(n_layers) for kind in ("key", "value")]
-
-
-def fuse_linears(linears: list[nn.Linear]) -> nn.Linear:
-    """Linears that read the same input as one (q|k|v; gate|up): one MatMulNBits call instead of
-    three/two. MatMulNBits' blocks run along the input dim, so every output column quantizes
-    exactly as it would in its own linear (the simulation stays per-linear)."""
-    bias = linears[0].bias is not None
-    fused = nn.Linear(linears[0].in_features, sum(l.out_features for l in linears), bias=bias)
-    fused.weight = nn.Parameter(torch.cat([l.weight.detach() for l in linears]), requires_grad=False)
-    if bias:
-        fused.bias = nn.Parameter(torch.cat([l.bias.detach() for l in linears]), requires_grad=False)
-    return fused
 
 
 class DivRMSNorm(nn.Module):
@@ -92,20 +80,6 @@ class GQAttention(nn.Module):
             self.qkv_proj(x), past_k, past_v, *lengths, *rope, self.num_heads, self.kv_heads
         )
         return self.o_proj(out), present_k, present_v
-
-
-class GateUpMLP(nn.Module):
-    """The model's MLP with gate|up as one MatMul (the R4 slot `down_rotate` kept as it is)."""
-
-    def __init__(self, mlp: nn.Module):
-        super().__init__()
-        self.ffn_dim = mlp.gate_proj.out_features
-        self.gate_up_proj = fuse_linears([mlp.gate_proj, mlp.up_proj])
-        self.down_rotate, self.down_proj = mlp.down_rotate, mlp.down_proj
-
-    def forward(self, x):
-        gate, up = self.gate_up_proj(x).split(self.ffn_dim, dim=-1)
-        return self.down_proj(self.down_rotate(F.silu(gate) * up))
 
 
 class PastKVDecoder(nn.Module):
