@@ -2,9 +2,11 @@
 
 Each (artifact, thread count) runs in its own worker process, so peak RSS belongs to that
 artifact alone and OMP_NUM_THREADS=1 is set before torch loads. A worker prefills a
-PROMPT_TOKENS-token prompt of real text at position 0, then runs DECODE_STEPS single-token
-decode calls (greedy, stop tokens ignored), once to warm up and `runs` times measured;
-medians are reported. Each pass then times LATE_STEPS more decode calls at the end of the
+PROMPT_TOKENS-token prompt at position 0, then runs DECODE_STEPS single-token decode calls
+(greedy, stop tokens ignored), once to warm up and PASSES times measured (median). `runs`
+rounds interleave every artifact and thread count, one worker each per round, so a load that
+drifts on a shared machine hits them all alike; the report gives the median over rounds and
+the spread (min, max). Each pass then times LATE_STEPS more decode calls at the end of the
 context (positions max_seq_len - LATE_STEPS - 1 ..), where attention reads the whole cache:
 the decode speed a long chat ends at (`decode_tok_s_late`). A `--baseline` .pte (ExecuTorch's own export_llm output, same
 forward(tokens, input_pos) signature) or another Handheld artifact folder (e.g. the unrotated
@@ -21,6 +23,7 @@ from export.worker import peak_rss_mb
 
 PROMPT_TOKENS, DECODE_STEPS = 64, 128
 LATE_STEPS = 32  # decode calls timed at the end of the context
+PASSES = 2  # measured passes per worker (after one warm-up)
 
 
 def _worker(
@@ -111,6 +114,15 @@ def _measure(target: Path, threads: int, runs: int, prompt_tokens: int, decode_s
     )
 
 
+def median_runs(runs: list[dict]) -> dict:
+    """Per-metric median over rounds, with the spread (min, max) of the speeds; peak RSS: the max."""
+    speeds = [k for k, v in runs[0].items() if isinstance(v, float) and k != "peak_rss_mb"]
+    merged = {k: statistics.median(r[k] for r in runs) for k in speeds}
+    merged.update(threads=runs[0]["threads"], runs=len(runs), peak_rss_mb=max(r["peak_rss_mb"] for r in runs))
+    merged["spread"] = {k: [min(r[k] for r in runs), max(r[k] for r in runs)] for k in speeds}
+    return merged
+
+
 def _size_mb(target: Path) -> float:
     files = [p for p in target.rglob("*") if p.is_file()] if target.is_dir() else [target]
     return sum(p.stat().st_size for p in files) / 2**20
@@ -151,9 +163,12 @@ def bench_artifact(
         base_name = f"handheld:{baseline.name}" if baseline.is_dir() else "executorch_export_llm"
         targets[base_name] = baseline
     results: dict = {name: {"size_mb": _size_mb(t), "path": str(t), "by_threads": {}} for name, t in targets.items()}
-    jobs = [(name, t) for name in targets for t in threads]
-    for name, t in tqdm(jobs, desc="bench", unit="config"):
-        results[name]["by_threads"][str(t)] = _measure(targets[name], t, runs, prompt_tokens, decode_steps, late_pos)
+    rounds: dict = {(name, t): [] for name in targets for t in threads}
+    jobs = [(name, t) for _ in range(runs) for name in targets for t in threads]  # interleaved rounds
+    for name, t in tqdm(jobs, desc="bench (interleaved rounds)", unit="run"):
+        rounds[(name, t)].append(_measure(targets[name], t, PASSES, prompt_tokens, decode_steps, late_pos))
+    for (name, t), items in rounds.items():
+        results[name]["by_threads"][str(t)] = median_runs(items)
     report = {
         "kind": "llm",
         "artifact": str(folder),
@@ -161,6 +176,8 @@ def bench_artifact(
         "quantization": manifest.get("quantization", {}).get("scheme"),
         "prompt_tokens": prompt_tokens,
         "decode_steps": decode_steps,
+        "rounds": runs,
+        "passes_per_round": PASSES,
         "late_decode": {"from_position": late_pos, "steps": LATE_STEPS, "max_seq_len": manifest["max_seq_len"]}
         if late_pos
         else None,
@@ -182,7 +199,10 @@ def bench_artifact(
 
 def print_table(report: dict) -> None:
     late = report.get("late_decode")
-    print(f"\nLLM bench: {report['prompt_tokens']}-token prompt, {report['decode_steps']} decode steps, median of runs")
+    print(
+        f"\nLLM bench: {report['prompt_tokens']}-token prompt, {report['decode_steps']} decode steps, "
+        f"median of {report['rounds']} interleaved round(s) x {report['passes_per_round']} passes"
+    )
     if late:
         print(f"late decode: {late['steps']} steps from position {late['from_position']} of {late['max_seq_len']}")
     print(

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from export.llm.bench import DECODE_STEPS, PROMPT_TOKENS, _size_mb
+from export.llm.bench import DECODE_STEPS, PROMPT_TOKENS, _size_mb, median_runs
 
 GENAI_BASELINE = Path("artifacts/baseline/genai_builder_smollm2_int4")
 
@@ -230,15 +230,6 @@ def without_online_hadamards(folder: Path, out: Path) -> Path | None:
     return out
 
 
-def _median_runs(runs: list[dict]) -> dict:
-    """Per-metric median over single-run results (peak RSS: the max)."""
-    import statistics
-
-    merged = {k: statistics.median(r[k] for r in runs) for k, v in runs[0].items() if isinstance(v, float)}
-    merged.update(threads=runs[0]["threads"], runs=len(runs), peak_rss_mb=max(r["peak_rss_mb"] for r in runs))
-    return merged
-
-
 def bench_vs_genai(
     folder: Path, genai_dir: Path, threads=(1, 2), runs: int = 3, r4_cost: bool = True, passes: int = 3
 ) -> dict:
@@ -270,7 +261,7 @@ def bench_vs_genai(
         )
         single[(name, t)].append(measure(targets[name], t, passes))
     for (name, t), items in single.items():
-        results[name]["by_threads"][str(t)] = _median_runs(items)
+        results[name]["by_threads"][str(t)] = median_runs(items)
     tokenizer = load_checkpoint(manifest["config"].get("checkpoint")).tokenizer
     results["handheld_onnx"]["perplexity"], n = teacher_forced_perplexity(
         LLMStepper(open_runner(folder, threads=2)), tokenizer
