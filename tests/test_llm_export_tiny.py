@@ -78,12 +78,16 @@ def test_artifact_matches_eager_wrapper_through_prefill_and_decode(tiny_artifact
     from runtime.runner import open_runner
 
     out, _, prepared = tiny_artifact
-    step = LLMStepper(open_runner(out))
+    assert_matches_wrapper(LLMStepper(open_runner(out)), prepared.wrapper)
+
+
+def assert_matches_wrapper(step, wrapper) -> None:
+    """A 17-token prefill then 8 decode calls: the artifact's logits against the eager wrapper's."""
     tokens = torch.randint(0, 133, (1, 25))
     got = [step(tokens[0, :17], 0)] + [step(tokens[0, p : p + 1], p) for p in range(17, 25)]
     with torch.no_grad():
-        want = [prepared.wrapper(tokens[:, :17], torch.tensor([0]))[0]]
-        want += [prepared.wrapper(tokens[:, p : p + 1], torch.tensor([p]))[0] for p in range(17, 25)]
+        want = [wrapper(tokens[:, :17], torch.tensor([0]))[0]]
+        want += [wrapper(tokens[:, p : p + 1], torch.tensor([p]))[0] for p in range(17, 25)]
     for g, w in zip(got, want):
         cos = torch.nn.functional.cosine_similarity(g, w, dim=0)
         assert cos > 0.995, cos
@@ -216,12 +220,4 @@ def test_an_int8_kv_cache_is_built_and_matches_its_eager_wrapper(tmp_path):
     assert kv["dtype"] == "int8" and manifest["quantization"]["scheme"] == "8da4w-g32-kv8"
     assert kv["mb"] == pytest.approx(2 * 2 * 40 * 2 * (16 + 5) / 2**20, abs=1e-3)
     assert "llama_custom_quantized_sdpa_default" in manifest["delegation"]["non_delegated_ops"]
-    step = LLMStepper(open_runner(tmp_path / "kv8"))
-    tokens = torch.randint(0, 133, (1, 25))
-    got = [step(tokens[0, :17], 0)] + [step(tokens[0, p : p + 1], p) for p in range(17, 25)]
-    with torch.no_grad():
-        want = [prepared.wrapper(tokens[:, :17], torch.tensor([0]))[0]]
-        want += [prepared.wrapper(tokens[:, p : p + 1], torch.tensor([p]))[0] for p in range(17, 25)]
-    for g, w in zip(got, want):
-        assert torch.nn.functional.cosine_similarity(g, w, dim=0) > 0.995
-    assert [int(g.argmax()) for g in got] == [int(w.argmax()) for w in want]
+    assert_matches_wrapper(LLMStepper(open_runner(tmp_path / "kv8")), prepared.wrapper)
