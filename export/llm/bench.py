@@ -8,7 +8,7 @@ rounds interleave every artifact and thread count, one worker each per round, so
 drifts on a shared machine hits them all alike; the report gives the median over rounds and
 the spread (min, max). Each pass then times LATE_STEPS more decode calls at the end of the
 context (positions max_seq_len - LATE_STEPS - 1 ..), where attention reads the whole cache:
-the decode speed a long chat ends at (`decode_tok_s_late`). A `--baseline` .pte (ExecuTorch's own export_llm output, same
+the decode speed a long chat ends at (`late_decode_tok_s`). A `--baseline` .pte (ExecuTorch's own export_llm output, same
 forward(tokens, input_pos) signature) or another Handheld artifact folder (e.g. the unrotated
 export, to price the rotations) goes through the identical worker in the same run.
 """
@@ -93,7 +93,7 @@ def time_generation(
             samples.append((t1 - t0, t2 - t1, t3 - t2))
     prefill = statistics.median(s[0] for s in samples)
     decode = statistics.median(s[1] for s in samples)
-    late = {"decode_tok_s_late": LATE_STEPS / statistics.median(s[2] for s in samples)} if late_pos else {}
+    late = {"late_decode_tok_s": LATE_STEPS / statistics.median(s[2] for s in samples)} if late_pos else {}
     return {
         "threads": threads,
         "prefill_tok_s": prompt_tokens / prefill,
@@ -188,7 +188,7 @@ def bench_artifact(
             str(t): {
                 metric: results["handheld"]["by_threads"][str(t)][metric]
                 / results[base_name]["by_threads"][str(t)][metric]
-                for metric in ("prefill_tok_s", "decode_tok_s", "decode_tok_s_late")
+                for metric in ("prefill_tok_s", "decode_tok_s", "late_decode_tok_s")
                 if metric in results[base_name]["by_threads"][str(t)]
             }
             for t in threads
@@ -210,14 +210,14 @@ def print_table(report: dict) -> None:
     )
     for name, r in report["results"].items():
         for t, m in r["by_threads"].items():
-            late_speed = f"{m['decode_tok_s_late']:11.1f}" if "decode_tok_s_late" in m else f"{'-':>11}"
+            late_speed = f"{m['late_decode_tok_s']:11.1f}" if "late_decode_tok_s" in m else f"{'-':>11}"
             print(
                 f"{name:24} {t:>3} {m['prefill_tok_s']:14.1f} {m['decode_tok_s']:13.1f} {late_speed} {m['time_to_first_token_ms']:8.1f} {m['peak_rss_mb']:12.0f} {r['size_mb']:8.1f}"
             )
     for key, by_threads in report.items():
         if key.startswith("ratios_vs_"):
             for t, ratio in by_threads.items():
-                late_ratio = f", late decode {ratio['decode_tok_s_late']:.2f}x" if "decode_tok_s_late" in ratio else ""
+                late_ratio = f", late decode {ratio['late_decode_tok_s']:.2f}x" if "late_decode_tok_s" in ratio else ""
                 print(
                     f"handheld / {key.removeprefix('ratios_vs_')} @ {t} thread(s): prefill {ratio['prefill_tok_s']:.2f}x, decode {ratio['decode_tok_s']:.2f}x{late_ratio}"
                 )
