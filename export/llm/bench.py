@@ -148,12 +148,12 @@ def bench_artifact(
             f"the bench needs {prompt_tokens + decode_steps} positions but {folder} has a context of {manifest['max_seq_len']}",
             "re-export with a larger --max-seq-len",
         )
-    # decode at the end of the context: the baseline is built with the same --max-seq-len
-    late_pos = (
-        manifest["max_seq_len"] - LATE_STEPS - 1
-        if manifest["max_seq_len"] > prompt_tokens + decode_steps + LATE_STEPS
-        else 0
-    )
+    # decode at the end of the shorter context: a .pte baseline is taken to be built with the
+    # same --max-seq-len (make baseline / baseline-llm), a Handheld folder says its own
+    context = manifest["max_seq_len"]
+    if baseline and Path(baseline).is_dir():
+        context = min(context, load_manifest(Path(baseline))["max_seq_len"])
+    late_pos = context - LATE_STEPS - 1 if context > prompt_tokens + decode_steps + LATE_STEPS else 0
     targets = {"handheld": folder}
     # a bare .pte baseline is ExecuTorch's export_llm; a folder is another Handheld artifact
     # (e.g. the unrotated export, to price the rotations in the same run)
@@ -178,9 +178,7 @@ def bench_artifact(
         "decode_steps": decode_steps,
         "rounds": runs,
         "passes_per_round": PASSES,
-        "late_decode": {"from_position": late_pos, "steps": LATE_STEPS, "max_seq_len": manifest["max_seq_len"]}
-        if late_pos
-        else None,
+        "late_decode": {"from_position": late_pos, "steps": LATE_STEPS, "max_seq_len": context} if late_pos else None,
         "results": results,
     }
     if baseline:
