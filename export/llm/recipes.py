@@ -29,10 +29,10 @@ class LLMRecipe:
     def kv_cache(self, backend: Backend, bits: int) -> str:
         """The cache dtype for `bits`; an error naming what this backend stores otherwise."""
         if bits not in self.kv_caches:
-            stored = ", ".join(f"{b} ({d})" for b, d in self.kv_caches.items())
+            stored = ", ".join(f"{b} = an {d} cache" for b, d in self.kv_caches.items())
             raise HandheldError(
                 f"the {backend.value} backend has no {bits}-bit KV cache",
-                f"use --kv-cache-bits {' or '.join(str(b) for b in self.kv_caches)}: it stores {stored}",
+                f"use --kv-cache-bits {' or '.join(str(b) for b in self.kv_caches)} ({stored})",
             )
         return self.kv_caches[bits]
 
