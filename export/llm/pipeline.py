@@ -57,12 +57,9 @@ def prepare_model(cfg: LLMExportConfig, checkpoint: Checkpoint | None = None) ->
 
         model = apply_rotation(model, cfg.rotation, cfg.rotation_file, quantized_kv=quant.kv_cache_bits > 0)
     float_model = copy.deepcopy(model) if recipe.own_quantizer else None
-    report = recipe.step("simulate")(
-        model, quant, gptq_calibration(ck, quant)
-    )  # every backend's quantizer takes GPTQ's windows
-    wrapper = CachedDecoder(
-        model, cfg.max_seq_len, quant.kv_cache_bits
-    ).eval()  # the int8 cache, when asked, is the wrapper's
+    # every backend's quantizer takes GPTQ's windows; the int8 cache, when asked, is the wrapper's
+    report = recipe.step("simulate")(model, quant, gptq_calibration(ck, quant))
+    wrapper = CachedDecoder(model, cfg.max_seq_len, quant.kv_cache_bits).eval()
     return PreparedModel(ck, model, wrapper, report, float_model, quant)
 
 
