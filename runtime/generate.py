@@ -1,7 +1,8 @@
 """Text generation on an LLM artifact alone: one prefill call, then one call per token.
 
 The artifact's `forward(tokens[1, S], input_pos[1]) -> logits[1, vocab]` owns the KV cache;
-this loop only tracks the position, samples, and stops on the checkpoint's stop tokens.
+this loop samples and stops on the checkpoint's stop tokens, and a runtime.context.Conversation
+tracks the position (and, given a context window, keeps going past the context).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class GenerationResult:
     decode_s: float = 0.0
     stopped_by: str = "length"
     decode_calls: int = 0
+    evictions: int = 0  # times the context filled and its sink + window were prefilled again
+    recompute_s: float = 0.0  # time spent on those prefills (inside decode_s)
 
     @property
     def prefill_tok_s(self) -> float:
@@ -45,7 +48,7 @@ class GenerationResult:
 
     @property
     def decode_tok_s(self) -> float:
-        return self.decode_calls / self.decode_s if self.decode_calls else 0.0
+        return self.decode_calls / (self.decode_s - self.recompute_s) if self.decode_calls else 0.0
 
 
 def sample(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator) -> int:
@@ -78,23 +81,32 @@ def generate(
     cfg: SamplingConfig = SamplingConfig(),
     stop_ids: tuple[int, ...] = (),
     on_token: Callable[[int], None] | None = None,
+    conversation=None,
 ) -> GenerationResult:
+    """Answer `prompt_ids`, fed after what `conversation` (runtime.context.Conversation) already
+    holds. Without one the answer starts a fresh cache and ends where the context does; with a
+    context window it goes on for max_new_tokens."""
+    from runtime.context import Conversation
+
+    conv = conversation or Conversation(step)
     n = len(prompt_ids)
     if n == 0:
         raise HandheldError("the prompt is empty", "pass a non-empty --prompt")
-    if n >= step.max_seq_len:
+    if conv.window is None and conv.position + n >= step.max_seq_len:
         raise HandheldError(
-            f"the prompt has {n} tokens but the artifact's context is {step.max_seq_len}",
+            f"the prompt has {n} tokens but the artifact's context is {step.max_seq_len}"
+            + (f" ({conv.position} already used)" if conv.position else ""),
             "shorten the prompt or re-export with a larger --max-seq-len",
         )
     gen = torch.Generator().manual_seed(cfg.seed)
-    budget = min(cfg.max_new_tokens, step.max_seq_len - n)
+    budget = cfg.max_new_tokens if conv.window else min(cfg.max_new_tokens, step.max_seq_len - conv.position - n)
     result = GenerationResult(prompt_tokens=n)
+    evictions = conv.evictions
     t0 = time.perf_counter()
-    logits = step(prompt_ids, 0)
+    logits = conv.feed(prompt_ids)
     result.prefill_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    pos = n
+    recompute_before_decode = conv.recompute_s
     while True:
         token = sample(logits, cfg, gen)
         if token in stop_ids:
@@ -105,8 +117,9 @@ def generate(
             on_token(token)
         if len(result.tokens) >= budget:
             break
-        logits = step([token], pos)
-        pos += 1
+        logits = conv.feed([token])
         result.decode_calls += 1
     result.decode_s = time.perf_counter() - t1
+    result.evictions = conv.evictions - evictions
+    result.recompute_s = conv.recompute_s - recompute_before_decode  # prefill's own is in prefill_s
     return result

@@ -29,14 +29,22 @@ class ArtifactTokenizer:
 
     def chat_prompt(self, user_text: str, system: str | None = None) -> str:
         """Render the checkpoint's chat template for one user turn (plain text when there is none)."""
-        if not self.chat_template:
-            return user_text
-        import jinja2
-
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": user_text}
         ]
+        return self.render(messages)
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """A whole conversation ({"role", "content"} dicts) through the chat template; without a
+        template, the contents one per line."""
+        if not self.chat_template:
+            return "\n".join(m["content"] for m in messages) + ("\n" if len(messages) > 1 else "")
+        import jinja2
+
         template = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(self.chat_template)
         return template.render(
-            messages=messages, add_generation_prompt=True, bos_token=self.bos_token, eos_token=self.eos_token
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
         )

@@ -294,6 +294,36 @@ CASES = [
     ("gen-threads-text", ["generate", "art", "--prompt", "hi", "--threads", "a"], None, "not a thread count"),
     ("gen-seed-neg", ["generate", "art", "--prompt", "hi", "--seed", "-1"], None, "out of range"),
     ("gen-on-sam-artifact", ["generate", "sam", "--prompt", "hi"], None, "not an LLM"),
+    # -- the context window (generate and chat); the fake LLM's context is 128
+    (
+        "gen-window-past-context",
+        ["generate", "art", "--prompt", "hi", "--window-tokens", "125"],
+        None,
+        "leave no room in the artifact's context of 128",
+    ),
+    ("gen-window-0", ["generate", "art", "--prompt", "hi", "--window-tokens", "0"], None, "out of range"),
+    ("gen-sink-neg", ["generate", "art", "--prompt", "hi", "--sink-tokens", "-1"], None, "out of range"),
+    (
+        "gen-sink-fills-context",
+        ["generate", "art", "--prompt", "hi", "--sink-tokens", "126"],
+        None,
+        "leave no room in the artifact's context of 128",
+    ),
+    (
+        "manifest-window-past-context",
+        ["generate", "art", "--prompt", "hi"],
+        _manifest_edit(lambda m: m.update(context={"sink_tokens": 4, "window_tokens": 500})),
+        "leave no room",
+    ),
+    ("chat-missing-artifact", ["chat", "nope"], None, "does not exist"),
+    ("chat-on-sam-artifact", ["chat", "sam"], None, "not an LLM"),
+    ("chat-on-longvu-artifact", ["chat", "lv"], None, "not an LLM"),
+    ("chat-window-past-context", ["chat", "art", "--window-tokens", "1000"], None, "leave no room"),
+    ("chat-window-text", ["chat", "art", "--window-tokens", "half"], None, "not a whole number"),
+    ("chat-sink-huge", ["chat", "art", "--sink-tokens", "99999999"], None, "out of range"),
+    ("chat-empty-system", ["chat", "art", "--system", " "], None, "system is empty"),
+    ("chat-max-new-0", ["chat", "art", "--max-new-tokens", "0"], None, "out of range"),
+    ("chat-temperature-nan", ["chat", "art", "--temperature", "nan"], None, "out of range"),
     # -- manifests that try to switch verification off
     (
         "manifest-is-list",
@@ -674,6 +704,7 @@ def test_catalogue_is_wide():
     assert commands >= {
         "export",
         "generate",
+        "chat",
         "parity",
         "bench",
         "demo",

@@ -221,3 +221,85 @@ def test_an_int8_kv_cache_is_built_and_matches_its_eager_wrapper(tmp_path):
     assert kv["mb"] == pytest.approx(2 * 2 * 40 * 2 * (16 + 5) / 2**20, abs=1e-3)
     assert "llama_custom_quantized_sdpa_default" in manifest["delegation"]["non_delegated_ops"]
     assert_matches_wrapper(LLMStepper(open_runner(tmp_path / "kv8")), prepared.wrapper)
+
+
+class RecordingStep:
+    """An LLM step that records its cache: logits are a hash of every visible position."""
+
+    def __init__(self, max_seq_len: int, chunk: int):
+        from types import SimpleNamespace
+
+        self.max_seq_len = max_seq_len
+        self.runner = SimpleNamespace(
+            manifest={"max_seq_len": max_seq_len, "inputs": [{"name": "tokens", "dynamic": {"seq": [1, chunk]}}]}
+        )
+        self.chunk, self.cache, self.calls = chunk, {}, []
+
+    def __call__(self, tokens, pos):
+        tokens = list(tokens)
+        assert 1 <= len(tokens) <= self.chunk and pos + len(tokens) <= self.max_seq_len
+        assert all(p in self.cache for p in range(pos)), "a gap before input_pos"
+        self.cache.update({pos + j: t for j, t in enumerate(tokens)})
+        self.calls.append((pos, tokens))
+        visible = [self.cache[p] for p in range(pos + len(tokens))]
+        return torch.tensor([float(hash(tuple(visible)) % 1000)])
+
+
+def test_conversation_keeps_the_sink_and_the_recent_window_past_the_context():
+    from runtime.context import ContextWindow, Conversation
+
+    step = RecordingStep(max_seq_len=32, chunk=7)
+    window = ContextWindow(32, sink_tokens=3, window_tokens=13)
+    conv = Conversation(step, window)
+    seen = []
+    for i in range(3 * 32):  # prompt chunks and single tokens, 3x the context
+        piece = list(range(100 + i * 5, 100 + i * 5 + (9 if i % 4 == 0 else 1)))
+        conv.feed(piece)
+        seen += piece
+        assert conv.cached[:3] == seen[:3]  # the sink never leaves
+        assert conv.cached[3:] == seen[len(seen) - len(conv.cached) + 3 :]  # then the most recent tokens
+        assert [step.cache[p] for p in range(conv.position)] == conv.cached
+    assert conv.evictions >= 10
+    assert conv.recomputed_tokens == 16 * conv.evictions  # sink + window prefilled again each time
+    assert all(len(t) <= 7 for _, t in step.calls)  # chunked to the artifact's prefill range
+    without = Conversation(RecordingStep(32, 7))
+    without.feed(list(range(30)))
+    with pytest.raises(HandheldError, match="needs 33 positions, the artifact's context holds 32"):
+        without.feed([1, 2, 3])
+
+
+def test_context_window_settings_are_judged():
+    from runtime.context import ContextWindow
+
+    assert ContextWindow(2048).to_manifest() == {"sink_tokens": 4, "window_tokens": 1024, "on_overflow": "recompute"}
+    manifest = {"max_seq_len": 64, "context": {"sink_tokens": 2, "window_tokens": 20}}
+    assert ContextWindow.from_manifest(manifest) == ContextWindow(64, 2, 20)
+    assert ContextWindow.from_manifest(manifest, window_tokens=30) == ContextWindow(64, 2, 30)
+    assert ContextWindow.from_manifest({"max_seq_len": 64}) == ContextWindow(64, 4, 32)  # older artifacts
+    with pytest.raises(HandheldError, match="leave no room in the artifact's context of 64"):
+        ContextWindow(64, 4, 60)
+    with pytest.raises(HandheldError, match="window tokens >= 1"):
+        ContextWindow(64, -1, 8)
+
+
+def test_a_conversation_of_three_contexts_through_the_artifact_matches_eager(tiny_artifact):
+    """3x the context, turns prefilled and answers fed token by token: the artifact and the eager
+    wrapper under the same window agree, and after every eviction the artifact's logits are
+    those of a fresh cache holding only the kept tokens (no stale rows leak in)."""
+    from export.llm.parity import EagerLLMRunner, streamed_conversation
+    from runtime.context import ContextWindow, Conversation
+    from runtime.generate import LLMStepper
+    from runtime.runner import open_runner
+
+    out, manifest, prepared = tiny_artifact
+    assert manifest["context"] == {"sink_tokens": 4, "window_tokens": 20, "on_overflow": "recompute"}
+    window = ContextWindow(40, sink_tokens=4, window_tokens=17)
+    tokens = torch.randint(3, 133, (120,), generator=torch.Generator().manual_seed(3))
+    step = LLMStepper(open_runner(out))
+    art, targets, conv = streamed_conversation(step, tokens, window, turn=9)
+    ref, _, _ = streamed_conversation(LLMStepper(EagerLLMRunner(prepared.wrapper, 40)), tokens, window, turn=9)
+    assert conv.evictions >= 4 and len(targets) >= 50
+    cos = torch.nn.functional.cosine_similarity(art, ref, dim=-1)
+    assert float(cos.min()) > 0.99, cos.min()
+    fresh = Conversation(LLMStepper(open_runner(out)))
+    torch.testing.assert_close(fresh.feed(conv.cached), step(conv.cached[-1:], conv.position - 1), rtol=0, atol=1e-4)

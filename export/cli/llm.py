@@ -98,7 +98,21 @@ def add_commands(sub) -> None:
     g.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
     g.add_argument("--raw", action="store_true", help="do not apply the checkpoint's chat template")
     g.add_argument("--threads", type=thread_count, default=2)
+    add_window_options(g)
     g.set_defaults(func=cmd_generate)
+
+    c = sub.add_parser(
+        "chat", help="a multi-turn chat with an LLM artifact alone (stdin: one message per line; /exit ends)"
+    )
+    c.add_argument("artifact", type=artifact_dir)
+    c.add_argument("--system", type=text_arg("system"), help="a system prompt")
+    c.add_argument("--max-new-tokens", type=int_range(1, MAX_SEQ_LEN), default=256, help="per answer")
+    c.add_argument("--temperature", type=float_range(0.0, 100.0), default=0.0, help="0 = greedy")
+    c.add_argument("--top-p", type=float_range(0.0, 1.0, lo_open=True), default=1.0)
+    c.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0)
+    c.add_argument("--threads", type=thread_count, default=2)
+    add_window_options(c)
+    c.set_defaults(func=cmd_chat)
 
     b = sub.add_parser(
         "baseline-llm", help="build ExecuTorch's own export_llm .pte of a checkpoint (the bench speed anchor)"
@@ -113,6 +127,19 @@ def add_commands(sub) -> None:
         "--kv-cache-bits", type=int, choices=[0, 8], default=0, help="8: export_llm's own quantize_kv_cache (int8)"
     )
     b.set_defaults(func=cmd_baseline)
+
+
+def add_window_options(p) -> None:
+    p.add_argument(
+        "--sink-tokens",
+        type=int_range(0, MAX_SEQ_LEN),
+        help="first tokens kept when the context fills (default: the artifact's, 4)",
+    )
+    p.add_argument(
+        "--window-tokens",
+        type=int_range(1, MAX_SEQ_LEN),
+        help="most recent tokens kept when the context fills (default: the artifact's, half its context)",
+    )
 
 
 def check_export_args(args: argparse.Namespace) -> None:
@@ -216,19 +243,62 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from runtime.generate import SamplingConfig
     from runtime.llm import LLMSession
 
-    session = LLMSession(args.artifact, threads=args.threads)
+    session = LLMSession(args.artifact, args.threads, args.sink_tokens, args.window_tokens)
     cfg = SamplingConfig(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
     )
     session.check_fits(args.prompt, cfg, chat=not args.raw)
     result = session.ask(args.prompt, cfg, chat=not args.raw, stream=lambda s: print(s, end="", flush=True))
     print()
-    print(
-        f"[{result.prompt_tokens} prompt tokens, {len(result.tokens)} generated, stopped by {result.stopped_by}; "
-        f"time to first token {result.prefill_s * 1000:.0f} ms, decode {result.decode_tok_s:.1f} tok/s]",
-        file=sys.stderr,
-    )
+    print(f"[{result.prompt_tokens} prompt tokens, {generation_summary(result, session)}]", file=sys.stderr)
     return 0
+
+
+def generation_summary(result, session) -> str:
+    line = (
+        f"{len(result.tokens)} generated, stopped by {result.stopped_by}; time to first token "
+        f"{result.prefill_s * 1000:.0f} ms, decode {result.decode_tok_s:.1f} tok/s"
+    )
+    if result.evictions:
+        w = session.window
+        line += (
+            f"; the context filled {result.evictions}x: kept the first {w.sink_tokens} and last {w.window_tokens} "
+            f"tokens, prefilled again in {result.recompute_s:.1f} s"
+        )
+    return line
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    import sys
+
+    from runtime.generate import SamplingConfig
+    from runtime.llm import LLMSession
+
+    session = LLMSession(args.artifact, args.threads, args.sink_tokens, args.window_tokens)
+    cfg = SamplingConfig(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
+    chat = session.chat(args.system)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("you> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            return 0
+        if not line.strip():
+            continue
+        try:
+            result = chat.reply(line.rstrip("\n"), cfg, stream=lambda s: print(s, end="", flush=True))
+        except HandheldError as e:  # a message that cannot be taken: say so, the conversation goes on
+            print(f"handheld: error: {e}", file=sys.stderr)
+            continue
+        print()
+        print(
+            f"[{result.prompt_tokens} new tokens, {generation_summary(result, session)}; "
+            f"{chat.conversation.position} of {session.step.max_seq_len} positions in use]",
+            file=sys.stderr,
+        )
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:

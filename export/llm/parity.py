@@ -80,6 +80,34 @@ def _greedy(step, prompt_ids: list[int], n: int) -> list[int]:
     return generate(step, prompt_ids, SamplingConfig(max_new_tokens=n)).tokens
 
 
+def streamed_conversation(step, tokens: torch.Tensor, window, turn: int = 64, score_from: int = 0):
+    """Teacher-force `tokens` through a runtime.context.Conversation as a chat would: turns of
+    `turn` tokens prefilled at once alternate with `turn` tokens fed one by one (an answer).
+    Returns ([n, vocab] logits, [n] targets) of the one-by-one tokens at index >= score_from,
+    and the conversation (its evictions)."""
+    from runtime.context import Conversation
+
+    conv = Conversation(step, window)
+    rows, targets = [], []
+    i, prefill = 0, True
+    while i < len(tokens) - 1:
+        if prefill:
+            end = min(i + turn, len(tokens) - 1)
+            logits = conv.feed(tokens[i:end].tolist())
+            i = end
+        else:
+            for _ in range(turn):
+                if i >= len(tokens) - 1:
+                    break
+                if i >= score_from:
+                    rows.append(logits)
+                    targets.append(tokens[i])
+                logits = conv.feed([int(tokens[i])])
+                i += 1
+        prefill = not prefill
+    return torch.stack(rows), torch.stack(targets), conv
+
+
 def top1_metrics(art: torch.Tensor, ref: torch.Tensor) -> dict:
     """art, ref: [positions, vocab] logits -> top-1 agreement, overall and where `ref` has decided."""
     same = art.argmax(-1) == ref.argmax(-1)

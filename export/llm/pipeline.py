@@ -18,6 +18,7 @@ from export.llm.model import Llama
 from export.llm.recipes import LLM_RECIPES
 from export.llm.wrapper import INPUT_NAMES, CachedDecoder
 from export.manifest import atomic_artifact_dir, write_manifest
+from runtime.context import ContextWindow
 from runtime.errors import HandheldError
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -142,6 +143,7 @@ def export_prepared(cfg: LLMExportConfig, prepared: PreparedModel, out: Path, ch
             kv_cache=kv_cache_fields(
                 prepared.model.args, cfg.max_seq_len, recipe.kv_cache(cfg.backend, quant.kv_cache_bits)
             ),
+            context=ContextWindow(cfg.max_seq_len).to_manifest(),  # what a chat keeps when the cache fills
             **fields,
         )
         if check_parity:
