@@ -269,9 +269,11 @@ def test_conversation_keeps_the_sink_and_the_recent_window_past_the_context():
 
 
 def test_context_window_settings_are_judged():
+    from export.bundle import contract
     from runtime.context import ContextWindow
 
     assert ContextWindow(2048).to_manifest() == {"sink_tokens": 4, "window_tokens": 1024, "on_overflow": "recompute"}
+    assert tuple(ContextWindow(2048).to_manifest()) == contract.LLM_CONTEXT_KEYS  # what the bundle carries
     manifest = {"max_seq_len": 64, "context": {"sink_tokens": 2, "window_tokens": 20}}
     assert ContextWindow.from_manifest(manifest) == ContextWindow(64, 2, 20)
     assert ContextWindow.from_manifest(manifest, window_tokens=30) == ContextWindow(64, 2, 30)

@@ -24,6 +24,12 @@ LLM_INPUT_NAMES = ("tokens", "input_pos")
 LLM_OUTPUT_NAMES = ("logits",)
 LLM_KEYS = ("backend", "model_file", "inputs", "outputs", "tokenizer", "max_seq_len")
 TOKENIZER_KEYS = ("file", "bos_id", "eos_ids", "chat_template")
+# Conversations past max_seq_len (runtime/context.py; written since 2026-12, absent in older
+# artifacts): when the cache fills, keep the first sink_tokens and the last window_tokens and
+# prefill them again from position 0 ("recompute"). The host runtime and `handheld chat` follow
+# it; the demo apps still answer one turn at a time through ExecuTorch's runner and do not.
+LLM_CONTEXT = "context"
+LLM_CONTEXT_KEYS = ("sink_tokens", "window_tokens", "on_overflow")
 
 # --- SqueezeSAM (export/sam/ must write these; names follow export/sam/config.py) --------
 # forward(image [1, 3, S, S] float32 normalized, clicks [1, 2 (+1 with prev_mask_channel), S, S]
