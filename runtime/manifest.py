@@ -19,7 +19,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 # files Handheld writes into an artifact folder after export (`handheld bench`'s default record,
 # phone results): they are not listed in the manifest and do not make the folder foreign
-SIDE_OUTPUTS = ("bench.json",)
+SIDE_OUTPUTS = ("bench.json", "profile.json")  # `handheld bench` and `bench --profile` write these beside the artifact
 SIDE_FOLDER_PREFIXES = ("device-",)
 
 

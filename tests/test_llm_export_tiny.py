@@ -305,3 +305,34 @@ def test_a_conversation_of_three_contexts_through_the_artifact_matches_eager(tin
     assert float(cos.min()) > 0.99, cos.min()
     fresh = Conversation(LLMStepper(open_runner(out)))
     torch.testing.assert_close(fresh.feed(conv.cached), step(conv.cached[-1:], conv.position - 1), rtol=0, atol=1e-4)
+
+
+def test_bench_profile_reads_etdump_per_op(tiny_artifact, tmp_path):
+    """`handheld bench --profile`: ETDump of prefill, early and late decode; the 4-bit GEMMs and
+    the int8 lm_head show up as XNNPACK operators, attention as llama::custom_sdpa; shares add up
+    to at most the step; bytes per decode step grow with the KV cache read."""
+    import json
+
+    from export.cli import main
+    from export.llm.profile import decode_bytes
+
+    out, manifest, _ = tiny_artifact
+    copy = tmp_path / "llm"
+    shutil.copytree(out, copy)
+    assert main(["bench", str(copy), "--profile", "--threads", "1"]) == 0
+    report = json.loads((copy / "profile.json").read_text())
+    phases = report["programs"]["handheld"]["threads"]["1"]
+    assert set(phases) == {"prefill", "decode", "late_decode"}
+    assert phases["late_decode"]["position"] == 40 - 1 - 5
+    for p in phases.values():
+        ops = {o["op"]: o for o in p["ops"]}
+        assert ops["Fully Connected (NC, QDU8, F32, QB4W) GEMM"]["calls"] == 2 * 4  # fused q|k|v, o, gate|up, down
+        assert ops["Fully Connected (NC, QDU8, F32, QC8W) GEMM"]["calls"] == 1  # int8 lm_head
+        assert ops["llama::custom_sdpa.out"]["calls"] == 2
+        assert 0 < sum(o["share"] for o in p["ops"]) <= 1.0 and p["xnnpack_ms"] <= p["step_ms"]
+        assert p["r4_hadamard_share"] is None  # this artifact has no rotation
+    early, late = phases["decode"], phases["late_decode"]
+    assert late["bytes_read"]["kv_cache"] > early["bytes_read"]["kv_cache"] > 0
+    arch = manifest["architecture"]
+    assert decode_bytes(1000, arch, 10, 4.0)["kv_cache"] == 2 * 2 * 10 * 2 * 16 * 4
+    assert report["copy_bandwidth_gb_s"] > 0

@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=thread_counts, default=(1, 2), help="comma-separated XNNPACK thread counts (default 1,2)"
     )
     b.add_argument("--runs", type=int_range(1, 1000), default=3, help="measured runs per setting (median reported)")
+    b.add_argument(
+        "--profile",
+        action="store_true",
+        help="ExecuTorch LLM: per-op ETDump profile of prefill, early and late decode, bytes per token, bandwidth share",
+    )
     b.add_argument("--device", default="host", help="host (default), adb:SERIAL or ios:UDID")
     b.add_argument(
         "--runner",
@@ -113,6 +118,10 @@ def cmd_bench(args) -> int:
 
     device = DeviceSpec.parse(args.device)
     out = _json_out(args.json, args.force)
+    if not device.is_host and args.profile:
+        raise HandheldError(
+            "--profile runs on this machine only", "leave --device out, or run the phone bench without --profile"
+        )
     if not device.is_host:
         from export.cli.bundle import cmd_device_bench
 
@@ -124,9 +133,34 @@ def cmd_bench(args) -> int:
     kind = _kind(args.artifact)
     if args.baseline is not None:
         _check_baseline(kind, args.baseline)
+    if args.profile:
+        return _profile(args, kind, out)
     result = resolve(BENCH.get(kind))(args.artifact, baseline=args.baseline, threads=args.threads, runs=args.runs)
     out = out or args.artifact / "bench.json"
     write_text_atomic(out, json.dumps(host_record(result, args.artifact), indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _profile(args, kind: str, out: Path | None) -> int:
+    from export.llm.profile import profile_llm
+    from export.outputs import write_text_atomic
+    from runtime.manifest import load_manifest
+
+    backend = load_manifest(args.artifact, verify=False).get("backend")
+    if kind != "llm" or backend != "executorch":
+        raise HandheldError(
+            f"--profile reads ExecuTorch's ETDump of an LLM program; this artifact is {kind} on {backend}",
+            "pass an LLM artifact exported with --backend executorch, or leave --profile out",
+        )
+    if args.baseline is not None and args.baseline.is_dir():
+        if load_manifest(args.baseline, verify=False).get("backend") != "executorch":
+            raise HandheldError(
+                f"--baseline {args.baseline} is not an ExecuTorch program", "pass a .pte or an ExecuTorch LLM artifact"
+            )
+    result = profile_llm(args.artifact, args.baseline, args.threads)
+    out = out or args.artifact / "profile.json"
+    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 
