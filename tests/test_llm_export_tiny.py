@@ -223,6 +223,30 @@ def test_an_int8_kv_cache_is_built_and_matches_its_eager_wrapper(tmp_path):
     assert_matches_wrapper(LLMStepper(open_runner(tmp_path / "kv8")), prepared.wrapper)
 
 
+def test_online_hadamards_run_as_executorchs_fast_kernel(tmp_path):
+    """A rotated decoder (QuaRot; FFN 192 = 12 x 16, so R4 has a 12-point factor; int8 KV, so R3
+    on q and k): the program runs R3 and R4 through llama::fast_hadamard_transform (no fp32 p x p
+    GEMM left), and agrees with its eager wrapper through prefill and decode."""
+    from export.config import LLMQuantConfig
+    from export.llm.model import Llama
+    from export.rotation import apply_rotation
+    from runtime.generate import LLMStepper
+    from runtime.runner import open_runner
+    from tests.conftest import tiny_llama_args
+
+    torch.manual_seed(0)
+    fp = apply_rotation(Llama(tiny_llama_args(ffn_dim=192)).eval().requires_grad_(False), "quarot", quantized_kv=True)
+    quant = LLMQuantConfig(weight_method="rtn", kv_cache_bits=8)
+    cfg = LLMExportConfig(max_seq_len=40, rotation="none", quant=quant)
+    model = copy.deepcopy(fp)
+    report = quantize_llm(model, quant)
+    prepared = PreparedModel(TinyCheckpoint(fp), model, CachedDecoder(model, 40, kv_cache_bits=8).eval(), report)
+    manifest = stub_tokenizer_export(cfg, prepared, tmp_path / "rotated")
+    outside = manifest["delegation"]["non_delegated_ops"]
+    assert outside["llama_fast_hadamard_transform_default"] == 2 * 3  # per layer: R4, R3 on q, R3 on k
+    assert_matches_wrapper(LLMStepper(open_runner(tmp_path / "rotated")), prepared.wrapper)
+
+
 class RecordingStep:
     """An LLM step that records its cache: logits are a hash of every visible position."""
 

@@ -26,10 +26,15 @@ from pathlib import Path
 
 PROMPT_TOKENS, STEPS, TOP = 64, 5, 12
 CONTAINERS = ("Method::execute", "DELEGATE_CALL", "OPERATOR_CALL")  # events that hold other events
-# The online R4 Hadamard (12 x 128 Kronecker before down_proj) runs as XNNPACK's fp32 GEMMs:
-# the 128-point factor a fully connected layer, the 12-point one a batch matmul. They are the
-# only fp32 matmuls of a Handheld decoder (linears are 4/8-bit, attention is llama::custom_sdpa).
-R4_OPS = ("Fully Connected (NC, F32) GEMM", "Batch Matrix Multiply (NC, F32) GEMM")
+# The online R4 Hadamard (12 x 128 Kronecker before down_proj): the 128-point factor is
+# ExecuTorch's llama::fast_hadamard_transform (before: XNNPACK's fp32 fully connected layer), the
+# 12-point one an XNNPACK fp32 batch matmul. They are the only fp32 matmuls of a Handheld decoder
+# (linears are 4/8-bit, attention is llama::custom_sdpa); R3 (int8 KV only) adds its own.
+R4_OPS = (
+    "llama::fast_hadamard_transform.out",
+    "Fully Connected (NC, F32) GEMM",
+    "Batch Matrix Multiply (NC, F32) GEMM",
+)
 
 
 def _op_name(event_name: str) -> str:

@@ -30,6 +30,7 @@ from torch.ao.quantization.fx._decomposed import quantized_decomposed_lib  # noq
 
 from export.llm.fused import fuse_projections
 from export.llm.model import Llama
+from export.rotation.online import with_mode
 
 INPUT_NAMES = ("tokens", "input_pos")
 OUTPUT_NAMES = ("logits",)
@@ -141,6 +142,8 @@ class CachedDecoder(nn.Module):
             layer.self_attn.sdpa = sdpa(args.n_kv_heads, args.head_dim, max_seq_len)
         # q|k|v and gate|up as one 8da4w GEMM each (one dynamic activation quantization per input)
         fuse_projections(model)
+        # online Hadamards (R3, R4) through ExecuTorch's O(p log p) kernel instead of a p x p GEMM
+        with_mode(model, "fast")
         # RoPE tables only as long as the cache: [max_seq_len, head_dim]
         model.rope_cos = model.rope_cos[:max_seq_len].clone()
         model.rope_sin = model.rope_sin[:max_seq_len].clone()

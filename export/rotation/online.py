@@ -8,6 +8,8 @@ viewed as X: [..., m, p], that is A^T X S_p. Two ways to apply S_p:
   overhead dominates at a few thousand channels per token.
 - "butterfly": the fast Walsh-Hadamard transform as log2(p) reshape + add/sub stages
   (O(n log n) flops, exact +-1 arithmetic), for long prefills or accelerators.
+- "fast": ExecuTorch's own kernel, `llama::fast_hadamard_transform` (X @ S_p / sqrt(p) in
+  O(p log p) per row, one op): ExecuTorch programs only (ONNX and CoreML have no such op).
 The m factor (12 for SmolLM2's FFN 1536) is a small [m, m] matmul; m = 1 skips it.
 """
 
@@ -20,7 +22,7 @@ from torch import nn
 
 from export.rotation.hadamard import MAX_ONLINE_FACTOR, HadamardPlan, plan_hadamard, sylvester
 
-MODES = ("matmul", "butterfly")
+MODES = ("matmul", "butterfly", "fast")
 
 
 def butterfly(x: torch.Tensor) -> torch.Tensor:
@@ -50,6 +52,11 @@ class OnlineHadamard(nn.Module):
         if mode == "matmul":
             self.register_buffer("s_p", (sylvester(plan.p) / math.sqrt(plan.p)).float())
             left_scale = math.sqrt(plan.p) / norm
+        elif mode == "fast":
+            import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (registers llama::)
+
+            self.s_p = None
+            left_scale = math.sqrt(plan.p) / norm  # the kernel normalises by sqrt(p) itself
         else:
             self.s_p = None
             left_scale = 1.0 / norm
@@ -72,7 +79,12 @@ class OnlineHadamard(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., n]
         lead = x.shape[:-1]
         y = x.reshape(*lead, self.m, self.p)  # [..., m, p]
-        y = y @ self.s_p if self.mode == "matmul" else butterfly(y)
+        if self.mode == "matmul":
+            y = y @ self.s_p
+        elif self.mode == "fast":
+            y = torch.ops.llama.fast_hadamard_transform(y.contiguous())
+        else:
+            y = butterfly(y)
         if self.a_t is not None:
             y = torch.matmul(self.a_t, y)  # [m, m] @ [..., m, p]
         elif self.scale is not None:
@@ -81,3 +93,14 @@ class OnlineHadamard(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n={self.n} ({self.m} x {self.p}), mode={self.mode}"
+
+
+def with_mode(model: nn.Module, mode: str) -> int:
+    """Switch every OnlineHadamard in `model` to `mode` in place (the same transform); how many."""
+    swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()]
+    n = 0
+    for parent, name, child in swaps:
+        if isinstance(child, OnlineHadamard) and child.mode != mode:
+            setattr(parent, name, OnlineHadamard(child.plan, mode))
+            n += 1
+    return n
