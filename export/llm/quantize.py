@@ -64,7 +64,9 @@ def _dequantized(weight) -> torch.Tensor:
     return weight.dequantize() if hasattr(weight, "dequantize") else weight
 
 
-def _gptq_into_torchao(model: Llama, float_model: Llama, calibration: torch.Tensor, cfg: LLMQuantConfig) -> dict:
+def _gptq_into_torchao(
+    model: Llama, float_model: Llama, calibration: torch.Tensor, cfg: LLMQuantConfig, lm_head_bits: int = 0
+) -> dict:
     """Replace the integer weights torchao chose (RTN) by GPTQ's, on torchao's own scales (so
     the lowered kernels and the eager reference compute exactly the GPTQ weights)."""
     import time
@@ -73,7 +75,10 @@ def _gptq_into_torchao(model: Llama, float_model: Llama, calibration: torch.Tens
     from export.quant.gptq import gptq_weights
 
     t0 = time.perf_counter()
-    linears = model.linears()
+    linears = dict(model.linears())
+    bits = dict.fromkeys(linears, cfg.weight_bits)
+    if lm_head_bits:
+        linears["lm_head"], bits["lm_head"] = model.lm_head, lm_head_bits
     scales, ranges = {}, {}
     for name, lin in linears.items():
         w = lin.weight
@@ -81,11 +86,11 @@ def _gptq_into_torchao(model: Llama, float_model: Llama, calibration: torch.Tens
         scales[name] = (
             w.scale.detach().float().reshape(w.shape[0], groups).repeat_interleave(w.shape[1] // groups, dim=1)
         )
-        ranges[name] = (-(2 ** (cfg.weight_bits - 1)), 2 ** (cfg.weight_bits - 1) - 1)
+        ranges[name] = (-(2 ** (bits[name] - 1)), 2 ** (bits[name] - 1) - 1)
     scheme = QuantScheme(
         "export", w_bits=cfg.weight_bits, w_group=cfg.group_size if cfg.weight_bits == 4 else None, w_clip_search=False
     )
-    quantized = gptq_weights(float_model, calibration, scheme, scales=scales)
+    quantized = gptq_weights(float_model, calibration, scheme, scales=scales, output_bits=lm_head_bits)
     for name, lin in linears.items():
         lo, hi = ranges[name]
         q = torch.clamp(torch.round(quantized[name].float() / scales[name]), lo, hi)
@@ -99,10 +104,14 @@ def _gptq_into_torchao(model: Llama, float_model: Llama, calibration: torch.Tens
     }
 
 
-def quantize_llm(model: Llama, cfg: LLMQuantConfig, calibration: torch.Tensor | None = None) -> dict:
+def quantize_llm(
+    model: Llama, cfg: LLMQuantConfig, calibration: torch.Tensor | None = None, gptq_lm_head: bool = True
+) -> dict:
     """Quantize `model` in place; return the weight error (SQNR dB) per part, quantizers report their error.
 
-    calibration: [n, S] tokens for GPTQ (`cfg.weight_method == "gptq"`); required then."""
+    calibration: [n, S] tokens for GPTQ (`cfg.weight_method == "gptq"`); required then. With GPTQ,
+    a quantized lm_head is GPTQ'd too (on the quantized blocks' outputs) unless `gptq_lm_head`
+    is False (torchao's RTN, kept to measure the difference)."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerAxis, PerGroup
 
@@ -112,6 +121,10 @@ def quantize_llm(model: Llama, cfg: LLMQuantConfig, calibration: torch.Tensor | 
     untie_embeddings(model)
     before = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     report: dict[str, float] = {}
+    gptq = cfg.weight_method == "gptq" and cfg.weight_bits < 16
+    if gptq and calibration is None:
+        raise HandheldError("GPTQ needs calibration tokens", "pass calibration windows, or use weight_method='rtn'")
+    float_model = copy.deepcopy(model) if gptq else None
     if cfg.weight_bits < 16:
         dtype = torch.int4 if cfg.weight_bits == 4 else torch.int8
         gran = PerGroup(cfg.group_size) if cfg.weight_bits == 4 else PerAxis(0)
@@ -120,21 +133,24 @@ def quantize_llm(model: Llama, cfg: LLMQuantConfig, calibration: torch.Tensor | 
             if cfg.dynamic_activations
             else IntxWeightOnlyConfig(weight_dtype=dtype, granularity=gran)
         )
-        gptq = cfg.weight_method == "gptq"
-        if gptq and calibration is None:
-            raise HandheldError("GPTQ needs calibration tokens", "pass calibration windows, or use weight_method='rtn'")
-        float_model = copy.deepcopy(model) if gptq else None
         quantize_(model, linear_cfg, filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn.startswith("layers."))
-        report.update(_gptq_into_torchao(model, float_model, calibration, cfg) if gptq else {"weight_method": "rtn"})
-        errs = [sqnr_db(before[n], _dequantized(m.weight)) for n, m in model.linears().items()]
-        report["linear_weight_sqnr_db_min"] = min(errs)
-        report["linear_weight_sqnr_db_mean"] = sum(errs) / len(errs)
     if cfg.output_bits:
         out_cfg = Int8DynamicActivationIntxWeightConfig(
             weight_dtype=torch.int8 if cfg.output_bits == 8 else torch.int4,
             weight_granularity=PerAxis(0) if cfg.output_bits == 8 else PerGroup(cfg.group_size),
         )
         quantize_(model, out_cfg, filter_fn=lambda m, fqn: fqn == "lm_head")
+    if cfg.weight_bits < 16:
+        # GPTQ on torchao's grids: the block linears, and lm_head on the quantized blocks' outputs
+        lm_head_bits = cfg.output_bits if gptq_lm_head else 0
+        report.update(
+            _gptq_into_torchao(model, float_model, calibration, cfg, lm_head_bits) if gptq else {"weight_method": "rtn"}
+        )
+        errs = [sqnr_db(before[n], _dequantized(m.weight)) for n, m in model.linears().items()]
+        report["linear_weight_sqnr_db_min"] = min(errs)
+        report["linear_weight_sqnr_db_mean"] = sum(errs) / len(errs)
+    if cfg.output_bits:
+        report["lm_head_method"] = "gptq" if gptq and gptq_lm_head else "rtn"
         report["lm_head_weight_sqnr_db"] = sqnr_db(before["lm_head"], _dequantized(model.lm_head.weight))
     if cfg.embedding_bits == 8:
         float_table = model.embed_tokens.weight.detach()
