@@ -354,6 +354,7 @@ def test_bench_profile_reads_etdump_per_op(tiny_artifact, tmp_path):
         assert ops["Fully Connected (NC, QDU8, F32, QC8W) GEMM"]["calls"] == 1  # int8 lm_head
         assert ops["llama::custom_sdpa.out"]["calls"] == 2
         assert 0 < sum(o["share"] for o in p["ops"]) <= 1.0 and p["xnnpack_ms"] <= p["step_ms"]
+        assert 0 < p["xnnpack_ops_ms"] <= p["xnnpack_ms"]
         assert p["r4_hadamard_share"] is None  # this artifact has no rotation
     early, late = phases["decode"], phases["late_decode"]
     assert late["bytes_read"]["kv_cache"] > early["bytes_read"]["kv_cache"] > 0
