@@ -96,6 +96,48 @@ def test_chat_template_matches_transformers(smollm2, smollm2_artifact):
     assert tok.encode(ours) == smollm2.tokenizer(ref, add_special_tokens=False).input_ids
 
 
+def test_cli_chat_keeps_one_conversation_and_survives_a_message_too_long(smollm2, smollm2_artifact):
+    """`handheld chat`: turns share one cache (the second turn feeds only its own template tokens,
+    as transformers renders the whole conversation), a message longer than the window is refused
+    with an error line and the conversation goes on, EOF ends with exit 0."""
+    from runtime.manifest import load_manifest
+    from runtime.tokenizer import ArtifactTokenizer
+
+    out, _, _ = smollm2_artifact
+    long = "word " * 400  # > the 256-token window of a 512-token context
+    chat = subprocess.run(
+        [sys.executable, "-m", "export.cli", "chat", str(out), "--max-new-tokens", "16"],
+        input=f"What is the capital of Japan?\n{long}\nAnd of Italy?\n",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert chat.returncode == 0, chat.stderr[-2000:]
+    assert "Tokyo" in chat.stdout
+    assert chat.stderr.count("handheld: error:") == 1 and "more than the 256 the conversation keeps" in chat.stderr
+    status = [line for line in chat.stderr.splitlines() if "positions in use" in line]
+    assert len(status) == 2 and "Traceback" not in chat.stderr
+    tok = ArtifactTokenizer(out, load_manifest(out)["tokenizer"])
+    first = tok.render([{"role": "user", "content": "What is the capital of Japan?"}])
+    both = tok.render(
+        [
+            {"role": "user", "content": "What is the capital of Japan?"},
+            {"role": "assistant", "content": "Tokyo."},
+            {"role": "user", "content": "And of Italy?"},
+        ]
+    )
+    ref = smollm2.tokenizer.apply_chat_template(
+        [
+            {"role": "user", "content": "What is the capital of Japan?"},
+            {"role": "assistant", "content": "Tokyo."},
+            {"role": "user", "content": "And of Italy?"},
+        ],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert both == ref and both.startswith(first + "Tokyo.")  # prefix-stable: a turn feeds only its tail
+
+
 def test_a_conversation_of_three_contexts_stays_fluent_and_matches_eager(smollm2_artifact):
     """1,536 held-out tokens through the 512-token artifact as chat turns (64 prefilled, 64 fed
     one by one): the context fills and is cut to its sink + window several times. On the last
