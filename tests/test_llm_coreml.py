@@ -203,17 +203,21 @@ def test_executorch_coreml_delegate_pte_is_one_delegate_and_matches_eager(tmp_pa
     """The CoreML-delegate .pte: the whole graph in one CoreML delegate (states taken over),
     its int4 weights stored by the delegate's quantizer; the mlpackage unpacked from the .pte
     file, interpreted op by op, agrees with eager with those weights simulated. The threshold is
-    lowered so the tiny model's weights are quantized too (the real default skips < 65536)."""
+    lowered so the tiny model's weights are quantized too (the real default skips < 65536), and
+    the context is long enough that the RoPE tables (160 x 32; a head_dim the quantizer's blocks
+    of 32 divide, as SmolLM2's 64) pass that threshold: they must stay fp16 (int4 positions took
+    the real 2,048-token delegate to 22.9 dB)."""
     from export.backends.coreml import delegate_package, lower_coreml_delegate
     from export.backends.executorch import Method
     from export.llm.coreml_check import check_delegate_parity
-    from export.llm.lower_coreml import DELEGATE_QUANT
+    from export.llm.lower_coreml import DELEGATE_QUANT, delegate_quant
     from export.llm.wrapper_coreml import StatefulDecoder
     from runtime.mil_interpreter import MILInterpreter
 
-    model = _tiny()
-    quant = {**DELEGATE_QUANT, "weight_threshold": 2048}
-    decoder = StatefulDecoder(model, 40).eval()
+    model = _tiny(head_dim=32)
+    quant = delegate_quant(model.args, 160, {**DELEGATE_QUANT, "weight_threshold": 2048})
+    assert quant["weight_threshold"] == 160 * 32  # the tables' 5,120 elements; every linear is larger
+    decoder = StatefulDecoder(model, 160).eval()
     method = Method(decoder, decoder.example_inputs(), decoder.dynamic_shapes())
     summary = lower_coreml_delegate(method, tmp_path / "d.pte", quant)
     assert summary["delegate_backend"] == "CoreMLBackend" and summary["ops_outside_delegate"] == 0

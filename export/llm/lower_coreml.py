@@ -194,7 +194,8 @@ def lower_llm_coreml(prepared, folder: Path) -> dict:
     )
     # the delegate's quantizer takes one global RTN config (see DELEGATE_QUANT): the float decoder
     method = Method(decoder, decoder.example_inputs(), decoder.dynamic_shapes())
-    delegate = lower_coreml_delegate(method, folder / DELEGATE_FILE, DELEGATE_QUANT) if quant.weight_bits == 4 else None
+    config = delegate_quant(model.args, decoder.max_seq_len)
+    delegate = lower_coreml_delegate(method, folder / DELEGATE_FILE, config) if quant.weight_bits == 4 else None
     return {
         "model_file": "model.mlpackage",
         "executorch_coreml_delegate": delegate,
@@ -210,10 +211,13 @@ def lower_llm_coreml(prepared, folder: Path) -> dict:
 # The ExecuTorch CoreML-delegate variant: the same StatefulDecoder lowered through
 # CoreMLPartitioner into one delegate (states taken over as ct.StateType, iOS 18, fp16). Its
 # weights are compressed by the delegate's own post-conversion quantizer, which takes a single
-# global config: int4 linear_symmetric per block 32 for every linear weight of at least
-# DELEGATE_QUANT["weight_threshold"] elements, so the block linears and lm_head (the untied
-# embedding table of the gather stays fp16); the online-Hadamard factors (16,384 elements for
-# R4's [128, 128]) and RoPE tables stay fp16.
+# global config: int4 linear_symmetric per block 32 for every constant of more than
+# "weight_threshold" elements, so the block linears and lm_head (the untied embedding table of
+# the gather stays fp16); the online-Hadamard factors (16,384 elements for R4's [128, 128]) stay
+# fp16. So must the RoPE tables ([max_seq_len, head_dim] each): int4 positions are garbage (at
+# 2,048 x 64 they were quantized, and the delegate's logits fell to 22.9 dB SQNR against their
+# reference), so `delegate_quant` raises the threshold to the tables' size; linears no larger
+# than them (SmolLM2's k/v projections from a 1,728-token context on) then stay fp16 too.
 DELEGATE_QUANT = {
     "mode": "linear_symmetric",
     "dtype": "int4",
@@ -222,3 +226,9 @@ DELEGATE_QUANT = {
     "weight_threshold": 65536,
 }
 DELEGATE_FILE = "model_coreml_delegate.pte"
+
+
+def delegate_quant(args, max_seq_len: int, base: dict = DELEGATE_QUANT) -> dict:
+    """`base` with a threshold that keeps the RoPE tables out of int4."""
+    rope_table = max_seq_len * args.head_dim
+    return {**base, "weight_threshold": max(base["weight_threshold"], rope_table)}

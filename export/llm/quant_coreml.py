@@ -171,15 +171,15 @@ def simulate_coreml_weights(model: Llama, cfg: LLMQuantConfig, calibration: torc
 
 def simulate_coreml_delegate_weights(model: Llama, block: int = BLOCK, threshold: int = 65536) -> Llama:
     """A copy of the float `model` with what the ExecuTorch CoreML delegate's global int4
-    quantizer stores (export/llm/lower_coreml.py DELEGATE_QUANT): every linear weight of >=
-    `threshold` elements int4 per block along the input dim. The embedding table of the gather
+    quantizer stores (export/llm/lower_coreml.py DELEGATE_QUANT): every linear weight of more than
+    `threshold` elements (coremltools' rule) int4 per block along the input dim. The embedding table of the gather
     stays fp16 unless it is the very constant lm_head reads (tied), as read back from the package."""
     import copy
 
     model = copy.deepcopy(model)
     tied = model.lm_head.weight is model.embed_tokens.weight
     for name, lin in [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]:
-        if lin.weight.numel() >= threshold:
+        if lin.weight.numel() > threshold:
             parent, _, leaf = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, leaf, CoreMLWeightLinear(lin, 4, block))
     if tied and isinstance(model.lm_head, CoreMLWeightLinear):
