@@ -240,7 +240,8 @@ def test_online_hadamards_run_as_executorchs_fast_kernel(tmp_path):
     cfg = LLMExportConfig(max_seq_len=40, rotation="none", quant=quant)
     model = copy.deepcopy(fp)
     report = quantize_llm(model, quant)
-    prepared = PreparedModel(TinyCheckpoint(fp), model, CachedDecoder(model, 40, kv_cache_bits=8).eval(), report)
+    wrapper = CachedDecoder(model, 40, kv_cache_bits=8, fast_hadamard=True).eval()
+    prepared = PreparedModel(TinyCheckpoint(fp), model, wrapper, report)
     manifest = stub_tokenizer_export(cfg, prepared, tmp_path / "rotated")
     outside = manifest["delegation"]["non_delegated_ops"]
     assert outside["llama_fast_hadamard_transform_default"] == 2 * 3  # per layer: R4, R3 on q, R3 on k
