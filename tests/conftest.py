@@ -54,3 +54,39 @@ def tiny_llama():
         if p.dim() == 1:
             p.data.uniform_(0.5, 1.5)
     return model.requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """SqueezeSAM's tiny-test preset, random weights (odd widths)."""
+    from export.sam.config import SAM_PRESETS
+    from export.sam.model import build, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build(SAM_PRESETS["tiny-test"]).eval()
+    for m in model.modules():  # non-trivial BatchNorm statistics, so folding is exercised
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    path = tmp_path_factory.mktemp("sam") / "tiny.pt"
+    save_checkpoint(model, path, half=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory, tiny_checkpoint):
+    """The tiny model exported once per session to every backend (parity recorded, not enforced:
+    a random model's near-zero logits flip under int8 on their own)."""
+    from export.config import Backend
+    from export.sam.config import SamExportConfig
+    from export.sam.export import export_sam
+
+    root = tmp_path_factory.mktemp("sam_artifacts")
+    for backend in Backend:
+        export_sam(
+            SamExportConfig(
+                checkpoint=str(tiny_checkpoint), backend=backend, calibration_images=2, enforce_parity=False
+            ),
+            root / backend.value,
+        )
+    return root

@@ -422,6 +422,12 @@ CASES = [
     ("parity-json-exists", ["parity", "art", "--json", "empty.json"], None, "already exists"),
     ("parity-json-under-file", ["parity", "art", "--json", "file.txt/p.json"], None, "is a file, not a folder"),
     ("parity-json-is-dir", ["parity", "art", "--json", "user"], None, "expected a .json file"),
+    ("parity-isa-unknown", ["parity", "art", "--isa", "x86"], None, "invalid choice"),
+    ("parity-arm-kernels-unknown", ["parity", "art", "--isa", "aarch64", "--arm-kernels", "sme2"], None, "unknown"),
+    ("parity-arm-kernels-blank", ["parity", "art", "--isa", "aarch64", "--arm-kernels", ""], None, "unknown"),
+    ("parity-arm-kernels-repeat", ["parity", "art", "--isa", "aarch64", "--arm-kernels", "i8mm,i8mm"], None, "repeats"),
+    ("parity-arm-kernels-without-isa", ["parity", "art", "--arm-kernels", "dotprod"], None, "--isa aarch64 only"),
+    ("parity-aarch64-longvu-not-yet", ["parity", "lv", "--isa", "aarch64"], None, "runs ExecuTorch programs of kinds"),
     # -- bench
     ("bench-threads-0", ["bench", "art", "--threads", "0"], None, "out of range"),
     ("bench-threads-blank", ["bench", "art", "--threads", "1,,2"], None, "not a list of thread counts"),

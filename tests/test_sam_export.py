@@ -10,40 +10,10 @@ import pytest
 import torch
 
 from export.config import Backend
-from export.sam.config import SAM_PRESETS, SamExportConfig
+from export.sam.config import SAM_PRESETS
 from export.sam.model import build, save_checkpoint
 from export.sam.parity import FP32_MEDIAN_IOU_MIN, INT8_SQNR_MIN_DB
 from runtime.manifest import load_manifest
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build(SAM_PRESETS["tiny-test"]).eval()
-    for m in model.modules():  # non-trivial BatchNorm statistics, so folding is exercised
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-    path = tmp_path_factory.mktemp("sam") / "tiny.pt"
-    save_checkpoint(model, path, half=False)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_artifacts(tmp_path_factory, tiny_checkpoint):
-    """The tiny model exported once per session to every backend (parity recorded, not enforced:
-    a random model's near-zero logits flip under int8 on their own)."""
-    from export.sam.export import export_sam
-
-    root = tmp_path_factory.mktemp("sam_artifacts")
-    for backend in Backend:
-        export_sam(
-            SamExportConfig(
-                checkpoint=str(tiny_checkpoint), backend=backend, calibration_images=2, enforce_parity=False
-            ),
-            root / backend.value,
-        )
-    return root
 
 
 @pytest.mark.parametrize("backend", [b.value for b in Backend])
@@ -218,7 +188,7 @@ def test_cli_export_records_a_checkpoint_path_given_on_the_command_line(tmp_path
 
     from export.cli import main
     from export.sam.config import SAM_PRESETS
-    from export.sam.model import build, save_checkpoint
+    from export.sam.model import build
 
     torch.manual_seed(0)
     save_checkpoint(build(SAM_PRESETS["tiny-test"]).eval(), tmp_path / "tiny.pt", half=False)

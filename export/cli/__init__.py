@@ -15,7 +15,15 @@ import os
 import sys
 from pathlib import Path
 
-from export.cli.args import HandheldParser, add_force, artifact_dir, existing_path, int_range, thread_counts
+from export.cli.args import (
+    HandheldParser,
+    add_force,
+    arm_kernel_families,
+    artifact_dir,
+    existing_path,
+    int_range,
+    thread_counts,
+)
 from runtime.errors import HandheldError, error_line
 
 FAMILY_CLIS = ["export.cli.llm", "export.cli.bundle", "export.cli.longvu", "export.cli.sam", "export.cli.llm_eval"]
@@ -46,6 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", type=artifact_dir)
     p.add_argument("--json", type=Path, help="also write the parity report here")
     add_force(p, "--json file")
+    p.add_argument(
+        "--isa",
+        choices=("host", "aarch64"),
+        default="host",
+        help="aarch64: run the ExecuTorch program on ARM's kernels under qemu-user (set up once; `make arm-lane`)",
+    )
+    p.add_argument(
+        "--arm-kernels",
+        type=arm_kernel_families,
+        help="with --isa aarch64: kernel families to emulate, comma-separated (default dotprod,i8mm)",
+    )
     p.set_defaults(func=cmd_parity)
 
     b = sub.add_parser("bench", help="measure an artifact's speed, memory and size")
@@ -103,7 +122,16 @@ def cmd_parity(args) -> int:
     from export.outputs import write_text_atomic
 
     out = _json_out(args.json, args.force)
-    report = resolve(PARITY.get(_kind(args.artifact)))(args.artifact)
+    if args.isa == "aarch64":
+        from export.arm.parity import FAMILIES, check_aarch64
+
+        report = check_aarch64(args.artifact, args.arm_kernels or FAMILIES)
+    elif args.arm_kernels is not None:
+        raise HandheldError(
+            "--arm-kernels applies to --isa aarch64 only", "add --isa aarch64, or leave --arm-kernels out"
+        )
+    else:
+        report = resolve(PARITY.get(_kind(args.artifact)))(args.artifact)
     if out:
         write_text_atomic(out, json.dumps(report, indent=2) + "\n")
         print(f"wrote {out}")

@@ -139,3 +139,16 @@ def artifact_dir(text: str) -> Path:
 def check(condition: bool, problem: str, fix: str) -> None:
     if not condition:
         raise HandheldError(problem, fix)
+
+
+def arm_kernel_families(text: str) -> tuple[str, ...]:
+    """'dotprod,i8mm' -> ('dotprod', 'i8mm'): the phone int8 kernel families the aarch64 lane emulates."""
+    from export.arm.lane import FAMILIES
+
+    parts = tuple(text.split(","))
+    unknown = [p for p in parts if p not in FAMILIES]
+    if unknown or not parts:
+        raise _bad(f"unknown kernel family {', '.join(map(repr, unknown))}", f"pass some of {','.join(FAMILIES)}")
+    if len(set(parts)) != len(parts):
+        raise _bad(f"{text!r} repeats a kernel family", "list each family once")
+    return parts

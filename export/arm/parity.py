@@ -1,0 +1,264 @@
+"""`handheld parity DIR --isa aarch64`: an ExecuTorch artifact on ARM's kernels (emulated),
+against the same artifact on this machine and against its eager model.
+
+The integer GEMMs agree by construction; activation quantization, softmax, norms and layout
+code differ per ISA, and so can a delegate. Each artifact kind runs a short protocol on real
+inputs, once per phone kernel family (dotprod, i8mm: qemu CPU models that have each), and the
+numbers go into the manifest under `parity.aarch64`. What this proves: the aarch64 build of the
+pinned ExecuTorch runs the program with ARM's kernels (the CPU features the emulated CPU
+reported are recorded) and computes what the x86 one does. What it does not: speed,
+big.LITTLE scheduling, SME2 (qemu 7.2 has none), Apple's CoreML runtime.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.arm.lane import FAMILIES, run_program, setup
+from export.manifest import update_manifest
+from export.tolerances import judge
+from runtime.errors import HandheldError
+from runtime.manifest import load_manifest
+
+# Named tolerances, metric -> ("min" | "max", limit).
+# LLM: teacher-forced logits of a 32-token prefill then LLM_DECODE_STEPS decode steps.
+LLM_PREFILL, LLM_DECODE_STEPS = 32, 24
+LLM_TOLERANCES = {
+    "vs_host_cosine_min": ("min", 0.99),  # a trial measured 0.9989 on prefill, >= 0.9999 on decode
+    "vs_host_top1_agreement": ("min", 0.95),
+    "vs_eager_cosine_mean": ("min", 0.99),  # the host parity's bar
+    "vs_eager_top1_agreement": ("min", 0.85),
+}
+# SqueezeSAM int8: the host parity's 15 photo x click cases, masks at the photo's resolution.
+SAM_TOLERANCES = {
+    "vs_host_median_iou": ("min", 0.97),
+    "vs_host_worst_iou": ("min", 0.90),
+    "vs_eager_median_iou": ("min", 0.90),  # the host int8 parity's bars
+    "vs_eager_worst_iou": ("min", 0.70),
+}
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
+
+
+def _logit_numbers(prefix: str, art: np.ndarray, ref: np.ndarray) -> dict:
+    cos = _cosines(art, ref)
+    return {
+        f"{prefix}_cosine_min": round(float(cos.min()), 6),
+        f"{prefix}_cosine_mean": round(float(cos.mean()), 6),
+        f"{prefix}_max_abs": round(float(np.abs(art - ref).max()), 4),
+        f"{prefix}_top1_agreement": round(float((art.argmax(-1) == ref.argmax(-1)).mean()), 4),
+    }
+
+
+class _LLMProtocol:
+    """Prefill LLM_PREFILL held-out tokens at position 0, then feed the next tokens one by one."""
+
+    tolerances = LLM_TOLERANCES
+    method = "forward"
+
+    def __init__(self, folder: Path, manifest: dict, prepared=None, tokens=None):
+        from export.config import llm_config_from_dict
+        from export.data.text import token_windows
+        from export.llm.parity import EagerLLMRunner
+        from export.llm.pipeline import load_checkpoint, prepare_model
+        from export.llm.quantize import with_cached_dequantized_weights
+        from export.llm.wrapper import CachedDecoder
+        from runtime.runner import open_runner
+
+        cfg = llm_config_from_dict(manifest["config"])
+        length = LLM_PREFILL + LLM_DECODE_STEPS
+        if cfg.max_seq_len < length:
+            raise HandheldError(
+                f"the aarch64 protocol needs {length} positions; this artifact holds {cfg.max_seq_len}",
+                f"export with --max-seq-len {length} or more",
+            )
+        prepared = prepared or prepare_model(cfg)
+        if tokens is None:  # held-out Wikipedia text, the parity split
+            ck = prepared.checkpoint if prepared.checkpoint is not None else load_checkpoint(cfg.checkpoint)
+            tokens = token_windows(ck.tokenizer, "parity", length, 1)[0]
+        window = torch.as_tensor(tokens)[:length]
+        self.cases = [[window[None, :LLM_PREFILL].numpy(), np.array([0], np.int64)]]
+        self.cases += [
+            [window[None, p : p + 1].numpy(), np.array([p], np.int64)] for p in range(LLM_PREFILL, length - 1)
+        ]
+        self.program = folder / manifest["model_file"]
+        reference = CachedDecoder(
+            with_cached_dequantized_weights(prepared.model), cfg.max_seq_len, cfg.quant.kv_cache_bits
+        )
+        self.eager = self._steps(EagerLLMRunner(reference.eval(), cfg.max_seq_len))
+        self.host = self._steps(open_runner(folder))
+
+    def _steps(self, runner) -> np.ndarray:
+        rows = []
+        for tokens, pos in self.cases:
+            out = runner.run({"tokens": torch.from_numpy(tokens), "input_pos": torch.from_numpy(pos)})["logits"]
+            rows.append(np.asarray(out, np.float32).reshape(-1))
+        return np.stack(rows)
+
+    def numbers(self, outputs: list[list[np.ndarray]]) -> dict:
+        arm = np.stack([o[0].reshape(-1) for o in outputs]).astype(np.float32)
+        return {
+            "steps": len(arm),
+            **_logit_numbers("vs_host", arm, self.host),
+            **_logit_numbers("vs_eager", arm, self.eager),
+        }
+
+
+class _SAMProtocol:
+    """The host parity's photo x click cases on the int8 program; the emulated outputs are
+    replayed through the same Segmenter so masks are compared at the photo's resolution."""
+
+    tolerances = SAM_TOLERANCES
+    method = "forward"
+
+    def __init__(self, folder: Path, manifest: dict, prepared=None, tokens=None):
+        from export.sam.model import load_checkpoint, shipped_checkpoint
+        from export.sam.parity import compare, parity_cases
+        from runtime.sam_backends import load_forward
+        from runtime.segment import Segmenter
+
+        entry = manifest["variants"].get("int8")
+        if entry is None:
+            raise HandheldError(
+                f"{folder} has no int8 variant", "export it with `handheld export sam` (int8 is built by default)"
+            )
+        checkpoint = Path(manifest["checkpoint"]["path"])
+        model = prepared or load_checkpoint(checkpoint if checkpoint.is_file() else shipped_checkpoint())
+        self.spec = model.config.input_spec
+
+        def eager_forward(image, clicks):
+            with torch.no_grad():
+                return model(torch.from_numpy(image), torch.from_numpy(clicks)).numpy()
+
+        self.reference = Segmenter(eager_forward, self.spec, "eager fp32")
+        self.cases_photos = parity_cases(self.reference)
+        self.program = folder / entry["file"]
+        run = load_forward("executorch", self.program)
+        recorded = []
+
+        def host_forward(image, clicks):
+            out = run(image, clicks)[0]
+            recorded.append(([image.copy(), clicks.copy()], out))
+            return out
+
+        self.host_numbers = compare(self.reference, Segmenter(host_forward, self.spec, "host int8"), self.cases_photos)
+        self.cases = [inputs for inputs, _ in recorded]
+        self.host = [out for _, out in recorded]
+        self._compare = compare
+
+    def _replay(self, outputs, name):
+        from runtime.segment import Segmenter
+
+        it = iter(outputs)
+        return Segmenter(lambda image, clicks: next(it), self.spec, name)
+
+    def numbers(self, outputs: list[list[np.ndarray]]) -> dict:
+        arm = [o[0] for o in outputs]
+        vs_host = self._compare(
+            self._replay(self.host, "host int8"), self._replay(arm, "aarch64 int8"), self.cases_photos
+        )
+        vs_eager = self._compare(self.reference, self._replay(arm, "aarch64 int8"), self.cases_photos)
+        out = {"cases": len(arm)}
+        for prefix, numbers in (("vs_host", vs_host), ("vs_eager", vs_eager)):
+            # identical logits have an infinite SQNR, which JSON cannot hold: max-abs says it
+            out.update(
+                {
+                    f"{prefix}_{k}": v
+                    for k, v in numbers.items()
+                    if k != "cases" and np.isfinite(v if isinstance(v, float) else 0)
+                }
+            )
+        out["logits_max_abs_vs_host"] = round(float(max(np.abs(a - h).max() for a, h in zip(arm, self.host))), 4)
+        return out
+
+
+PROTOCOLS = {"llm": _LLMProtocol, "sam": _SAMProtocol}
+
+
+def kernel_family(features: dict) -> str:
+    """The int8 GEMM family XNNPACK/KleidiAI pick on a CPU with these features."""
+    return "i8mm" if features.get("i8mm") else "dotprod" if features.get("asimddp") else "neon"
+
+
+def check_aarch64(folder: Path, families=FAMILIES, prepared=None, progress: bool = True, tokens=None) -> dict:
+    """Run the artifact's protocol under emulation once per kernel family; numbers into the manifest.
+    prepared: the family's eager model when the caller has it (an LLM's PreparedModel, a
+    SqueezeSAM module); tokens: an LLM window other than the held-out text (tiny vocabularies)."""
+    folder = Path(folder)
+    manifest = load_manifest(folder)
+    kind, backend = manifest["kind"], manifest.get("backend")
+    if backend != "executorch" or kind not in PROTOCOLS:
+        raise HandheldError(
+            f"--isa aarch64 runs ExecuTorch programs of kinds {', '.join(PROTOCOLS)}; this artifact is {kind} on {backend}",
+            "pass an LLM or SqueezeSAM artifact exported with --backend executorch, or leave --isa out",
+        )
+    lane = setup(progress=progress)  # before the heavy work: a lane that cannot be set up says so first
+    say = print if progress else (lambda *a, **k: None)
+    start = time.perf_counter()
+    protocol = PROTOCOLS[kind](folder, manifest, prepared, tokens)
+    report = {"protocol": kind, "cases": len(protocol.cases), "host_and_eager_s": round(time.perf_counter() - start, 1)}
+    report["lane"] = {k: lane.info()[k] for k in ("setup", "torch")}
+    failures = []
+    for family in families:
+        say(
+            f"aarch64 ({family}): {len(protocol.cases)} cases of {protocol.program.name} under emulation ...",
+            flush=True,
+        )
+        start = time.perf_counter()
+        outputs, result = run_program(lane, protocol.program, protocol.method, protocol.cases, family)
+        numbers = protocol.numbers(outputs)
+        verdict = judge(numbers, protocol.tolerances)
+        ran = kernel_family(result["cpu_features"])
+        if ran != family:
+            verdict["failures"].append(f"asked for the {family} kernels, the emulated CPU offered {ran}")
+            verdict["passed"] = False
+        report[family] = {
+            "kernel_family": ran,
+            "cpu_features": result["cpu_features"],
+            "wall_s": round(time.perf_counter() - start, 1),
+            **{k: result[k] for k in ("import_s", "load_s", "run_s")},
+            "metrics": numbers,
+            **verdict,
+        }
+        failures += [f"{family}: {f}" for f in verdict["failures"]]
+    report["tolerances"] = protocol.tolerances
+    report["failures"] = failures
+    report["passed"] = not failures
+    parity = dict(load_manifest(folder, verify=False).get("parity") or {})
+    parity["aarch64"] = report
+    update_manifest(folder, parity=parity)
+    for line in format_report(report):
+        say(line)
+    return report
+
+
+def format_report(report: dict) -> list[str]:
+    lines = []
+    for family in FAMILIES:
+        r = report.get(family)
+        if r is None:
+            continue
+        m = r["metrics"]
+        if report["protocol"] == "llm":
+            shown = (
+                f"vs host: cosine min {m['vs_host_cosine_min']:.4f}, top-1 {m['vs_host_top1_agreement']:.3f}, "
+                f"max-abs {m['vs_host_max_abs']:.3f}; vs eager: cosine mean {m['vs_eager_cosine_mean']:.4f}, "
+                f"top-1 {m['vs_eager_top1_agreement']:.3f} over {m['steps']} steps"
+            )
+        else:
+            shown = (
+                f"vs host: mask IoU median {m['vs_host_median_iou']:.4f} worst {m['vs_host_worst_iou']:.4f}; "
+                f"vs eager fp32: median {m['vs_eager_median_iou']:.4f} worst {m['vs_eager_worst_iou']:.4f} "
+                f"over {m['cases']} cases"
+            )
+        verdict = "PASS" if r["passed"] else "FAIL"
+        lines.append(f"aarch64 [{verdict}] {family} kernels ({r['kernel_family']} ran, {r['wall_s']:.0f} s): {shown}")
+        lines += [f"  out of tolerance: {f}" for f in r["failures"]]
+    return lines
