@@ -69,6 +69,7 @@ def world(tmp_path, monkeypatch):
     w = tmp_path / "world"
     w.mkdir()
     fakes.make_llm(w, name="art")
+    fakes.make_llm(w, backend="onnx", name="onnx_art")
     _sam_with_variants(w)
     fakes.make_longvu(w, name="lv")
     (w / "user").mkdir()
@@ -427,7 +428,7 @@ CASES = [
     ("parity-arm-kernels-blank", ["parity", "art", "--isa", "aarch64", "--arm-kernels", ""], None, "unknown"),
     ("parity-arm-kernels-repeat", ["parity", "art", "--isa", "aarch64", "--arm-kernels", "i8mm,i8mm"], None, "repeats"),
     ("parity-arm-kernels-without-isa", ["parity", "art", "--arm-kernels", "dotprod"], None, "--isa aarch64 only"),
-    ("parity-aarch64-longvu-not-yet", ["parity", "lv", "--isa", "aarch64"], None, "runs ExecuTorch programs of kinds"),
+    ("parity-aarch64-onnx", ["parity", "onnx_art", "--isa", "aarch64"], None, "runs ExecuTorch programs of kinds"),
     # -- bench
     ("bench-threads-0", ["bench", "art", "--threads", "0"], None, "out of range"),
     ("bench-threads-blank", ["bench", "art", "--threads", "1,,2"], None, "not a list of thread counts"),

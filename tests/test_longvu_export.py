@@ -185,3 +185,16 @@ def test_coreml_variant_packages_select_and_answer_the_same(model, tmp_path):
     assert manifest["methods"]["embed"]["coreml"]["quantized_consts"]["embedding"] == 1
     assert not (tmp_path / "coreml" / "longvu.pte").exists()
     assert parity["metrics"]["logits_cosine_min"] > 0.999 and parity["metrics"]["teacher_forced_top1"] == 1.0
+
+
+@pytest.mark.arm
+def test_dino_method_on_arm_kernels_matches_x86_and_eager(artifact, model):
+    from export.arm.parity import check_aarch64
+
+    out, _ = artifact
+    report = check_aarch64(out, ("dotprod",), prepared=model, progress=False)
+    assert report["passed"], report["failures"]
+    m = report["dotprod"]["metrics"]
+    assert report["dotprod"]["kernel_family"] == "dotprod" and m["frames"] == 9
+    assert m["vs_host_cosine_min"] >= 0.999
+    assert json.loads((out / "manifest.json").read_text())["parity"]["aarch64"]["protocol"] == "longvu"
