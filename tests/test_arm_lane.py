@@ -104,6 +104,38 @@ def test_tiny_squeezesam_int8_on_arm_kernels(tiny_artifacts, tiny_checkpoint):
 
 
 @pytest.mark.arm
+def test_tiny_llm_onnx_on_onnxruntimes_arm_kernels(tmp_path):
+    from export.llm.model import Llama
+    from export.llm.quant_onnx import simulate_matmulnbits
+    from tests.conftest import tiny_llama_args
+    from tests.llm_helpers import export_tiny, random_calibration
+
+    torch.manual_seed(0)
+    model = Llama(tiny_llama_args()).eval().requires_grad_(False)
+    folder, _, prepared = export_tiny(
+        model, tmp_path / "onnx", "onnx", simulate_matmulnbits, max_seq_len=64, calibration=random_calibration(model)
+    )
+    tokens = torch.randint(0, model.args.vocab_size, (64,), generator=torch.Generator().manual_seed(1))
+    report = check_aarch64(folder, ("i8mm",), prepared=prepared, progress=False, tokens=tokens)
+    assert report["passed"], report["failures"]
+    m = report["i8mm"]["metrics"]
+    assert report["i8mm"]["kernel_family"] == "i8mm" and m["steps"] == 24
+    # the cache state went from step to step: decode steps agree as well as the prefill
+    assert min(m["vs_host_cosine_per_step"][1:]) >= 0.99
+
+
+@pytest.mark.arm
+def test_tiny_squeezesam_int8_onnx_on_arm_kernels(tiny_artifacts, tiny_checkpoint):
+    from export.sam.model import load_checkpoint
+
+    report = check_aarch64(
+        tiny_artifacts / "onnx", ("dotprod",), prepared=load_checkpoint(tiny_checkpoint), progress=False
+    )
+    assert report["dotprod"]["metrics"]["vs_host_median_iou"] >= 0.97
+    assert all(f.startswith("dotprod: vs_eager") for f in report["failures"])
+
+
+@pytest.mark.arm
 @pytest.mark.slow
 def test_real_smollm2_pte_on_arm_kernels(smollm2_artifact):
     folder, _, prepared = smollm2_artifact

@@ -69,7 +69,7 @@ def world(tmp_path, monkeypatch):
     w = tmp_path / "world"
     w.mkdir()
     fakes.make_llm(w, name="art")
-    fakes.make_llm(w, backend="onnx", name="onnx_art")
+    fakes.make_llm(w, backend="coreml", name="coreml_art")
     _sam_with_variants(w)
     fakes.make_longvu(w, name="lv")
     (w / "user").mkdir()
@@ -428,7 +428,7 @@ CASES = [
     ("parity-arm-kernels-blank", ["parity", "art", "--isa", "aarch64", "--arm-kernels", ""], None, "unknown"),
     ("parity-arm-kernels-repeat", ["parity", "art", "--isa", "aarch64", "--arm-kernels", "i8mm,i8mm"], None, "repeats"),
     ("parity-arm-kernels-without-isa", ["parity", "art", "--arm-kernels", "dotprod"], None, "--isa aarch64 only"),
-    ("parity-aarch64-onnx", ["parity", "onnx_art", "--isa", "aarch64"], None, "runs ExecuTorch programs of kinds"),
+    ("parity-aarch64-coreml", ["parity", "coreml_art", "--isa", "aarch64"], None, "--isa aarch64 runs"),
     # -- bench
     ("bench-threads-0", ["bench", "art", "--threads", "0"], None, "out of range"),
     ("bench-threads-blank", ["bench", "art", "--threads", "1,,2"], None, "not a list of thread counts"),

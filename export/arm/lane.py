@@ -1,5 +1,5 @@
 """Sets up, once, and runs the emulated aarch64 lane: Debian arm64's Python with PyPI's aarch64
-torch/executorch/numpy wheels (the versions this checkout is locked to), run by qemu-user.
+torch/executorch/onnxruntime/numpy wheels (the versions this checkout is locked to), run by qemu-user.
 
 Setup (`python -m export.arm.lane`, or the first `handheld parity DIR --isa aarch64`), cached in
 `~/.cache/handheld/aarch64-v1` (HANDHELD_CACHE moves it), built in a temporary folder and renamed
@@ -44,7 +44,7 @@ TOOLS = {
 }
 # wheels with native code (aarch64 builds) and the pure-Python ones torch/executorch import;
 # versions are the host's, i.e. the lock file's
-NATIVE_WHEELS = ("torch", "executorch", "numpy", "pyyaml", "markupsafe")
+NATIVE_WHEELS = ("torch", "executorch", "onnxruntime", "numpy", "pyyaml", "markupsafe")
 PURE_WHEELS = (
     "typing_extensions", "filelock", "sympy", "mpmath", "networkx", "jinja2", "fsspec", "packaging",
     "flatbuffers", "ruamel.yaml", "tabulate",
@@ -210,7 +210,9 @@ def setup(progress: bool = True) -> Lane:
             if name == "stubs":
                 stubs = result
         start = time.perf_counter()
-        smoke = lane.python(["-c", "import torch, executorch.runtime; print(torch.__version__)"], "dotprod", 600)
+        smoke = lane.python(
+            ["-c", "import torch, executorch.runtime, onnxruntime; print(torch.__version__)"], "dotprod", 600
+        )
         if smoke.returncode != 0:
             raise HandheldError(
                 f"aarch64 lane setup: torch does not import under emulation ({_last_line(smoke)})",
@@ -234,35 +236,39 @@ def _last_line(done: subprocess.CompletedProcess) -> str:
     return lines[-1] if lines else f"exit {done.returncode}"
 
 
-def run_program(lane: Lane, program: Path, method: str, cases: list[list], cpu: str, timeout: float = 1800) -> tuple:
+def run_program(
+    lane: Lane, program: Path, method: str, cases: list[list], cpu: str, timeout: float = 1800, **job: object
+) -> tuple:
     """Run `cases` (lists of numpy inputs) in order on one loaded `method` of `program` under
-    emulation -> ([[outputs] per case], the worker's result.json)."""
+    emulation -> ([[outputs] per case], the worker's result.json). `job`: what an .onnx program
+    needs besides (input_names, output_names; state pairs and kv_shape for a decoder's cache)."""
     import numpy as np
 
     with tempfile.TemporaryDirectory(prefix="handheld-aarch64-") as tmp:
-        job = Path(tmp)
-        np.savez(job / "inputs.npz", **{f"{i}/{j}": a for i, case in enumerate(cases) for j, a in enumerate(case)})
+        folder = Path(tmp)
+        np.savez(folder / "inputs.npz", **{f"{i}/{j}": a for i, case in enumerate(cases) for j, a in enumerate(case)})
         spec = {"program": str(Path(program).resolve()), "method": method, "cases": len(cases)}
         spec["inputs_per_case"] = [len(c) for c in cases]
-        (job / "job.json").write_text(json.dumps(spec))
+        spec.update(job)
+        (folder / "job.json").write_text(json.dumps(spec))
         try:
-            done = lane.python([str(WORKER), str(job)], cpu, timeout)
+            done = lane.python([str(WORKER), str(folder)], cpu, timeout)
         except subprocess.TimeoutExpired as e:
             raise HandheldError(
                 f"the emulated aarch64 run of {program.name} did not finish in {timeout:.0f} s",
                 "try a shorter protocol; the host parity result is unchanged",
             ) from e
-        if done.returncode != 0 or not (job / "result.json").is_file():
+        if done.returncode != 0 or not (folder / "result.json").is_file():
             raise HandheldError(
                 f"the emulated aarch64 run of {program.name} failed: {_last_line(done)}",
                 "the aarch64 runtime may lack an operator this program uses; the host parity result is unchanged",
             )
-        with np.load(job / "outputs.npz") as z:
+        with np.load(folder / "outputs.npz") as z:
             outputs = [
                 [z[f"{i}/{k}"] for k in range(sum(key.startswith(f"{i}/") for key in z.files))]
                 for i in range(len(cases))
             ]
-        return outputs, json.loads((job / "result.json").read_text())
+        return outputs, json.loads((folder / "result.json").read_text())
 
 
 if __name__ == "__main__":

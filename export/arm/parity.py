@@ -1,4 +1,4 @@
-"""`handheld parity DIR --isa aarch64`: an ExecuTorch artifact on ARM's kernels (emulated),
+"""`handheld parity DIR --isa aarch64`: an ExecuTorch or ONNX artifact on ARM's kernels (emulated),
 against the same artifact on this machine and against its eager model.
 
 The integer GEMMs agree by construction; activation quantization, softmax, norms and layout
@@ -22,6 +22,7 @@ from export.arm.lane import FAMILIES, run_program, setup
 from export.manifest import update_manifest
 from export.tolerances import judge
 from runtime.errors import HandheldError
+from runtime.executorch_runner import native_stderr_silenced
 from runtime.manifest import load_manifest
 
 # Named tolerances, metric -> ("min" | "max", limit).
@@ -78,7 +79,7 @@ class _LLMProtocol:
         from export.config import llm_config_from_dict
         from export.data.text import token_windows
         from export.llm.parity import EagerLLMRunner
-        from export.llm.pipeline import load_checkpoint, prepare_model
+        from export.llm.pipeline import load_checkpoint
         from export.llm.quantize import with_cached_dequantized_weights
         from export.llm.wrapper import CachedDecoder
         from runtime.runner import open_runner
@@ -90,7 +91,7 @@ class _LLMProtocol:
                 f"the aarch64 protocol needs {length} positions; this artifact holds {cfg.max_seq_len}",
                 f"export with --max-seq-len {length} or more",
             )
-        prepared = prepared or prepare_model(cfg)
+        # prepared: the eager reference check_aarch64 built (eager_model) or was given
         if tokens is None:  # held-out Wikipedia text, the parity split
             ck = prepared.checkpoint if prepared.checkpoint is not None else load_checkpoint(cfg.checkpoint)
             tokens = token_windows(ck.tokenizer, "parity", length, 1)[0]
@@ -100,11 +101,21 @@ class _LLMProtocol:
             [window[None, p : p + 1].numpy(), np.array([p], np.int64)] for p in range(LLM_PREFILL, length - 1)
         ]
         self.program = folder / manifest["model_file"]
+        host = open_runner(folder)
+        self.job = {}
+        if manifest["backend"] == "onnx":  # the decoder's cache: present -> past from step to step
+            graph, session = manifest["onnx_graph"], host.session
+            self.job = {
+                "input_names": [session.get_inputs()[0].name, "input_pos"],
+                "output_names": [session.get_outputs()[0].name],
+                "state": list(zip(graph["past"], graph["present"])),
+                "kv_shape": graph["kv_shape"],
+            }
         reference = CachedDecoder(
             with_cached_dequantized_weights(prepared.model), cfg.max_seq_len, cfg.quant.kv_cache_bits
         )
         self.eager = self._steps(EagerLLMRunner(reference.eval(), cfg.max_seq_len))
-        self.host = self._steps(open_runner(folder))
+        self.host = self._steps(host)
 
     def _steps(self, runner) -> np.ndarray:
         rows = []
@@ -135,7 +146,6 @@ class _SAMProtocol:
     method = "forward"
 
     def __init__(self, folder: Path, manifest: dict, prepared=None, tokens=None):
-        from export.sam.model import load_checkpoint, shipped_checkpoint
         from export.sam.parity import compare, parity_cases
         from runtime.sam_backends import load_forward
         from runtime.segment import Segmenter
@@ -145,8 +155,7 @@ class _SAMProtocol:
             raise HandheldError(
                 f"{folder} has no int8 variant", "export it with `handheld export sam` (int8 is built by default)"
             )
-        checkpoint = Path(manifest["checkpoint"]["path"])
-        model = prepared or load_checkpoint(checkpoint if checkpoint.is_file() else shipped_checkpoint())
+        model = prepared
         self.spec = model.config.input_spec
 
         def eager_forward(image, clicks):
@@ -156,7 +165,17 @@ class _SAMProtocol:
         self.reference = Segmenter(eager_forward, self.spec, "eager fp32")
         self.cases_photos = parity_cases(self.reference)
         self.program = folder / entry["file"]
-        run = load_forward("executorch", self.program)
+        backend = manifest["backend"]
+        run = load_forward(backend, self.program)
+        self.job = {}
+        if backend == "onnx":
+            from runtime.onnx_runner import open_session
+
+            session = open_session(self.program)
+            self.job = {
+                "input_names": [i.name for i in session.get_inputs()],
+                "output_names": [session.get_outputs()[0].name],
+            }
         recorded = []
 
         def host_forward(image, clicks):
@@ -205,12 +224,12 @@ class _LongVUProtocol:
     def __init__(self, folder: Path, manifest: dict, prepared=None, tokens=None):
         from export.longvu.config import config_from_dict
         from export.longvu.parity import sample_videos
-        from export.longvu.pipeline import EagerPieces, build_model
+        from export.longvu.pipeline import EagerPieces
         from runtime.video import decode, resize_frames
         from runtime.video_qa import open_pieces
 
         cfg = config_from_dict(manifest["config"])
-        model = prepared or build_model(cfg)
+        model = prepared
         frames = []
         for path in sample_videos().values():
             video = decode(path, cfg.video)
@@ -218,6 +237,7 @@ class _LongVUProtocol:
         pixels = resize_frames(np.stack(frames), cfg.dino.image_size)
         self.cases = [[pixels[i : i + 1].numpy()] for i in range(len(pixels))]
         self.program = folder / manifest["model_file"]
+        self.job = {}
         art, _, _ = open_pieces(folder)
         eager = EagerPieces(model)
         with torch.no_grad():
@@ -236,6 +256,29 @@ class _LongVUProtocol:
 
 
 PROTOCOLS = {"llm": _LLMProtocol, "sam": _SAMProtocol, "longvu": _LongVUProtocol}
+# (kind, backend) pairs the lane runs: ExecuTorch programs in ExecuTorch's aarch64 runtime, ONNX
+# graphs in onnxruntime's aarch64 CPU provider (LongVU's ONNX pieces: not yet)
+LANES = [("llm", "executorch"), ("sam", "executorch"), ("longvu", "executorch"), ("llm", "onnx"), ("sam", "onnx")]
+
+
+def eager_model(manifest: dict):
+    """The artifact's eager reference, built as its export built it (an LLM's GPTQ takes minutes:
+    built before the host runtimes' logs are silenced, so its progress shows)."""
+    kind = manifest["kind"]
+    if kind == "llm":
+        from export.config import llm_config_from_dict
+        from export.llm.pipeline import prepare_model
+
+        return prepare_model(llm_config_from_dict(manifest["config"]))
+    if kind == "sam":
+        from export.sam.model import load_checkpoint, shipped_checkpoint
+
+        checkpoint = Path(manifest["checkpoint"]["path"])
+        return load_checkpoint(checkpoint if checkpoint.is_file() else shipped_checkpoint())
+    from export.longvu.config import config_from_dict
+    from export.longvu.pipeline import build_model
+
+    return build_model(config_from_dict(manifest["config"]))
 
 
 def kernel_family(features: dict) -> str:
@@ -250,15 +293,18 @@ def check_aarch64(folder: Path, families=FAMILIES, prepared=None, progress: bool
     folder = Path(folder)
     manifest = load_manifest(folder)
     kind, backend = manifest["kind"], manifest.get("backend")
-    if backend != "executorch" or kind not in PROTOCOLS:
+    if (kind, backend) not in LANES:
+        runs = ", ".join(f"{k} on {b}" for k, b in LANES)
         raise HandheldError(
-            f"--isa aarch64 runs ExecuTorch programs of kinds {', '.join(PROTOCOLS)}; this artifact is {kind} on {backend}",
-            "pass an artifact exported with --backend executorch, or leave --isa out",
+            f"--isa aarch64 runs {runs}; this artifact is {kind} on {backend}",
+            "pass one of those artifacts, or leave --isa out (CoreML runs on Apple's runtime only)",
         )
     lane = setup(progress=progress)  # before the heavy work: a lane that cannot be set up says so first
     say = print if progress else (lambda *a, **k: None)
     start = time.perf_counter()
-    protocol = PROTOCOLS[kind](folder, manifest, prepared, tokens)
+    prepared = prepared if prepared is not None else eager_model(manifest)
+    with native_stderr_silenced():  # the host runtimes' cpuinfo/threadpool log lines (--verbose shows them)
+        protocol = PROTOCOLS[kind](folder, manifest, prepared, tokens)
     report = {"protocol": kind, "cases": len(protocol.cases), "host_and_eager_s": round(time.perf_counter() - start, 1)}
     report["lane"] = {k: lane.info()[k] for k in ("setup", "torch")}
     failures = []
@@ -268,7 +314,7 @@ def check_aarch64(folder: Path, families=FAMILIES, prepared=None, progress: bool
             flush=True,
         )
         start = time.perf_counter()
-        outputs, result = run_program(lane, protocol.program, protocol.method, protocol.cases, family)
+        outputs, result = run_program(lane, protocol.program, protocol.method, protocol.cases, family, **protocol.job)
         numbers = protocol.numbers(outputs)
         verdict = judge(numbers, protocol.tolerances)
         ran = kernel_family(result["cpu_features"])
@@ -311,7 +357,7 @@ def format_report(report: dict) -> list[str]:
             )
         elif report["protocol"] == "longvu":
             shown = (
-                f"dino features vs host: cosine min {m['vs_host_cosine_min']:.5f}, max-abs {m['vs_host_max_abs']:.4f}; "
+                f"dino features vs host: cosine min {m['vs_host_cosine_min']:.5f}, max-abs {m['vs_host_max_abs']:.1e}; "
                 f"vs eager: cosine min {m['vs_eager_cosine_min']:.5f} (host {m['host_vs_eager_cosine_min']:.5f}) "
                 f"over {m['frames']} frames"
             )
