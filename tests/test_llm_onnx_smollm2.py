@@ -65,3 +65,13 @@ def test_chat_answer_from_the_onnx_artifact(smollm2_onnx):
         "What is the capital of France? Answer in one sentence.", SamplingConfig(max_new_tokens=24)
     )
     assert "Paris" in answer.text
+
+
+@pytest.mark.arm
+def test_onnx_artifact_on_onnxruntimes_arm_kernels(smollm2_onnx):
+    from export.arm.parity import check_aarch64
+
+    folder, _, prepared = smollm2_onnx
+    report = check_aarch64(folder, ("dotprod", "i8mm"), prepared=prepared, progress=False)
+    assert report["passed"], report["failures"]
+    assert report["i8mm"]["kernel_family"] == "i8mm"
