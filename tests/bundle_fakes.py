@@ -38,6 +38,7 @@ def make_llm(root: Path, backend: str = "executorch", name: str = "llm") -> Path
         outputs=io(contract.LLM_OUTPUT_NAMES, [[1, LLM_VOCAB]], ["float32"]),
         tokenizer=tokenizer_fields(folder),
         max_seq_len=128,
+        **{contract.LLM_CONTEXT: dict(zip(contract.LLM_CONTEXT_KEYS, (4, 64, "recompute")))},
         parity={"passed": True, "logits_cosine_min": 0.998, "greedy_agreement": 0.97},
     )
     return folder

@@ -27,7 +27,7 @@ TOKENIZER_KEYS = ("file", "bos_id", "eos_ids", "chat_template")
 # Conversations past max_seq_len (runtime/context.py; written since 2026-12, absent in older
 # artifacts): when the cache fills, keep the first sink_tokens and the last window_tokens and
 # prefill them again from position 0 ("recompute"). The host runtime and `handheld chat` follow
-# it; the demo apps still answer one turn at a time through ExecuTorch's runner and do not.
+# it; the demo apps (ChatWindow.kt / .swift) keep whole turns that fit in window_tokens.
 LLM_CONTEXT = "context"
 LLM_CONTEXT_KEYS = ("sink_tokens", "window_tokens", "on_overflow")
 

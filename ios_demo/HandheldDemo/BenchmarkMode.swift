@@ -76,7 +76,11 @@ enum BenchmarkMode {
             switch entry.kind {
             case "llm":
                 let chat = try LLMChat(bundle: bundle, entry: entry)
-                try measure { try chat.reply(prompt, maxTokens: 192) { _ in } }
+                // every measured reply starts from an empty cache (a fresh conversation)
+                try measure {
+                    chat.newConversation()
+                    return try chat.reply(prompt, maxTokens: 192) { _ in }
+                }
             case "sam":
                 let seg = try Segmenter(bundle: bundle, entry: entry)
                 let photo = syntheticPhoto()

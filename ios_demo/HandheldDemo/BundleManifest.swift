@@ -72,6 +72,18 @@ struct IOSpec: Decodable {
     enum CodingKeys: String, CodingKey { case name, shape }
 }
 
+/// How a chat goes on past max_seq_len (export/bundle/contract.py LLM_CONTEXT).
+struct ContextPolicy: Decodable {
+    let sinkTokens: Int
+    let windowTokens: Int
+    let onOverflow: String
+    enum CodingKeys: String, CodingKey {
+        case sinkTokens = "sink_tokens"
+        case windowTokens = "window_tokens"
+        case onOverflow = "on_overflow"
+    }
+}
+
 struct TokenizerSpec: Decodable {
     let file: String
     let bosId: Int?
@@ -185,6 +197,7 @@ struct ModelEntry: Decodable {
     let outputs: [IOSpec]?
     let tokenizer: TokenizerSpec?
     let maxSeqLen: Int?
+    let context: ContextPolicy?
     let preprocessing: SamPreprocessing?
     let clicks: ClickEncoding?
     let maskThreshold: Float?
@@ -192,7 +205,7 @@ struct ModelEntry: Decodable {
     let config: LongVUConfig?
 
     enum CodingKeys: String, CodingKey {
-        case kind, backend, dir, parity, inputs, outputs, tokenizer, preprocessing, clicks, methods, config
+        case kind, backend, dir, parity, inputs, outputs, tokenizer, preprocessing, clicks, methods, config, context
         case sizeBytes = "size_bytes"
         case modelFile = "model_file"
         case maxSeqLen = "max_seq_len"
@@ -211,6 +224,7 @@ struct ModelEntry: Decodable {
         outputs = try c.decodeIfPresent([IOSpec].self, forKey: .outputs)
         tokenizer = try c.decodeIfPresent(TokenizerSpec.self, forKey: .tokenizer)
         maxSeqLen = try c.decodeIfPresent(Int.self, forKey: .maxSeqLen)
+        context = try c.decodeIfPresent(ContextPolicy.self, forKey: .context)
         let isSam = kind == "sam", isLongVU = kind == "longvu"
         preprocessing = try isSam ? c.decode(SamPreprocessing.self, forKey: .preprocessing) : nil
         clicks = try isSam ? c.decode(ClickEncoding.self, forKey: .clicks) : nil

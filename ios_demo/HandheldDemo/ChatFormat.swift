@@ -2,7 +2,8 @@ import Foundation
 
 /// One user message -> the prompt the instruct model was trained on. The manifest records the
 /// Jinja chat template; the app recognises the families Handheld exports by their markers
-/// (ChatML for SmolLM2/Qwen2, Llama 3 headers) instead of shipping a Jinja engine.
+/// (ChatML for SmolLM2/Qwen2, Llama 3 headers) instead of shipping a Jinja engine; ChatWindow
+/// strings the turns together.
 enum ChatFormat {
     case chatML, llama3, raw
 
@@ -14,6 +15,15 @@ enum ChatFormat {
     }
 
     var known: Bool { if case .raw = self { return false }; return true }
+
+    /// What closes an answer in the template: the runner stops on it without feeding it.
+    var endOfTurn: String {
+        switch self {
+        case .chatML: return "<|im_end|>\n"
+        case .llama3: return "<|eot_id|>"
+        case .raw: return "\n"
+        }
+    }
 
     func prompt(_ user: String) -> String {
         switch self {

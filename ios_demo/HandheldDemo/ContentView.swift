@@ -52,9 +52,18 @@ struct ChatView: View {
         busy = true
         transcript += "\nYou: \(message)\nModel: "
         Task.detached {
-            let m = try? chat.reply(message) { token in Task { @MainActor in transcript += token } }
+            var status: String
+            do {
+                let m = try chat.reply(message) { token in Task { @MainActor in transcript += token } }
+                status = String(
+                    format: "[prefill %.0f tok/s, decode %.1f tok/s; context %d/%d, %d eviction(s)]",
+                    m["prefill_tok_s"] ?? 0, m["decode_tok_s"] ?? 0, chat.window.used, chat.maxSeqLen, chat.window.evictions)
+            } catch {
+                status = "[\(error.localizedDescription)]"  // the conversation goes on
+            }
+            let line = status
             await MainActor.run {
-                if let m { transcript += String(format: "\n[prefill %.0f tok/s, decode %.1f tok/s]\n", m["prefill_tok_s"] ?? 0, m["decode_tok_s"] ?? 0) }
+                transcript += "\n\(line)\n"
                 busy = false
             }
         }

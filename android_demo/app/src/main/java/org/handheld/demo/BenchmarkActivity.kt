@@ -77,8 +77,9 @@ class BenchmarkActivity : Activity() {
 
     private fun benchLlm(spec: LlmSpec, prompt: String, warmup: Int, iterations: Int, record: BenchmarkRecord) {
         LlmChat(spec).use { chat ->
-            repeat(warmup) { chat.reply(prompt, maxTokens = 192) {} }
-            val runs = List(iterations) { LlmChat.metrics(chat.reply(prompt, maxTokens = 192) {}) }
+            // every measured reply starts from an empty cache (a fresh conversation)
+            repeat(warmup) { chat.newConversation(); chat.reply(prompt, maxTokens = 192) {} }
+            val runs = List(iterations) { chat.newConversation(); LlmChat.metrics(chat.reply(prompt, maxTokens = 192) {}) }
             for (name in runs[0].keys) record.add(name, runs.map { it.getValue(name) })
         }
     }

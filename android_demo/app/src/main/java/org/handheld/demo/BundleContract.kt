@@ -33,6 +33,9 @@ object Keys {
     const val BOS_ID = "bos_id"
     const val EOS_IDS = "eos_ids"
     const val CHAT_TEMPLATE = "chat_template"
+    const val CONTEXT = "context"
+    const val SINK_TOKENS = "sink_tokens"
+    const val WINDOW_TOKENS = "window_tokens"
 
     // SqueezeSAM
     const val PREPROCESSING = "preprocessing"

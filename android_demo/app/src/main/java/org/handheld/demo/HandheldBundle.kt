@@ -88,6 +88,11 @@ class LlmSpec(bundle: HandheldBundle, entry: JSONObject) {
     val chatFormat = ChatFormat.fromTemplate(if (tokenizer.isNull(Keys.CHAT_TEMPLATE)) null else tokenizer.getString(Keys.CHAT_TEMPLATE))
     val maxSeqLen: Int = entry.getInt(Keys.MAX_SEQ_LEN)
 
+    // the conversation window past the context (bundles from before it existed: the host's defaults)
+    private val context = entry.optJSONObject(Keys.CONTEXT)
+    val sinkTokens: Int = context?.getInt(Keys.SINK_TOKENS) ?: 4
+    val windowTokens: Int = context?.getInt(Keys.WINDOW_TOKENS) ?: (maxSeqLen / 2)
+
     init {
         HandheldBundle.requireNames("LLM inputs", HandheldBundle.ioSpecs(entry.getJSONArray(Keys.INPUTS)), Names.LLM_INPUTS)
         HandheldBundle.requireNames("LLM outputs", HandheldBundle.ioSpecs(entry.getJSONArray(Keys.OUTPUTS)), Names.LLM_OUTPUTS)

@@ -1,5 +1,6 @@
 package org.handheld.demo
 
+import java.io.File
 import org.json.JSONObject
 import org.pytorch.executorch.extension.llm.LlmCallback
 import org.pytorch.executorch.extension.llm.LlmModule
@@ -7,10 +8,13 @@ import org.pytorch.executorch.extension.llm.LlmModule
 /**
  * ExecuTorch's LLM runner (the same C++ generation loop as llama_main) on the bundle's 4-bit
  * .pte: it feeds forward(tokens, input_pos) and reads the get_max_seq_len / eos metadata the
- * exporter writes into the program.
+ * exporter writes into the program. Turns follow one another on the runner's KV cache, and the
+ * conversation goes on past max_seq_len through [ChatWindow] (the manifest's `context` policy).
  */
 class LlmChat(val spec: LlmSpec, temperature: Float = 0.0f) : AutoCloseable {
     private val module = LlmModule(spec.modelPath, spec.tokenizerPath, temperature)
+    private val tokenizer = BpeTokenizer(File(spec.tokenizerPath))
+    val window = ChatWindow(spec.maxSeqLen, spec.sinkTokens, spec.windowTokens) { tokenizer.encode(it).size }
     val loadMs: Long
 
     init {
@@ -20,15 +24,35 @@ class LlmChat(val spec: LlmSpec, temperature: Float = 0.0f) : AutoCloseable {
         loadMs = System.currentTimeMillis() - start
     }
 
-    /** Streams the reply to [onToken]; returns ExecuTorch's stats (PyTorchObserver JSON). */
-    fun reply(message: String, maxTokens: Int = spec.maxSeqLen, onToken: (String) -> Unit): JSONObject {
+    /**
+     * Streams the reply to [onToken] (at most [maxTokens] tokens, and at most half the window);
+     * returns ExecuTorch's stats (PyTorchObserver JSON). A message that cannot fit the window
+     * with room for an answer is a [BundleException] and the conversation goes on.
+     */
+    fun reply(message: String, maxTokens: Int = DEFAULT_REPLY_TOKENS, onToken: (String) -> Unit): JSONObject {
+        val replyTokens = minOf(maxTokens, spec.windowTokens / 2)
+        val feed = window.next(message, spec.chatFormat, replyTokens)
+        if (feed.reset) module.resetContext() // then refill from position 0 with the kept turns
         var stats = JSONObject()
+        val reply = StringBuilder()
         val callback = object : LlmCallback {
-            override fun onResult(result: String) = onToken(result)
+            override fun onResult(result: String) {
+                reply.append(result)
+                onToken(result)
+            }
             override fun onStats(result: String) { stats = JSONObject(result) }
         }
-        module.generate(spec.chatFormat.prompt(message), minOf(maxTokens, spec.maxSeqLen), callback, false)
+        // seqLen counts this call's prompt and answer (the runner adds its cache position)
+        module.generate(feed.text, window.count(feed.text) + replyTokens, callback, false)
+        val answer = reply.toString().removeSuffix(spec.chatFormat.endOfTurn.trim())
+        window.record(feed, message, answer, if (stats.has("generated_tokens")) stats.getInt("generated_tokens") else 0)
         return stats
+    }
+
+    /** A new conversation: the cache and the kept turns are cleared. */
+    fun newConversation() {
+        module.resetContext()
+        window.clear()
     }
 
     fun stop() = module.stop()
@@ -36,6 +60,8 @@ class LlmChat(val spec: LlmSpec, temperature: Float = 0.0f) : AutoCloseable {
     override fun close() = module.resetNative()
 
     companion object {
+        const val DEFAULT_REPLY_TOKENS = 256
+
         /**
          * The same metrics export/device/results.py derives from llama_main's stats line, so
          * phone and host numbers line up in `handheld report`.

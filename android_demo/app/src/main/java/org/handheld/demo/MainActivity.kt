@@ -98,10 +98,18 @@ fun ChatScreen(spec: LlmSpec) {
                 busy = true
                 transcript += "\nYou: $message\nModel: "
                 scope.launch(Dispatchers.Default) {
-                    val stats = chat.value.reply(message) { token -> scope.launch(Dispatchers.Main) { transcript += token } }
-                    val m = LlmChat.metrics(stats)
+                    val status = try {
+                        val stats = chat.value.reply(message) { token -> scope.launch(Dispatchers.Main) { transcript += token } }
+                        val m = LlmChat.metrics(stats)
+                        val w = chat.value.window
+                        "[prefill %.0f tok/s, decode %.1f tok/s; context %d/%d, %d eviction(s)]".format(
+                            m["prefill_tok_s"], m["decode_tok_s"], w.used, spec.maxSeqLen, w.evictions,
+                        )
+                    } catch (e: BundleException) {
+                        "[${e.message}]" // the conversation goes on
+                    }
                     withContext(Dispatchers.Main) {
-                        transcript += "\n[prefill %.0f tok/s, decode %.1f tok/s]\n".format(m["prefill_tok_s"], m["decode_tok_s"])
+                        transcript += "\n$status\n"
                         busy = false
                     }
                 }
