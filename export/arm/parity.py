@@ -272,10 +272,9 @@ def eager_model(manifest: dict):
 
         return prepare_model(llm_config_from_dict(manifest["config"]))
     if kind == "sam":
-        from export.sam.model import load_checkpoint, shipped_checkpoint
+        from export.sam.parity import reference_model
 
-        checkpoint = Path(manifest["checkpoint"]["path"])
-        return load_checkpoint(checkpoint if checkpoint.is_file() else shipped_checkpoint())
+        return reference_model(manifest)
     from export.longvu.config import config_from_dict
     from export.longvu.pipeline import build_model
 

@@ -136,13 +136,18 @@ def check_variants(folder: Path, backend: str, model, variants: dict, graphs: di
     return report
 
 
-def check_artifact(folder: Path, **_) -> dict:
-    """`handheld parity DIR` for kind "sam": re-run parity from the files and print it."""
+def reference_model(manifest: dict):
+    """The eager model an artifact was exported from: its recorded checkpoint, or the shipped one."""
     from export.sam.model import load_checkpoint, shipped_checkpoint
 
-    manifest = load_manifest(folder)
     checkpoint = Path(manifest["checkpoint"]["path"])
-    model = load_checkpoint(checkpoint if checkpoint.is_file() else shipped_checkpoint())
+    return load_checkpoint(checkpoint if checkpoint.is_file() else shipped_checkpoint())
+
+
+def check_artifact(folder: Path, **_) -> dict:
+    """`handheld parity DIR` for kind "sam": re-run parity from the files and print it."""
+    manifest = load_manifest(folder)
+    model = reference_model(manifest)
     report = check_variants(Path(folder), manifest["backend"], model, manifest["variants"], manifest.get("graph"))
     update_manifest(folder, parity=report)
     for line in format_report(report):
